@@ -1,0 +1,72 @@
+"""``instruction_dataset``: chat-formatted fine-tuning records (system taxonomy, redacted user text, JSON answer)."""
+
+import hashlib
+
+import dagster as dg
+import pandas as pd
+
+from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, image
+from intent_assets.base_model import load_tokenizer
+from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
+from intent_assets.plots import histogram
+from intent_assets.resources import ArtifactStore
+from intent_assets.taxonomy import Taxonomy
+
+def _synthetic_rows(augments: pd.DataFrame) -> pd.DataFrame:
+    accepted = augments[augments["accepted"]]
+    ids = [
+        "syn-" + hashlib.sha256(f"{i}\x1f{t}".encode()).hexdigest()[:12] for i, t in zip(accepted["intent"], accepted["text"])
+    ]
+    return pd.DataFrame({"record_id": ids, "split": "train", "intent": accepted["intent"].to_numpy(), "text": accepted["text"].to_numpy(), "synthetic": True})
+
+@dg.asset(
+    group_name="data",
+    owners=DATA_OWNERS,
+    kinds={"jsonl", "pandas"},
+    tags=PII_REDACTED,
+)
+def instruction_dataset(
+    context: dg.AssetExecutionContext,
+    artifacts: ArtifactStore,
+    dataset_splits: pd.DataFrame,
+    synthetic_augments: pd.DataFrame,
+    intent_taxonomy: dict,
+) -> pd.DataFrame:
+    """Chat records (system, user, assistant) for train / validation / test, also written as JSONL files.
+
+    The system prompt lists the taxonomy (names and descriptions) and is byte-identical in every record so a
+    server can cache it; the user turn is the redacted utterance; the assistant answers ``{"intent": "<name>"}``.
+    Synthetic paraphrases (accepted ones only) are added to the training split only.
+    """
+    taxonomy = Taxonomy.from_dict(intent_taxonomy)
+    real = dataset_splits.assign(synthetic=False)[["record_id", "split", "intent", "text", "synthetic"]]
+    examples = pd.concat([real, _synthetic_rows(synthetic_augments)], ignore_index=True)
+    records = build_records(examples, taxonomy)
+    paths = write_jsonl(records, artifacts.path("instruction_dataset"))
+
+    tokenizer = load_tokenizer(artifacts.path("base_model") / "tokenizer")
+    lengths = token_lengths(tokenizer, records["messages"])
+    system_tokens = len(tokenizer(system_prompt(taxonomy))["input_ids"])
+    per_split = records["split"].value_counts().to_dict()
+    stats = length_stats(lengths)
+    context.log.info(f"instruction_dataset: {per_split}; tokens per record {stats}")
+    context.add_output_metadata(
+        {
+            **{f"rows_{k}": int(v) for k, v in sorted(per_split.items())},
+            "rows_total": len(records),
+            "synthetic_rows": int(records["synthetic"].sum()),
+            "synthetic_share_of_train": round(float(records.loc[records["split"] == "train", "synthetic"].mean() or 0.0), 4),
+            "system_prompt_tokens": system_tokens,
+            "tokens_per_record": dg.MetadataValue.json(stats),
+            "tokens_total": int(lengths.sum()),
+            "token_length_histogram": image(
+                histogram(lengths, "tokens per chat record (SmolLM2 tokenizer)", "tokens"),
+                artifacts.path("plots") / "instruction_token_lengths.png",
+                "token lengths",
+            ),
+            **{f"file_{k}": dg.MetadataValue.path(str(p)) for k, p in paths.items()},
+            "taxonomy_version": f"{taxonomy.name} v{taxonomy.version} ({taxonomy.fingerprint})",
+            "dagster/row_count": len(records),
+        }
+    )
+    return records

@@ -1,0 +1,42 @@
+"""``intent_taxonomy``: the versioned intent schema the model routes to."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from intent_assets.assets.common import DATA_OWNERS
+from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR
+from intent_assets.taxonomy import load_taxonomy
+
+class TaxonomyConfig(dg.Config):
+    path: str = Field(
+        default=str(DEFAULT_TAXONOMY.relative_to(PROJECT_DIR)),
+        description="Taxonomy JSON file (name, version, intents[name, description]); relative to the project folder.",
+    )
+
+@dg.asset(
+    group_name="data",
+    owners=DATA_OWNERS,
+    kinds={"json"},
+    tags={"pii": "none"},
+)
+def intent_taxonomy(context: dg.AssetExecutionContext, config: TaxonomyConfig) -> dict:
+    """The versioned intent schema (name and short description of every intent), loaded from a project file.
+
+    Labels outside it are quarantined from training data (see ``quarantined_labels``). The system prompt of
+    ``instruction_dataset`` is built from it.
+    """
+    path = Path(config.path) if Path(config.path).is_absolute() else PROJECT_DIR / config.path
+    taxonomy = load_taxonomy(path)
+    context.add_output_metadata(
+        {
+            "name": taxonomy.name,
+            "version": taxonomy.version,
+            "fingerprint": taxonomy.fingerprint,
+            "intents": len(taxonomy.intents),
+            "source_file": dg.MetadataValue.path(str(path)),
+            "intent_list": dg.MetadataValue.md("\n".join(f"- `{n}`: {d}" for n, d in taxonomy.intents)),
+        }
+    )
+    return taxonomy.to_dict()

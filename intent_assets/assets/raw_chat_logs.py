@@ -1,0 +1,90 @@
+"""``raw_chat_logs`` and ``quarantined_records``: historical support chats, validated (holds raw PII)."""
+
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from dagster_pandera import pandera_schema_to_dagster_type
+from pydantic import Field
+
+from intent_assets.assets.common import DATA_OWNERS, PII_RAW, counts_table
+from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
+from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR
+
+ChatLogsType = pandera_schema_to_dagster_type(CHAT_LOG_SCHEMA)
+
+class RawChatLogsConfig(dg.Config):
+    path: str = Field(
+        default=str(DEFAULT_CHAT_LOGS.relative_to(PROJECT_DIR)),
+        description=(
+            "File or folder of chat logs (JSONL, CSV, Parquet) or of a plain labelled data set (text + "
+            "intent/label/category; CLINC150's data_full.json too). Relative paths are from the project folder."
+        ),
+    )
+    max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, gt=0, description="Longer messages are quarantined.")
+    limit: Optional[int] = Field(default=None, gt=0, description="Read only the first N records (tiny runs).")
+
+    def resolved_path(self) -> Path:
+        path = Path(self.path)
+        return path if path.is_absolute() else PROJECT_DIR / path
+
+@dg.multi_asset(
+    outs={
+        "raw_chat_logs": dg.AssetOut(
+            dagster_type=ChatLogsType,
+            io_manager_key="raw_io_manager",
+            description="One validated row per chat message, as logged. Holds raw personal data: restricted location.",
+            owners=DATA_OWNERS,
+            tags=PII_RAW,
+            kinds={"pandas", "parquet"},
+        ),
+        "quarantined_records": dg.AssetOut(
+            io_manager_key="raw_io_manager",
+            description="Input records that failed validation, each with the failing field and the reason. Raw PII.",
+            owners=DATA_OWNERS,
+            tags=PII_RAW,
+            kinds={"pandas", "parquet"},
+        ),
+    },
+    group_name="data",
+)
+def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig):
+    """Reads historical support chat logs from the configured location and validates every record (pandera).
+
+    Bad records (missing text, unknown speaker, unparseable timestamp, invalid UTF-8, over-long message,
+    malformed line, repeated conversation turn) are never dropped: they go to ``quarantined_records`` with the
+    field and reason, and ``rows_in = rows_out + rows_quarantined`` is reported.
+    """
+    path = config.resolved_path()
+    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=config.limit)
+    valid, quarantined = result.valid, result.quarantined
+    context.log.info(f"read {result.rows_in} records from {len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
+    speakers = valid["speaker"].value_counts().to_dict()
+    yield dg.Output(
+        valid,
+        output_name="raw_chat_logs",
+        metadata={
+            "source": dg.MetadataValue.path(str(path)),
+            "input_kind": result.input_kind,
+            "rows_in": result.rows_in,
+            "rows_out": len(valid),
+            "rows_quarantined": len(quarantined),
+            "reconciles": result.rows_in == len(valid) + len(quarantined),
+            "conversations": int(valid["conversation_id"].nunique()),
+            "customer_messages": int(speakers.get("customer", 0)),
+            "agent_messages": int(speakers.get("agent", 0)),
+            "labelled_messages": int((valid["intent"] != "").sum()),
+            "distinct_labels": int(valid.loc[valid["intent"] != "", "intent"].nunique()),
+            "dagster/row_count": len(valid),
+        },
+    )
+    yield dg.Output(
+        quarantined,
+        output_name="quarantined_records",
+        metadata={
+            "rows": len(quarantined),
+            "by_reason": counts_table(result.reasons, "reason", "rows"),
+            "by_field": counts_table(quarantined["field"].value_counts().to_dict(), "field", "rows"),
+            "dagster/row_count": len(quarantined),
+        },
+    )

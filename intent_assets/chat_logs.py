@@ -1,0 +1,372 @@
+"""Loading and validating support chat logs (no Dagster import).
+
+Two input shapes are accepted, in JSONL (optionally gzipped), CSV or Parquet, from a file or a folder of files:
+
+* **chat logs**: one record per message with ``conversation_id``, ``turn``, ``timestamp``, ``speaker``
+  (customer/agent), ``text``, ``intent`` (agent-assigned, may be empty) and ``channel``;
+* **plain labelled intent data** (Banking77, CLINC150, a customer's export): a ``text`` column and one of
+  ``intent`` / ``label`` / ``category``. Each row becomes a one-turn customer conversation whose id is derived from
+  the file name and the text, so the hash-based test split does not move when rows are reordered or appended.
+  CLINC150's ``data_full.json`` (an object of ``[text, label]`` lists) is read the same way.
+
+Every record is validated with a pandera schema. A record that fails is never dropped: it goes to the quarantine
+frame with the failing ``field``, a ``reason`` and its ``source`` (file and line), so that
+``rows_in == len(valid) + len(quarantined)`` always holds. A file that cannot be read at all (unparseable CSV or
+Parquet, no ``text`` column) raises :class:`ChatLogLoadError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+CHAT_LOG_COLUMNS = ["conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel"]
+LABEL_COLUMNS = ("intent", "label", "category")
+SPEAKERS = ("customer", "agent")
+DEFAULT_MAX_TEXT_CHARS = 10_000
+SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".parquet", ".json")
+QUARANTINE_COLUMNS = ["source", "record", "field", "reason", *CHAT_LOG_COLUMNS]
+
+
+class ChatLogLoadError(ValueError):
+    """A file could not be read at all (as opposed to single bad records, which are quarantined)."""
+
+
+@dataclass
+class LoadResult:
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_in: int
+    input_kind: str  # "chat_logs" or "labelled"
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        if self.quarantined.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.quarantined["reason"].value_counts().items()}
+
+
+def record_id(conversation_id: str, turn: int) -> str:
+    """A stable id of one message, used to follow it through the graph."""
+    return hashlib.sha256(f"{conversation_id}\x1f{turn}".encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _valid_utf8(value) -> bool:
+    # Bytes that were not UTF-8 survive decoding as lone surrogates (errors="surrogateescape").
+    return not isinstance(value, str) or not any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _not_blank(value) -> bool:
+    return not isinstance(value, str) or value.strip() != ""
+
+
+def _is_turn(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    if isinstance(value, float):
+        return value.is_integer() and value >= 0
+    return isinstance(value, str) and value.strip().isdigit()
+
+
+def _is_timestamp(value) -> bool:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+        return True  # a missing timestamp is allowed (plain labelled data has none)
+    try:
+        return not pd.isna(pd.Timestamp(value))
+    except (ValueError, TypeError, OverflowError):
+        return False
+
+
+def raw_record_schema(max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pa.DataFrameSchema:
+    """Element-wise pandera schema over the raw (object-typed) records, so every failure names a row."""
+
+    def check(fn, error):
+        return pa.Check(fn, element_wise=True, error=error)
+
+    text_checks = [
+        check(_is_text, "text must be a string"),
+        check(_valid_utf8, "text is not valid UTF-8"),
+        check(_not_blank, "text is empty"),
+        check(lambda v: not isinstance(v, str) or len(v) <= max_text_chars, f"text longer than {max_text_chars} characters"),
+    ]
+    return pa.DataFrameSchema(
+        {
+            "conversation_id": pa.Column(object, [check(lambda v: isinstance(v, (str, int)) and str(v).strip() != "", "conversation_id must be a non-empty string"), check(_valid_utf8, "conversation_id is not valid UTF-8")]),
+            "turn": pa.Column(object, check(_is_turn, "turn must be a non-negative integer")),
+            "timestamp": pa.Column(object, check(_is_timestamp, "timestamp is not an ISO 8601 date-time"), nullable=True),
+            "speaker": pa.Column(object, check(lambda v: isinstance(v, str) and v.strip().lower() in SPEAKERS, "speaker must be 'customer' or 'agent'")),
+            "text": pa.Column(object, text_checks),
+            "intent": pa.Column(object, [check(lambda v: isinstance(v, str), "intent must be a string"), check(_valid_utf8, "intent is not valid UTF-8")], nullable=True),
+            "channel": pa.Column(object, [check(lambda v: isinstance(v, str), "channel must be a string"), check(_valid_utf8, "channel is not valid UTF-8")], nullable=True),
+        },
+        strict=False,
+        coerce=False,
+    )
+
+
+# Schema of what leaves the loader: typed, also used as the Dagster type of ``raw_chat_logs``.
+CHAT_LOG_SCHEMA = pa.DataFrameSchema(
+    {
+        "record_id": pa.Column(str, unique=True),
+        "conversation_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "turn": pa.Column(int, pa.Check.ge(0)),
+        "timestamp": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
+        "speaker": pa.Column(str, pa.Check.isin(SPEAKERS)),
+        "text": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "intent": pa.Column(str),
+        "channel": pa.Column(str),
+    },
+    unique=["conversation_id", "turn"],
+    strict=True,
+    ordered=True,
+    name="ChatLogs",
+    description="One row per chat message, validated.",
+)
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def list_input_files(location: str | Path) -> list[Path]:
+    path = Path(location)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUPPORTED_SUFFIXES))
+        if not files:
+            raise ChatLogLoadError(f"{path}: folder holds no {', '.join(SUPPORTED_SUFFIXES)} files")
+        return files
+    if not path.is_file():
+        raise ChatLogLoadError(f"{path}: no such file or folder")
+    if not path.name.endswith(SUPPORTED_SUFFIXES):
+        raise ChatLogLoadError(f"{path}: unsupported format (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+    return [path]
+
+
+def _open_text(path: Path):
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    return raw
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[dict]]:
+    """Records and per-line rejects (bad UTF-8, malformed JSON, not an object)."""
+    records, rejects = [], []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            source = f"{path.name}:{lineno}"
+            try:
+                decoded = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                rejects.append({"source": source, "field": "<line>", "reason": f"not valid UTF-8 at byte {exc.start}"})
+                continue
+            try:
+                obj = json.loads(decoded)
+            except json.JSONDecodeError as exc:
+                rejects.append({"source": source, "field": "<line>", "reason": f"malformed JSON: {exc.msg} at column {exc.colno}"})
+                continue
+            if not isinstance(obj, dict):
+                rejects.append({"source": source, "field": "<line>", "reason": f"expected a JSON object, got {type(obj).__name__}"})
+                continue
+            obj["_source"] = source
+            records.append(obj)
+    return records, rejects
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        with _open_text(path) as fh:
+            frame = pd.read_csv(fh, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="surrogateescape")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
+        raise ChatLogLoadError(f"{path}: malformed CSV: {exc}") from exc
+    # line numbers in the file: header is line 1 (exact for files without embedded newlines)
+    frame["_source"] = [f"{path.name}:{i + 2}" for i in range(len(frame))]
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise ChatLogLoadError(f"{path}: malformed Parquet: {exc}") from exc
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame["_source"] = [f"{path.name}:row {i}" for i in range(len(frame))]
+    return frame
+
+
+def _read_clinc_json(path: Path) -> pd.DataFrame:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ChatLogLoadError(f"{path}: malformed JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ChatLogLoadError(f"{path}: expected an object of [text, label] lists (CLINC150 layout)")
+    rows = []
+    for part, pairs in data.items():
+        for i, pair in enumerate(pairs):
+            ok = isinstance(pair, list) and len(pair) == 2
+            rows.append({"text": pair[0] if ok else None, "label": pair[1] if ok else None, "_source": f"{path.name}:{part}[{i}]"})
+    return pd.DataFrame(rows)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _labelled_to_chat_logs(frame: pd.DataFrame, path: Path, label_column: str) -> pd.DataFrame:
+    stem = _stem(path)
+
+    def conv_id(text) -> str:
+        digest = hashlib.sha256(str(text).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        return f"{stem}-{digest}"
+
+    return pd.DataFrame(
+        {
+            "conversation_id": [conv_id(t) for t in frame["text"]],
+            "turn": 0,
+            "timestamp": None,
+            "speaker": "customer",
+            "text": frame["text"],
+            "intent": frame[label_column],
+            "channel": "dataset",
+            "_source": frame["_source"],
+        }
+    )
+
+
+def read_file(path: Path) -> tuple[pd.DataFrame, list[dict], str]:
+    """Read one file into chat-log shaped raw records, plus line-level rejects and the input kind."""
+    name = path.name
+    rejects: list[dict] = []
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        records, rejects = _read_jsonl(path)
+        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["_source"])
+    elif name.endswith((".csv", ".csv.gz")):
+        frame = _read_csv(path)
+    elif name.endswith(".parquet"):
+        frame = _read_parquet(path)
+    else:
+        frame = _read_clinc_json(path)
+
+    columns = set(frame.columns)
+    if frame.empty and rejects:
+        return pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, "_source"]), rejects, "chat_logs"
+    if "text" not in columns:
+        raise ChatLogLoadError(f"{path}: no 'text' column (found: {sorted(columns - {'_source'})})")
+    if {"conversation_id", "turn", "speaker"} <= columns:
+        for optional in ("timestamp", "intent", "channel"):
+            if optional not in columns:
+                frame[optional] = None
+        return frame[[*CHAT_LOG_COLUMNS, "_source"]], rejects, "chat_logs"
+    label = next((c for c in LABEL_COLUMNS if c in columns), None)
+    if label is None:
+        raise ChatLogLoadError(
+            f"{path}: neither chat logs (conversation_id, turn, speaker, text, ...) nor labelled data "
+            f"(text + one of {', '.join(LABEL_COLUMNS)}); found columns {sorted(columns - {'_source'})}"
+        )
+    return _labelled_to_chat_logs(frame, path, label), rejects, "labelled"
+
+
+# --------------------------------------------------------------------------------------------------- the loader
+def _printable(value) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _quarantine_rows(frame: pd.DataFrame, reasons: dict) -> pd.DataFrame:
+    rows = []
+    for idx, (fld, reason) in reasons.items():
+        rec = frame.loc[idx]
+        rows.append(
+            {
+                "source": rec["_source"],
+                "record": f"{_printable(rec['conversation_id'])}/{_printable(rec['turn'])}",
+                "field": fld,
+                "reason": reason,
+                **{c: _printable(rec[c]) for c in CHAT_LOG_COLUMNS},
+            }
+        )
+    return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
+
+
+def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw records into (valid typed chat logs, quarantined rows with field and reason)."""
+    frame = frame.reset_index(drop=True).astype({c: object for c in CHAT_LOG_COLUMNS})
+    failures: dict[int, tuple[str, str]] = {}
+    try:
+        raw_record_schema(max_text_chars).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        for row in cases.itertuples(index=False):
+            if pd.isna(row.index):
+                raise ChatLogLoadError(f"schema failure not tied to a record: {row.column}: {row.check}") from exc
+            idx = int(row.index)
+            reason = "missing value" if row.check == "not_nullable" else str(row.check)
+            failures.setdefault(idx, (str(row.column), reason))
+
+    ok = frame.drop(index=list(failures))
+    valid = pd.DataFrame(
+        {
+            "conversation_id": ok["conversation_id"].map(lambda v: str(v).strip()),
+            "turn": ok["turn"].map(lambda v: int(float(v))).astype("int64"),
+            "timestamp": pd.to_datetime(ok["timestamp"].map(lambda v: v if v not in ("", None) else None), utc=True, format="ISO8601"),
+            "speaker": ok["speaker"].map(lambda v: v.strip().lower()),
+            "text": ok["text"],
+            "intent": ok["intent"].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).strip()),
+            "channel": ok["channel"].map(lambda v: "unknown" if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else str(v)),
+            "_source": ok["_source"],
+        }
+    )
+    # the same (conversation_id, turn) twice: keep the first, quarantine the rest
+    dup = valid.duplicated(subset=["conversation_id", "turn"], keep="first")
+    for idx in valid.index[dup]:
+        failures[idx] = ("conversation_id,turn", "duplicate record: this conversation turn was already seen")
+    valid = valid[~dup]
+    quarantined = _quarantine_rows(frame, {i: failures[i] for i in sorted(failures)})
+    valid.insert(0, "record_id", [record_id(c, t) for c, t in zip(valid["conversation_id"], valid["turn"])])
+    valid = valid.drop(columns=["_source"]).reset_index(drop=True)
+    return CHAT_LOG_SCHEMA.validate(valid), quarantined
+
+
+def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, limit: int | None = None) -> LoadResult:
+    """Read every supported file at ``location``; validate; return valid rows and quarantined rows.
+
+    ``limit`` keeps the first N records (before validation), for tiny configurations.
+    """
+    frames, rejects, kinds, files = [], [], set(), []
+    for path in list_input_files(location):
+        frame, file_rejects, kind = read_file(path)
+        frames.append(frame)
+        rejects.extend(file_rejects)
+        kinds.add(kind)
+        files.append(str(path))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, "_source"])
+    if limit is not None:
+        frame = frame.head(limit)
+        rejects = rejects[: max(0, limit - len(frame))]
+    valid, quarantined = validate_records(frame, max_text_chars)
+    line_rejects = pd.DataFrame(
+        [{"record": r["source"], **r, **{c: None for c in CHAT_LOG_COLUMNS}} for r in rejects], columns=QUARANTINE_COLUMNS
+    )
+    quarantined = pd.concat([line_rejects, quarantined], ignore_index=True) if rejects else quarantined
+    rows_in = len(frame) + len(rejects)
+    if rows_in != len(valid) + len(quarantined):
+        raise RuntimeError(f"loader lost records: {rows_in} in, {len(valid)} valid, {len(quarantined)} quarantined")
+    return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files)

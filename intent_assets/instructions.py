@@ -1,0 +1,98 @@
+"""The ``instruction_dataset`` stage: chat records for supervised fine-tuning (no Dagster import).
+
+Every record is ``{"messages": [system, user, assistant], ...}``. The system prompt carries the whole taxonomy
+and is byte-identical across records (a server can cache its prefix); the user turn is the redacted utterance;
+the assistant answers ``{"intent": "<name>"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from intent_assets.taxonomy import Taxonomy
+
+SYSTEM_TEMPLATE = (
+    "You route customer-support messages. Classify the customer's message into exactly one intent from the "
+    "list below and answer with JSON only, in the form {{\"intent\": \"<name>\"}}. Personal data has been replaced "
+    "by placeholders such as {{{{EMAIL}}}}.\n\nIntents ({name} v{version}):\n{lines}"
+)
+
+
+def system_prompt(taxonomy: Taxonomy) -> str:
+    lines = "\n".join(f"- {name}: {description}" for name, description in taxonomy.intents)
+    return SYSTEM_TEMPLATE.format(name=taxonomy.name, version=taxonomy.version, lines=lines)
+
+
+def answer(intent: str) -> str:
+    return json.dumps({"intent": intent})
+
+
+def parse_answer(content: str) -> str | None:
+    """The intent named by an assistant answer, or None when the answer is not the expected JSON."""
+    try:
+        value = json.loads(content)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value.get("intent") if isinstance(value, dict) and isinstance(value.get("intent"), str) else None
+
+
+def chat_record(system: str, text: str, intent: str) -> dict:
+    return {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": answer(intent)},
+        ]
+    }
+
+
+def build_records(examples: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """One row per example (columns ``record_id, split, intent, text, synthetic``) → adds ``messages`` (JSON)."""
+    system = system_prompt(taxonomy)
+    out = examples[["record_id", "split", "intent", "text", "synthetic"]].reset_index(drop=True).copy()
+    out["messages"] = [json.dumps(chat_record(system, t, i)["messages"]) for t, i in zip(out["text"], out["intent"])]
+    return out
+
+
+def write_jsonl(records: pd.DataFrame, directory: Path) -> dict[str, Path]:
+    """Write ``<split>.jsonl`` files (one chat record per line); returns the paths by split."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, part in records.groupby("split", sort=True):
+        path = directory / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in part.itertuples(index=False):
+                fh.write(json.dumps({"record_id": row.record_id, "intent": row.intent, "synthetic": bool(row.synthetic),
+                                     "messages": json.loads(row.messages)}) + "\n")
+        tmp.replace(path)
+        paths[str(split)] = path
+    return paths
+
+
+def token_lengths(tokenizer, records: Iterable[str]) -> np.ndarray:
+    """Token count of each full chat (chat template applied) with the base model's tokenizer."""
+    conversations = [json.loads(m) for m in records]
+    if not conversations:
+        return np.zeros(0, dtype=int)
+    ids = tokenizer.apply_chat_template(conversations, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return np.array([len(x) for x in ids], dtype=int)
+
+
+def length_stats(lengths: np.ndarray) -> dict[str, float]:
+    if len(lengths) == 0:
+        return {"min": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0}
+    return {
+        "min": int(lengths.min()),
+        "mean": round(float(lengths.mean()), 1),
+        "p50": float(np.percentile(lengths, 50)),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+    }

@@ -1,0 +1,109 @@
+"""Every external system as a Dagster resource, and the one place where each environment picks its resources.
+
+* ``local`` (the embedded default): files under ``$INTENT_ASSETS_DATA_DIR`` (default ``<project>/data``), raw
+  (PII) tables in ``raw/`` and everything redacted in ``redacted/``, run artifacts in ``artifacts/``; the
+  Dagster instance is SQLite under ``$DAGSTER_HOME``.
+* ``prod`` arrives with the EKS issue (S3, Postgres); selecting it before then is an error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from dagster_openai import OpenAIResource
+from pydantic import Field
+
+from intent_assets.paths import data_dir
+
+
+class LocalTableIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrames as Parquet and dicts as JSON under ``base_dir/<asset key>``."""
+
+    base_dir: str = Field(description="Folder that holds this IO manager's files.")
+
+    def _path(self, context, suffix: str) -> Path:
+        return Path(self.base_dir, *context.asset_key.path).with_suffix(suffix)
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if isinstance(obj, pd.DataFrame):
+            path = self._path(context, ".parquet")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            obj.to_parquet(path.with_suffix(".parquet.tmp"), index=False)
+        elif isinstance(obj, dict):
+            path = self._path(context, ".json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".json.tmp").write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
+        path.with_suffix(path.suffix + ".tmp").replace(path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext):
+        for suffix in (".parquet", ".json"):
+            path = self._path(context.upstream_output, suffix)
+            if path.is_file():
+                if suffix == ".parquet":
+                    return pd.read_parquet(path)
+                return json.loads(path.read_text(encoding="utf-8"))
+        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: not materialized yet under {self.base_dir}")
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Where stages write files that are not tables (JSONL datasets, caches, reports, models)."""
+
+    base_dir: str = Field(description="Root folder for artifacts.")
+
+    def path(self, *parts: str) -> Path:
+        path = Path(self.base_dir, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class ParaphraseLLM(OpenAIResource):
+    """An OpenAI-compatible chat-completions endpoint for paraphrase generation (dagster-openai's resource).
+
+    ``base_url``, ``api_key`` and ``model`` come from the environment (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
+    ``INTENT_ASSETS_PARAPHRASE_MODEL``). Without an API key the resource is "not configured" and the
+    ``synthetic_augments`` asset materializes an empty result that says why.
+    """
+
+    api_key: Optional[str] = Field(default=None, description="API key (from the environment, never from code).")
+    model: str = Field(default="gpt-4o-mini", description="Model name sent with each request.")
+    temperature: float = Field(default=0.9, ge=0.0, le=2.0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+
+def _env_or_none(name: str):
+    """``EnvVar(name)`` when the variable is set (so the value is never written into config), else None."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def local_resources(root: Path | None = None) -> dict:
+    root = Path(root) if root is not None else data_dir()
+    llm_kwargs = {"base_url": _env_or_none("OPENAI_BASE_URL"), "api_key": _env_or_none("OPENAI_API_KEY")}
+    if os.environ.get("INTENT_ASSETS_PARAPHRASE_MODEL"):
+        llm_kwargs["model"] = dg.EnvVar("INTENT_ASSETS_PARAPHRASE_MODEL")
+    return {
+        "io_manager": LocalTableIOManager(base_dir=str(root / "redacted")),
+        "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
+        "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
+        "paraphrase_llm": ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None}),
+    }
+
+
+def resources_for(environment: str | None = None) -> dict:
+    """The resources of one environment: ``$INTENT_ASSETS_ENV`` (default ``local``)."""
+    environment = environment or os.environ.get("INTENT_ASSETS_ENV", "local")
+    if environment == "local":
+        return local_resources()
+    raise ValueError(f"INTENT_ASSETS_ENV={environment!r}: unknown environment (available: local)")

@@ -1,0 +1,162 @@
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from intent_assets.chat_logs import CHAT_LOG_COLUMNS, ChatLogLoadError, load_chat_logs, record_id
+from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
+
+
+def msg(cid="c1", turn=0, **kw):
+    rec = {"conversation_id": cid, "turn": turn, "timestamp": "2025-03-01T10:00:00Z", "speaker": "customer",
+           "text": "I am still waiting on my card?", "intent": "card_arrival", "channel": "chat"}
+    rec.update(kw)
+    return rec
+
+
+def write_jsonl(path, records, extra_lines=()):
+    with open(path, "wb") as fh:
+        for r in records:
+            fh.write((json.dumps(r) + "\n").encode())
+        for line in extra_lines:
+            fh.write(line)
+    return path
+
+
+def reasons_by_record(result):
+    return {r.record: (r.field, r.reason) for r in result.quarantined.itertuples()}
+
+
+def test_valid_chat_logs_are_typed_and_reconcile(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [msg(turn=0, speaker="agent", text="Hello!", intent=""), msg(turn=1)])
+    result = load_chat_logs(path)
+    assert result.rows_in == 2 and len(result.valid) == 2 and result.quarantined.empty
+    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS]
+    assert result.valid["turn"].dtype == "int64"
+    assert str(result.valid["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert result.valid.loc[1, "record_id"] == record_id("c1", 1)
+    assert result.input_kind == "chat_logs"
+
+
+@pytest.mark.parametrize(
+    "record, field, reason",
+    [
+        (msg(text=None), "text", "missing value"),
+        (msg(text="   "), "text", "text is empty"),
+        ({k: v for k, v in msg().items() if k != "text"}, "text", "missing value"),
+        (msg(speaker="bot"), "speaker", "speaker must be 'customer' or 'agent'"),
+        (msg(turn=-1), "turn", "turn must be a non-negative integer"),
+        (msg(turn="two"), "turn", "turn must be a non-negative integer"),
+        (msg(timestamp="yesterday-ish"), "timestamp", "timestamp is not an ISO 8601 date-time"),
+        (msg(text="x" * 100_000), "text", "text longer than 10000 characters"),
+        (msg(intent=7), "intent", "intent must be a string"),
+    ],
+)
+def test_bad_records_are_quarantined_with_field_and_reason(tmp_path, record, field, reason):
+    path = write_jsonl(tmp_path / "a.jsonl", [msg(cid="good"), {**record, "conversation_id": "bad"}])
+    result = load_chat_logs(path)
+    assert list(result.valid["conversation_id"]) == ["good"]
+    assert len(result.quarantined) == 1
+    row = result.quarantined.iloc[0]
+    assert (row["field"], row["reason"]) == (field, reason)
+    assert row["source"] == "a.jsonl:2"
+    assert result.rows_in == len(result.valid) + len(result.quarantined)
+
+
+def test_max_text_chars_is_configurable(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [msg(text="y" * 200)])
+    assert len(load_chat_logs(path).valid) == 1
+    assert load_chat_logs(path, max_text_chars=100).quarantined.iloc[0]["field"] == "text"
+
+
+def test_malformed_lines_non_utf8_and_duplicates(tmp_path):
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [msg(turn=0), msg(turn=0), msg(turn=1)],
+        [b'{"conversation_id": "c9", "turn": 0, "speaker": "customer", "text": "caf\xe9"}\n', b'{"conversation_id": oops\n', b"[1, 2]\n"],
+    )
+    result = load_chat_logs(path)
+    got = reasons_by_record(result)
+    assert len(result.valid) == 2
+    assert got["c1/0"] == ("conversation_id,turn", "duplicate record: this conversation turn was already seen")
+    assert got["a.jsonl:4"][1].startswith("not valid UTF-8")
+    assert got["a.jsonl:5"][1].startswith("malformed JSON")
+    assert got["a.jsonl:6"][1] == "expected a JSON object, got list"
+    assert result.rows_in == 6 == len(result.valid) + len(result.quarantined)
+
+
+def test_plain_labelled_csv_with_non_utf8_cell(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"text,label\nwhere is my card,card_arrival\ncaf\xe9 card,card_arrival\n,card_arrival\nwhere is my card,card_arrival\n")
+    result = load_chat_logs(path)
+    assert result.input_kind == "labelled"
+    assert len(result.valid) == 1 and result.valid.loc[0, "speaker"] == "customer"
+    assert result.valid.loc[0, "intent"] == "card_arrival"
+    reasons = sorted(result.quarantined["reason"])
+    assert reasons == sorted(["text is not valid UTF-8", "text is empty", "duplicate record: this conversation turn was already seen"])
+    # the undecodable byte is shown as U+FFFD in the quarantine, never as a broken string
+    assert "\ufffd" in result.quarantined.set_index("reason").loc["text is not valid UTF-8", "text"]
+
+
+@pytest.mark.parametrize("label_column", ["intent", "label", "category"])
+def test_plain_labelled_column_names(tmp_path, label_column):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a b", "c d"], label_column: ["x", "y"]}).to_csv(path, index=False)
+    assert list(load_chat_logs(path).valid["intent"]) == ["x", "y"]
+
+
+def test_conversation_ids_of_labelled_rows_do_not_depend_on_row_order(tmp_path):
+    a, b = tmp_path / "d.csv", tmp_path / "e" / "d.csv"
+    b.parent.mkdir()
+    pd.DataFrame({"text": ["one", "two"], "label": ["x", "y"]}).to_csv(a, index=False)
+    pd.DataFrame({"text": ["two", "one"], "label": ["y", "x"]}).to_csv(b, index=False)
+    ids = lambda p: dict(zip(load_chat_logs(p).valid["text"], load_chat_logs(p).valid["conversation_id"]))  # noqa: E731
+    assert ids(a) == ids(b)
+
+
+def test_parquet_gzip_and_folder_inputs(tmp_path):
+    pd.DataFrame([msg(cid="p1")]).to_parquet(tmp_path / "a.parquet")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps(msg(cid="g1")) + "\n")
+    result = load_chat_logs(tmp_path)
+    assert sorted(result.valid["conversation_id"]) == ["g1", "p1"]
+    assert len(result.files) == 2
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.parquet", b"not parquet at all", "malformed Parquet"),
+        ("bad.csv", b'text,label\n"unterminated,x\n', "malformed CSV"),
+        ("cols.csv", b"message,who\nhi,me\n", "no 'text' column"),
+        ("nolabel.csv", b"text,who\nhi,me\n", "neither chat logs"),
+        ("bad.json", b"{not json", "malformed JSON"),
+        ("notes.txt", b"hello", "unsupported format"),
+    ],
+)
+def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ChatLogLoadError, match=message) as info:
+        load_chat_logs(path)
+    assert name in str(info.value)
+
+
+def test_missing_location_is_a_clear_error(tmp_path):
+    with pytest.raises(ChatLogLoadError, match="no such file"):
+        load_chat_logs(tmp_path / "nope.jsonl")
+
+
+def test_limit_keeps_first_records(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [msg(turn=i) for i in range(5)])
+    result = load_chat_logs(path, limit=3)
+    assert result.rows_in == 3 and list(result.valid["turn"]) == [0, 1, 2]
+
+
+def test_shipped_sample_and_plain_file_load_cleanly():
+    sample = load_chat_logs(DEFAULT_CHAT_LOGS)
+    assert sample.quarantined.empty and sample.input_kind == "chat_logs"
+    assert (sample.valid["intent"] != "").sum() > 0
+    plain = load_chat_logs(SAMPLE_DIR / "plain_labelled.csv")
+    assert plain.input_kind == "labelled" and plain.quarantined.empty and len(plain.valid) > 0

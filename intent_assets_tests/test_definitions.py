@@ -1,0 +1,48 @@
+import dagster as dg
+import pytest
+
+from intent_assets.assets.redacted_corpus import redacted_corpus_has_no_pii
+from intent_assets.definitions import build_definitions, defs
+
+DATA_ASSETS = {
+    "raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus", "dataset_splits",
+    "quarantined_labels", "synthetic_augments", "instruction_dataset",
+}
+
+
+def test_definitions_load_with_every_data_asset():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert DATA_ASSETS <= keys
+    assert defs.resolve_job_def("data_job") is not None
+
+
+def test_every_asset_is_documented_owned_grouped_and_kinded():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description, f"{name} has no description"
+        assert node.owners, f"{name} has no owner"
+        assert node.group_name == "data", name
+        assert node.kinds, f"{name} has no kinds"
+        assert node.tags.get("pii") in {"raw", "redacted", "none"}, f"{name} has no pii tag"
+
+
+def test_raw_and_redacted_assets_use_different_io_managers():
+    graph = defs.resolve_asset_graph()
+    io_key = lambda name: graph.get(dg.AssetKey(name)).io_manager_key  # noqa: E731
+    assert io_key("raw_chat_logs") == io_key("quarantined_records") == "raw_io_manager"
+    assert io_key("redacted_corpus") == io_key("instruction_dataset") == "io_manager"
+
+
+def test_the_pii_check_is_blocking():
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert "redacted_corpus_has_no_pii" in checks
+    (spec,) = redacted_corpus_has_no_pii.check_specs
+    assert spec.blocking and spec.asset_key == dg.AssetKey("redacted_corpus")
+
+
+def test_unknown_environment_is_an_error():
+    with pytest.raises(ValueError, match="unknown environment"):
+        build_definitions("mars")

@@ -1,0 +1,57 @@
+import json
+
+import pandas as pd
+import pytest
+
+from intent_assets import instructions as ins
+from intent_assets.base_model import load_tokenizer
+from intent_assets.taxonomy import Taxonomy
+
+TAXONOMY = Taxonomy("t", "3", (("card_arrival", "Waiting for a card."), ("top_up_limits", "Limits on top-ups.")))
+
+
+def examples():
+    return pd.DataFrame(
+        {
+            "record_id": ["r1", "r2", "r3"],
+            "split": ["train", "test", "validation"],
+            "intent": ["card_arrival", "top_up_limits", "card_arrival"],
+            "text": ["where is my card {{PERSON}}", "how much can I top up?", "card not here"],
+            "synthetic": [False, False, True],
+        }
+    )
+
+
+def test_records_have_identical_system_prompt_and_json_answers():
+    records = ins.build_records(examples(), TAXONOMY)
+    messages = [json.loads(m) for m in records["messages"]]
+    systems = {m[0]["content"] for m in messages}
+    assert len(systems) == 1
+    system = systems.pop()
+    assert "- card_arrival: Waiting for a card." in system and "t v3" in system
+    assert [m[1]["content"] for m in messages] == list(examples()["text"])
+    assert [ins.parse_answer(m[2]["content"]) for m in messages] == list(examples()["intent"])
+    assert [m["role"] for m in messages[0]] == ["system", "user", "assistant"]
+
+
+@pytest.mark.parametrize("content, expected", [('{"intent": "x"}', "x"), ("intent: x", None), ('{"intent": 3}', None), ("[]", None)])
+def test_parse_answer(content, expected):
+    assert ins.parse_answer(content) == expected
+
+
+def test_write_jsonl_one_file_per_split(tmp_path):
+    paths = ins.write_jsonl(ins.build_records(examples(), TAXONOMY), tmp_path)
+    assert sorted(paths) == ["test", "train", "validation"]
+    line = json.loads(paths["train"].read_text().splitlines()[0])
+    assert line["record_id"] == "r1" and line["messages"][2]["content"] == '{"intent": "card_arrival"}'
+
+
+def test_token_lengths_with_the_base_model_tokenizer(tmp_path):
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()  # cached for the next call
+    records = ins.build_records(examples(), TAXONOMY)
+    lengths = ins.token_lengths(tokenizer, records["messages"])
+    system_tokens = len(tokenizer(ins.system_prompt(TAXONOMY))["input_ids"])
+    assert len(lengths) == 3 and (lengths > system_tokens).all()
+    assert ins.length_stats(lengths)["max"] == lengths.max()
+    assert load_tokenizer(tmp_path / "tok").get_vocab() == tokenizer.get_vocab()
