@@ -82,6 +82,20 @@ class ParaphraseLLM(OpenAIResource):
     def configured(self) -> bool:
         return bool(self.api_key)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if not self.configured:
+            return  # no client without credentials: the asset reports why and materializes an empty result
+        from openai import Client
+
+        self._client = Client(
+            api_key=self.api_key,
+            organization=self.organization,
+            project=self.project,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
 
 def _env_or_none(name: str):
     """``EnvVar(name)`` when the variable is set (so the value is never written into config), else None."""

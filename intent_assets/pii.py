@@ -1,0 +1,926 @@
+"""Redaction of personal data in customer-support chat messages (plain module, no Dagster import).
+
+    >>> r = redact("Hi, I'm John Smith, card 4111 1111 1111 1111")
+    >>> r.text
+    "Hi, I'm {{PERSON}}, card {{CREDIT_CARD}}"
+
+Every detected span is replaced by a typed placeholder ``{{TYPE}}`` (``TYPE`` in :data:`ENTITY_TYPES`).
+:class:`Span` offsets always refer to the *original* text; spans are sorted and never overlap.
+A span records which detector fired (``Span.detector``) but never the value, so spans and
+:attr:`Redaction.counts` can go into logs and metadata.
+
+Engine: scrubadub's default detectors (one lazily built ``Scrubber`` per process; its url
+detector is dropped) plus the project's regex / context detectors below. All candidate spans
+are merged: the longest span wins; on equal length a fixed detector rank decides (validated
+patterns such as Luhn cards and IBANs first, then cue-based detectors, plain patterns, names,
+bare digit runs). Text that is already a placeholder (``{{EMAIL}}``) is never detected again,
+so redaction is idempotent.
+
+Detectors (``Span.detector`` names):
+
+* ``scrubadub.email`` / ``scrubadub.phone`` / ``scrubadub.credit_card`` /
+  ``scrubadub.social_security_number`` / ``scrubadub.credential`` / ``scrubadub.twitter``:
+  scrubadub's detectors. Its e-mail hits must contain ``@`` (its ``x at y`` form fires on
+  plain English such as "working at all"), its credit-card hits must pass the Luhn check, and
+  its credential hit ("username: x password: y") is split into USERNAME and PASSWORD (only the
+  first password token, not the rest of the line). Twitter handles (``@jdoe``) -> USERNAME.
+* ``luhn_card``: 13-19 digits, unseparated or in groups of >= 3 digits separated by single spaces or
+  dashes (4-4-4-4, Amex 4-6-5), Luhn-valid and starting with an issuer digit 2-6 (Visa, Mastercard,
+  Amex, Discover, JCB, Diners, UnionPay). Other 13-19 digit runs fall to ``long_digits``.
+* ``iban``: country code + 2 check digits + BBAN of that country's length, spaces/dashes
+  between characters allowed, mod-97 checked.
+* ``ssn`` (ddd-dd-dddd, ddd dd dddd) and ``ssn_cue`` (9 digits after "ssn" / "social security").
+* ``phone_intl`` (+44 20 7946 0958, 0049 30 1234567, +44 (0)20 ...), ``phone_nanp``
+  ((555) 123-4567, 555.123.4567, 1-800-555-0199), ``phone_national`` (07700 900123,
+  (0161) 4960066, 020 7946 0958) and ``phone_cue`` (7-15 digits after "phone", "mobile",
+  "my number is", "call me on", "reach me at" ...).
+* ``email_obfuscated``: "john at example dot com", "john[at]example[dot]com", "j (at) x (dot) org".
+  The plain-word form "x at y.com" needs a "dot" word or a local part with a digit, dot or
+  underscore, so "bought it at amazon.com" is left alone.
+* ``account_cue`` (-> ACCOUNT_NUMBER: "account number 12345678", "acct no: GB-99812",
+  "sort code 12-34-56") and ``id_cue`` (-> ID: order / reference / customer / claim / policy /
+  booking / transaction / ticket / case / invoice / tracking / member ... numbers). The value must
+  contain a digit and at least 4 characters and must not be an amount ("transaction 1000 euros").
+* ``long_digits``: any other run of >= 8 digits, unseparated or in groups of >= 3 digits (the last
+  group may have 2: "5982-7430-64"); dates and times never qualify -> ACCOUNT_NUMBER.
+* ``address``: house number + 1-3 street-name words + a street suffix (the USPS list Faker ships
+  plus st, rd, ave, ln, dr, blvd ...), optionally "Flat 3," before and apt/unit, city, state and
+  ZIP / UK postcode after. Core suffixes (street, road, avenue, lane, drive ...) work in any case;
+  other suffixes ("Vista", "Way", "Club") need Title Case words or a following ZIP / postcode.
+  ``po_box``: "PO Box 1234".
+* ``zip_cue`` ("zip 90210", "postcode SW1A 1AA"), ``zip_state`` (US ZIP after a state
+  abbreviation or name), ``uk_postcode`` (an upper-case UK postcode "SW1A 1AA") -> ZIP_CODE.
+* ``username_cue`` / ``password_cue`` / ``pin_cue``: the token after "username", "login",
+  "user id" / "password", "passcode", "pwd" / "pin" (4-8 digits) -> USERNAME / PASSWORD. Without
+  ":" or "=" ("login issues", "password is wrong") the value must have a digit or symbol or not be
+  an English word.
+* Names (-> PERSON), with a first/last-name gazetteer from Faker's person providers (en_US,
+  en_GB and a few other locales) filtered against an English lexicon (TextBlob's Brill lexicon,
+  shipped with scrubadub's dependencies) so that "will", "mark", "grace" in lower case are not
+  taken for names:
+  ``name_cue``: after "my name is", "name:", "cardholder", "name on the card is", "surname";
+  "call me", "Mr/Mrs/Ms/Dr", "my brother/wife/friend/landlord ..."; and "I'm / I am / im",
+  "this is", "it's" (only before a gazetteer name or two capitalised non-English words, so
+  "I am waiting" is safe). Up to 4 tokens; an ambiguous lower-case name needs a clear surname
+  after it ("dawn henry") or the end of the message.
+  ``name_signoff``: "Thanks, X Y", "regards, X", "cheers X", "Hi X", "- X Y" at the end, "X here".
+  ``name_vocative``: ", Rosie." (a capitalised first name between a comma and sentence end).
+  ``name_bigram``: a capitalised known first name followed by a capitalised surname anywhere.
+  ``name_only``: a message that is nothing but a name ("Rosie Thompson", "sure, rosie thompson").
+
+Not redacted on purpose: amounts, dates, times, card last-4 mentions ("card ending 1234").
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib
+import importlib.util
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ENTITY_TYPES", "Span", "Redaction", "find_pii", "redact", "redact_many"]
+
+ENTITY_TYPES: tuple[str, ...] = (
+    "PERSON", "EMAIL", "PHONE", "CREDIT_CARD", "SSN", "IBAN", "ACCOUNT_NUMBER",
+    "ADDRESS", "ZIP_CODE", "ID", "USERNAME", "PASSWORD",
+)
+_ENTITY_SET = frozenset(ENTITY_TYPES)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One redacted span: ``text[start:end]`` of the original text was ``entity_type``, found by ``detector``."""
+
+    start: int
+    end: int
+    entity_type: str
+    detector: str
+
+    def __post_init__(self) -> None:
+        if self.entity_type not in _ENTITY_SET:
+            raise ValueError(f"unknown entity type {self.entity_type!r}")
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"bad span offsets {self.start}..{self.end}")
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """Redacted ``text`` and the ``spans`` (offsets in the original text) that were replaced."""
+
+    text: str
+    spans: tuple[Span, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of spans per entity type (only types that occur, in :data:`ENTITY_TYPES` order)."""
+        found: dict[str, int] = {}
+        for s in self.spans:
+            found[s.entity_type] = found.get(s.entity_type, 0) + 1
+        return {t: found[t] for t in ENTITY_TYPES if t in found}
+
+
+# --------------------------------------------------------------------------------------
+# Detector ranks: on equal span length the lower rank wins.
+# --------------------------------------------------------------------------------------
+_RANK = {
+    "luhn_card": 0, "scrubadub.credit_card": 0, "iban": 1,
+    "ssn_cue": 2, "phone_cue": 2, "account_cue": 2, "id_cue": 2, "password_cue": 2, "pin_cue": 2,
+    "username_cue": 2, "zip_cue": 2, "scrubadub.credential": 2,
+    "scrubadub.email": 3, "email": 3, "email_obfuscated": 3,
+    "ssn": 4, "scrubadub.social_security_number": 4,
+    "phone_intl": 5, "phone_nanp": 5, "phone_national": 5, "scrubadub.phone": 5,
+    "address": 6, "po_box": 6, "zip_state": 6, "uk_postcode": 6,
+    "name_cue": 7, "name_signoff": 7, "name_vocative": 7, "name_only": 7, "name_bigram": 8,
+    "scrubadub.twitter": 9, "long_digits": 10,
+}
+
+_PLACEHOLDER_RE = re.compile(r"\{\{[A-Z_]+\}\}")
+_HAS_DIGIT = re.compile(r"\d")
+
+# --------------------------------------------------------------------------------------
+# scrubadub (one Scrubber per process, built on first use)
+# --------------------------------------------------------------------------------------
+_SCRUBBER = None
+_SCRUBBER_LOCK = threading.Lock()
+_SCRUBADUB_TYPES = {
+    "email": "EMAIL", "phone": "PHONE", "credit_card": "CREDIT_CARD",
+    "social_security_number": "SSN", "twitter": "USERNAME", "credential": None,
+}
+
+
+def _scrubber():
+    global _SCRUBBER
+    if _SCRUBBER is None:
+        with _SCRUBBER_LOCK:
+            if _SCRUBBER is None:
+                import scrubadub
+
+                s = scrubadub.Scrubber(locale="en_US")
+                for name in list(s._detectors):  # noqa: SLF001 (no public listing)
+                    if name not in _SCRUBADUB_TYPES:
+                        s.remove_detector(name)  # url: not personal data by itself
+                _SCRUBBER = s
+    return _SCRUBBER
+
+
+def _credential_regex():
+    from scrubadub.detectors.credential import CredentialDetector
+
+    return CredentialDetector.regex
+
+
+# scrubadub's detectors all need one of these (email/twitter "@", phone/card/SSN digits, credential
+# "username|login|u:"); skipping it otherwise gives the same result, faster.
+_SCRUBADUB_GATE = re.compile(r"[\d@]|username|login|u:", re.I)
+
+
+def _det_scrubadub(text: str, out: list) -> None:
+    """scrubadub's detectors, with the validation described in the module docstring."""
+    if not _SCRUBADUB_GATE.search(text):
+        return
+    for f in _scrubber().iter_filth(text, run_post_processors=False):
+        for filth in getattr(f, "filths", None) or (f,):
+            name = filth.detector_name
+            beg, end = filth.beg, filth.end
+            det = "scrubadub." + str(name)
+            if name == "email":
+                if "@" in text[beg:end]:
+                    out.append((beg, end, "EMAIL", det))
+            elif name == "credit_card":
+                if _luhn_ok(re.sub(r"\D", "", text[beg:end])):
+                    out.append((beg, end, "CREDIT_CARD", det))
+            elif name == "credential":
+                m = _credential_regex().match(text, beg)
+                if m is None:
+                    continue
+                if m.group("username") and _value_ok(m.group("username"), loose=False):
+                    out.append((m.start("username"), m.end("username"), "USERNAME", det))
+                pw = _FIRST_TOKEN.match(text, m.start("password"), m.end("password"))
+                if pw and _value_ok(pw.group(), loose=False):
+                    out.append((pw.start(), pw.end(), "PASSWORD", det))
+            elif name in _SCRUBADUB_TYPES:
+                out.append((beg, end, _SCRUBADUB_TYPES[name], det))
+
+
+# --------------------------------------------------------------------------------------
+# Word lists (built on first use): name gazetteer and an English lexicon
+# --------------------------------------------------------------------------------------
+_NAME_LOCALES = ("en_US", "en_GB", "en_IE", "en_IN", "en_NZ", "es_ES", "fr_FR", "de_DE", "it_IT", "pt_BR")
+
+# Never names / street words / values, whatever the gazetteer says.
+_BLOCK = frozenset("""
+i me my mine you your yours we us our they them their he him his she her it its this that these those
+a an the and or but so if then than to of in on at by for from with about as into over after before
+is am are was were be been being do does did done have has had will would can could should shall may
+might must not no yes ok okay please pls thanks thank thx hi hello hey dear sir madam again here there
+also just still too very really all any some every each new now today tomorrow yesterday sorry
+card cards bank account accounts money cash atm pin app visa mastercard amex paypal euro euros dollar
+dollars pound pounds usd eur gbp uk us eu usa team support customer service help what why how when
+where which who whom whose waiting trying unable able going looking
+password passwords passcode passwd username login logins details email code number id online
+monday tuesday wednesday thursday friday saturday sunday
+""".split())
+
+_FALLBACK_COMMON = """
+about above account add address after again against ago all also always amount another any app
+arrive arrived back bad balance bank before best between bill black blue brown buy call can card
+cash change charge charged check close code cost could credit date day days debit did different
+do done down early east end euro every extra fee find first free fund get give go good great green
+happen have help high hold home hope how just keep kind know last late left like limit line little
+long look lost main make many mark may mean money more most much need new next north number old
+only open order other out over own paid park pay payment place please point rate read real receive
+refund right road rose round same send set show side small south still stop street sure take than
+that then there this time top transfer true try turn under up use very wait want way week west white
+why will with work would wrong year young
+""".split()
+
+
+@functools.cache
+def _lexicon() -> tuple[frozenset, frozenset, frozenset, frozenset, frozenset]:
+    """(first names, last names, all names, ambiguous names, common English words), lower case."""
+    first: set[str] = set()
+    last: set[str] = set()
+    for loc in _NAME_LOCALES:
+        try:
+            prov = importlib.import_module(f"faker.providers.person.{loc}").Provider
+        except Exception:  # pragma: no cover - locale missing in another Faker version
+            continue
+        for attr, bucket in (("first_names", first), ("first_names_male", first), ("first_names_female", first),
+                             ("last_names", last)):
+            for n in getattr(prov, attr, ()) or ():
+                for part in re.split(r"[\s\-]+", str(n)):
+                    if len(part) >= 2 and part.isalpha():
+                        bucket.add(part.lower())
+    common: set[str] = set()
+    try:
+        spec = importlib.util.find_spec("textblob")  # locate only: importing textblob pulls in nltk (slow)
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError("textblob")
+        path = Path(spec.origin).parent / "en" / "en-lexicon.txt"
+        tags: dict[str, set[str]] = {}
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(";;;"):
+                    continue
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].isalpha():
+                    tags.setdefault(parts[0], set()).add(parts[1])
+        for word, ts in tags.items():
+            if ts - {"NNP", "NNPS"}:  # used as an ordinary word (lower case, or an adjective like "Canadian")
+                common.add(word.lower())
+    except Exception:  # pragma: no cover - textblob absent: fall back to a small list
+        try:
+            from faker.providers.lorem.en_US import Provider as Lorem
+
+            common.update(w.lower() for w in Lorem.word_list)
+        except Exception:
+            pass
+        common.update(_FALLBACK_COMMON)
+    common |= _BLOCK | _NOT_NAMES
+    first -= _BLOCK
+    last -= _BLOCK
+    names = first | last
+    # Names that are also ordinary words; a few clear first names stay unambiguous.
+    ambiguous = (names & common) - _CLEAR_NAMES
+    return frozenset(first), frozenset(last), frozenset(names), frozenset(ambiguous), frozenset(common)
+
+
+# Months and nationality/language words: names only when capitalised ("June Doyle"), never "april 1".
+_NOT_NAMES = frozenset("""
+january february march april may june july august september october november december
+english french spanish german italian dutch british american canadian irish scottish welsh indian chinese
+japanese korean polish portuguese russian turkish greek swiss swedish danish norwegian mexican brazilian
+""".split())
+
+_CLEAR_NAMES = frozenset("""
+john peter william harry charlotte maria lucy tony louis graham donna bobby eva victor warren hugh derrick
+dustin sally terry teddy sherry dean brad gene glen ken lacey lana maya angelica shea sienna darin
+""".split())
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+def _luhn_ok(digits: str) -> bool:
+    if not digits:
+        return False
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+_FIRST_TOKEN = re.compile(r"[^\s]+?(?=[.,;:!?)\"']*(?:\s|$))")
+_WORD_WITH_APOSTROPHE = re.compile(r"^[^\W\d_]*['’][^\W\d_]*$")
+_VALUE_SYMBOL = re.compile(r"[\d_@#$%^&*+=!?.\-]")
+
+
+def _value_ok(value: str, loose: bool) -> bool:
+    """Is ``value`` (after a username/password cue) plausibly a credential, not an English word?"""
+    if not value or value.startswith("{{"):
+        return False
+    low = value.lower()
+    if low in _BLOCK:
+        return False
+    if _WORD_WITH_APOSTROPHE.match(value):  # "doesn't", "won't": English, not a secret
+        return False
+    if loose:  # an explicit "username: x" / "password = x"
+        return True
+    if _VALUE_SYMBOL.search(value):
+        return True
+    return low not in _lexicon()[4]
+
+
+def _is_title(tok: str) -> bool:
+    return tok[:1].isupper() and not (len(tok) > 1 and tok.isupper())
+
+
+# --------------------------------------------------------------------------------------
+# Cards, IBANs, SSNs, long digit runs
+# --------------------------------------------------------------------------------------
+_DIGIT_RUN = re.compile(r"(?<![\w.,$£€¥])\d+(?:[ -]\d+)*(?![\w]|[.,]\d)")
+_DIGIT_GROUP = re.compile(r"\d+")
+
+
+def _det_digit_runs(text: str, out: list) -> None:
+    """``luhn_card`` and ``long_digits`` over runs of digit groups separated by single spaces/dashes."""
+    for run in _DIGIT_RUN.finditer(text):
+        groups = [(g.start(), g.end()) for g in _DIGIT_GROUP.finditer(text, run.start(), run.end())]
+        n = len(groups)
+        used = [False] * n
+        # Luhn-valid card numbers: the longest window of whole groups (>= 3 digits each) with 13-19 digits.
+        i = 0
+        while i < n:
+            best = -1
+            digits = ""
+            if text[groups[i][0]] in "23456":
+                for j in range(i, n):
+                    a, b = groups[j]
+                    if b - a < 3:
+                        break
+                    digits += text[a:b]
+                    if len(digits) > 19:
+                        break
+                    if len(digits) >= 13 and _luhn_ok(digits):
+                        best = j
+            if best >= 0:
+                out.append((groups[i][0], groups[best][1], "CREDIT_CARD", "luhn_card"))
+                for k in range(i, best + 1):
+                    used[k] = True
+                i = best + 1
+            else:
+                i += 1
+        # Long digit runs: maximal stretches of unused groups.
+        i = 0
+        while i < n:
+            if used[i]:
+                i += 1
+                continue
+            if groups[i][1] - groups[i][0] >= 8:
+                out.append((groups[i][0], groups[i][1], "ACCOUNT_NUMBER", "long_digits"))
+            # groups of >= 3 digits, the last one may have 2 ("5982-7430-64"); dates and times never qualify
+            j = i
+            while j < n and not used[j] and groups[j][1] - groups[j][0] >= 3:
+                j += 1
+            end_j = j + 1 if j < n and not used[j] and groups[j][1] - groups[j][0] == 2 else j
+            if end_j - i >= 2 and sum(b - a for a, b in groups[i:end_j]) >= 8:
+                out.append((groups[i][0], groups[end_j - 1][1], "ACCOUNT_NUMBER", "long_digits"))
+            i = max(j, i + 1)
+
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})(\d{2})")
+
+
+def _det_iban(text: str, out: list) -> None:
+    """``iban``: known country code, exact national length, mod-97 == 1; single spaces/dashes allowed."""
+    n = len(text)
+    pos = 0
+    while True:
+        m = _IBAN_START.search(text, pos)
+        if m is None:
+            return
+        pos = m.start() + 1
+        country = m.group(1).upper()
+        length = _IBAN_LENGTHS.get(country)
+        if length is None:
+            continue
+        chars = [country, m.group(2)]
+        need = length - 4
+        i = m.end()
+        while need and i < n:
+            c = text[i]
+            if c.isascii() and c.isalnum():
+                chars.append(c.upper())
+                need -= 1
+                i += 1
+            elif c in " -" and i + 1 < n and text[i + 1].isascii() and text[i + 1].isalnum():
+                i += 1
+            else:
+                break
+        if need or (i < n and text[i].isalnum()):
+            continue
+        iban = "".join(chars)
+        rearranged = iban[4:] + iban[:4]
+        if not any(ch.isdigit() for ch in iban[4:]):
+            continue
+        try:
+            if int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 != 1:
+                continue
+        except ValueError:
+            continue
+        out.append((m.start(), i, "IBAN", "iban"))
+        pos = i
+
+
+_SSN_RE = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w]|-\d)")
+_SSN_CUE = re.compile(
+    r"\b(?:ssn|ss\#|social\s+security(?:\s+(?:number|num|no|\#))?)\.?[ \t]*(?:is|:|\#|=|-)?[ \t]*"
+    r"(\d{3}[- .]?\d{2}[- .]?\d{4})(?![\w]|-\d)", re.I)
+
+
+def _det_ssn(text: str, out: list) -> None:
+    """``ssn`` (ddd-dd-dddd / ddd dd dddd) and ``ssn_cue`` (9 digits after "ssn" / "social security")."""
+    for m in _SSN_RE.finditer(text):
+        out.append((m.start(), m.end(), "SSN", "ssn"))
+    for m in _SSN_CUE.finditer(text):
+        out.append((m.start(1), m.end(1), "SSN", "ssn_cue"))
+
+
+# --------------------------------------------------------------------------------------
+# Phones
+# --------------------------------------------------------------------------------------
+_PHONE_INTL = re.compile(r"(?<![\w+])(?:\+|00)[ ]?\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(?\d{1,5}+\)?){1,6}+(?![\w])")
+_PHONE_NANP = re.compile(
+    r"(?<![\w+])(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+    r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?(?![\w]|[.-]\d)")
+_PHONE_NATIONAL = re.compile(r"(?<![\w+])(?:\(0\d{2,4}\)|0\d{1,4})(?:[ .-]?\d{2,4}+){1,4}+(?![\w]|[.-]\d)")
+_PHONE_CUE = re.compile(
+    r"\b(?:(?:phone|mobile|cell|cellphone|tel|telephone|landline|contact|whatsapp)(?:[ \t]+(?:number|num|no|\#))?"
+    r"|my[ \t]+number|(?:call|text|reach|ring|phone|contact)[ \t]+me(?:[ \t]+(?:on|at))?|messaging[ \t]+from"
+    r"|calling[ \t]+from)\b\.?[ \t]*(?:(?:is|was)\b|:|\#|=|-)?\s{0,3}(\+?\(?\d[\d ().-]{5,20}\d)(?![\w])", re.I)
+
+
+def _digits(s: str) -> int:
+    return sum(c.isdigit() for c in s)
+
+
+def _det_phone(text: str, out: list) -> None:
+    """``phone_intl``, ``phone_nanp``, ``phone_national`` and ``phone_cue`` (see module docstring)."""
+    for m in _PHONE_INTL.finditer(text):
+        if 8 <= _digits(m.group()) <= 15:
+            out.append((m.start(), m.end(), "PHONE", "phone_intl"))
+    for m in _PHONE_NANP.finditer(text):
+        out.append((m.start(), m.end(), "PHONE", "phone_nanp"))
+    for m in _PHONE_NATIONAL.finditer(text):
+        if 9 <= _digits(m.group()) <= 12:
+            out.append((m.start(), m.end(), "PHONE", "phone_national"))
+    for m in _PHONE_CUE.finditer(text):
+        if 7 <= _digits(m.group(1)) <= 15:
+            out.append((m.start(1), m.end(1), "PHONE", "phone_cue"))
+
+
+# --------------------------------------------------------------------------------------
+# Obfuscated e-mails
+# --------------------------------------------------------------------------------------
+_OBF_AT = r"(?:[ \t]*(?:\[at\]|\(at\)|\{at\}|<at>|\[@\]|\(@\))[ \t]*|[ \t]+at[ \t]+|[ \t]*@[ \t]*)"
+_OBF_DOT = r"(?:[ \t]*(?:\[dot\]|\(dot\)|\{dot\}|<dot>|\[\.\]|\(\.\))[ \t]*|[ \t]+dot[ \t]+|\.)"
+_TLDS = (r"com|net|org|edu|gov|mil|io|co|uk|us|ca|au|nz|ie|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|pl|pt|"
+         r"ru|in|jp|cn|br|mx|za|eu|info|biz|me|tv|app|dev|ai|email|mail")
+_EMAIL_OBF = re.compile(
+    r"(?<![\w.%+-])(?P<local>[a-z0-9][a-z0-9._%+-]{0,63}(?:" + _OBF_DOT + r"[a-z0-9_%+-]{1,64}){0,3})"
+    r"(?P<at>" + _OBF_AT + r")"
+    r"(?P<domain>[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:" + _OBF_DOT + r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?){0,4}"
+    + _OBF_DOT + r"(?:" + _TLDS + r"))(?![\w@])", re.I)
+_EMAIL_PLAIN = re.compile(
+    r"(?<![\w.%+-])[a-z0-9](?:[a-z0-9._%+-]{0,62}[a-z0-9_%+-])?@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?){0,6}\.[a-z]{2,24}(?![\w@])", re.I)
+_EMAIL_PREFILTER = re.compile(r"@|\bat\b|\[at\]|\(at\)", re.I)
+
+
+def _det_email_obfuscated(text: str, out: list) -> None:
+    """``email_obfuscated``: "at"/"dot" spelt out or bracketed (plain "x@y.z" is scrubadub's)."""
+    if "@" in text:
+        for m in _EMAIL_PLAIN.finditer(text):
+            out.append((m.start(), m.end(), "EMAIL", "email"))
+    if not _EMAIL_PREFILTER.search(text):
+        return
+    for m in _EMAIL_OBF.finditer(text):
+        at = m.group("at").strip().lower()
+        body = m.group()
+        if at == "at":  # plain word: demand more evidence than English prose gives
+            local = m.group("local")
+            if not (re.search(r"\bdot\b|\[dot\]|\(dot\)", body, re.I) or re.search(r"[\d._]", local)):
+                continue
+        elif at == "@" and " " not in body and "\t" not in body and not re.search(r"dot", body, re.I):
+            continue  # an ordinary address: ``email``
+        out.append((m.start(), m.end(), "EMAIL", "email_obfuscated"))
+
+
+# --------------------------------------------------------------------------------------
+# Account numbers and other IDs after cue words
+# --------------------------------------------------------------------------------------
+_UNITS = (r"(?:euros?|eur|dollars?|usd|pounds?|gbp|quid|bucks|cents?|pence|p|k|%|percent|days?|weeks?|"
+          r"months?|years?|hours?|hrs?|minutes?|mins?|seconds?|times?|am|pm)")
+_VALUE = (r"(?<![$£€¥])(?P<value>[A-Za-z0-9]{1,24}(?:[-/][A-Za-z0-9]{1,12}){0,5}(?:[ ]\d{3,12}){0,5})"
+          r"(?![\w$£€%]|[.,]\d|[ \t]*" + _UNITS + r"\b)")
+_CUE_SEP = r"\b\.?[ \t]*(?:is\b|:|\#|=|-|–)?[ \t]*(?:\#[ \t]*)?"
+_ACCOUNT_CUE = re.compile(
+    r"\b(?:(?:bank[ \t]+)?(?:account|acct|acc|a/c)\.?(?:[ \t]*(?:number|num|nr|no|\#|id))?"
+    r"|sort[ \t]+code|routing[ \t]+(?:number|no)|iban)" + _CUE_SEP + _VALUE, re.I)
+_ID_CUE = re.compile(
+    r"\b(?:order|reference|ref|customer|client|member(?:ship)?|claim|policy|booking|transaction|txn|"
+    r"confirmation|ticket|case|invoice|tracking|receipt|passport|(?:driver'?s?[ \t]+)?licen[cs]e|"
+    r"national[ \t]+insurance|employee|student|id)"
+    r"\.?(?:[ \t]*(?:number|num|nr|no|\#|id|code|ref))?" + _CUE_SEP + _VALUE, re.I)
+
+
+def _id_value_ok(v: str) -> bool:
+    alnum = sum(c.isalnum() for c in v)
+    return alnum >= 4 and _HAS_DIGIT.search(v.split(" ", 1)[0]) is not None
+
+
+def _det_ids(text: str, out: list) -> None:
+    """``account_cue`` -> ACCOUNT_NUMBER and ``id_cue`` -> ID (value needs a digit and >= 4 characters)."""
+    for regex, etype, det in ((_ACCOUNT_CUE, "ACCOUNT_NUMBER", "account_cue"), (_ID_CUE, "ID", "id_cue")):
+        for m in regex.finditer(text):
+            v = m.group("value")
+            if _id_value_ok(v):
+                out.append((m.start("value"), m.end("value"), etype, det))
+
+
+# --------------------------------------------------------------------------------------
+# Usernames, passwords, PINs
+# --------------------------------------------------------------------------------------
+_USER_CUE = re.compile(
+    r"\b(?:user[ \t]*name|user[ \t]*id|userid|log[ \t-]?in(?:[ \t]+(?:name|id))?|screen[ \t]*name|handle"
+    r"|user(?=[ \t]*[:=]))"
+    r"(?P<sep>[ \t]*(?:(?:is|was)\b|:|=|-)?[ \t]*)(?P<value>[\w.@+\-]{2,64})", re.I)
+_PASS_CUE = re.compile(
+    r"\b(?:pass[ \t]*word|passwd|pwd|pass[ \t]*code|pass[ \t]*phrase|pw(?=[ \t]*[:=]))"
+    r"(?P<sep>[ \t]*(?:(?:is|was)\b|:|=|-)?[ \t]*)(?P<value>[^\s]{1,64})", re.I)
+_PIN_CUE = re.compile(r"\bpin(?:[ \t]*(?:code|number|no))?[ \t]*(?:is|was|:|=)?[ \t]*(\d{4,8})(?![\w]|[.,]\d)", re.I)
+_TRAIL_PUNCT = ".,;!?)\"'"
+
+
+def _det_credentials(text: str, out: list) -> None:
+    """``username_cue``, ``password_cue`` and ``pin_cue`` (-> PASSWORD)."""
+    for regex, etype, det in ((_USER_CUE, "USERNAME", "username_cue"), (_PASS_CUE, "PASSWORD", "password_cue")):
+        for m in regex.finditer(text):
+            loose = any(c in m.group("sep") for c in ":=")
+            # after "password:" the whole token is the secret ("hunter2!"); otherwise drop sentence punctuation
+            value = m.group("value") if loose and etype == "PASSWORD" else m.group("value").rstrip(_TRAIL_PUNCT)
+            if _value_ok(value, loose):
+                out.append((m.start("value"), m.start("value") + len(value), etype, det))
+    for m in _PIN_CUE.finditer(text):
+        out.append((m.start(1), m.end(1), "PASSWORD", "pin_cue"))
+
+
+# --------------------------------------------------------------------------------------
+# Addresses and postcodes
+# --------------------------------------------------------------------------------------
+_CORE_SUFFIXES = frozenset("""
+street streets st road roads rd avenue ave av lane ln drive drives dr boulevard blvd highway hwy terrace
+crescent cres parkway pkwy turnpike expressway freeway motorway
+""".split())
+_EXTRA_SUFFIXES = """alley branch bridge brook brooks burg burgs bypass camp canyon cape causeway center centers
+circle circles cir cliff cliffs club common corner corners course court courts ct cove coves creek crest crossing
+crossroad curve dale dam divide estate estates extension extensions fall falls ferry field fields flat flats
+ford fords forest forge forges fork forks fort garden gardens gdns gateway glen glens green greens grove groves
+harbor harbors haven heights hill hills hollow inlet island islands isle junction junctions key keys knoll
+knolls lake lakes land landing light lights loaf lock locks lodge loop mall manor manors meadow meadows mews
+mill mills mission mount mountain mountains neck orchard oval overpass park parks parkways pass passage path
+pike pine pines place pl plain plains plaza point points port ports prairie radial ramp ranch rapid rapids
+rest ridge ridges river route row rue run shoal shoals shore shores skyway spring springs spur spurs square
+sq squares station stravenue stream summit throughway trace track trafficway trail trl tunnel underpass
+union unions valley valleys via viaduct view views village villages ville vista walk walks wall way ways
+well wells close parade rise wharf yard""".split()
+try:  # Faker's USPS suffix list, if it grows
+    from faker.providers.address.en_US import Provider as _AddrProvider
+
+    _EXTRA_SUFFIXES += [s.lower() for s in _AddrProvider.street_suffixes]
+except Exception:  # pragma: no cover
+    pass
+_ALL_SUFFIXES = sorted(set(_EXTRA_SUFFIXES) | _CORE_SUFFIXES, key=lambda s: (-len(s), s))
+_STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY "
+           "NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR VI GU AS MP FM MH PW AA AE AP").split()
+_STATE_NAMES = ("alabama alaska arizona arkansas california colorado connecticut delaware florida georgia hawaii "
+                "idaho illinois indiana iowa kansas kentucky louisiana maine maryland massachusetts michigan "
+                "minnesota mississippi missouri montana nebraska nevada ohio oklahoma oregon pennsylvania "
+                "tennessee texas utah vermont virginia washington wisconsin wyoming").split()
+_STATE_NAMES += ["new hampshire", "new jersey", "new mexico", "new york", "north carolina", "north dakota",
+                 "rhode island", "south carolina", "south dakota", "west virginia"]
+_UKPC = r"[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}"
+_ADDR_STOP = (r"(?:a|an|the|at|to|in|on|of|for|from|by|with|my|your|our|their|his|her|its|this|that|and|or|but|is|"
+              r"are|was|were|be|am|it|i|you|we|they|he|she|me|us|them|per|days?|weeks?|months?|years?|hours?|hrs?|"
+              r"mins?|minutes?|seconds?|times?|euros?|eur|dollars?|usd|pounds?|gbp|quid|bucks|cents?|pence|"
+              r"percent|cards?|transactions?|transfers?|payments?|accounts?|more|less|other|another|different|"
+              r"extra|additional|same|separate|than|then|so|not|no|what|which|when|where|why|how|can|could|would|"
+              r"should|will|did|do|does|has|have|had|get|got|just|only|about|over|under|after|before|into|out|up|"
+              r"down|off|again|still|also|too|very|all|any|some|each|every|new|old|last|first|next|second|third|"
+              r"month|free|working|business|am|pm)")
+_ADDR_WORD = r"(?!" + _ADDR_STOP + r"\b)(?:[^\W\d_][^\W_]*(?:['’-][^\W\d_]+)?|\d{1,3}(?:st|nd|rd|th))"
+_ADDRESS_RE = re.compile(
+    r"(?<![\w$£€¥.,:/-])"
+    r"(?P<unit0>(?:flat|apt|apartment|unit|suite)\.?[ ]*\#?[ ]*\d{1,5}[a-z]?,?[ ]+)?"
+    r"(?P<num>\d{1,5}[a-z]?(?:-\d{1,5})?)[ ]+"
+    r"(?P<words>(?:" + _ADDR_WORD + r"[ ]+){1,3})"
+    r"(?P<suf>" + "|".join(_ALL_SUFFIXES) + r")\b\.?"
+    r"(?P<dir>[ ]+(?-i:N|S|E|W|NE|NW|SE|SW)\b\.?)?"
+    r"(?P<unit>,?[ ]*(?:(?:apt|apartment|unit|flat|suite|ste|floor|fl|room|rm)\b\.?|\#)[ ]*\#?[ ]*[a-z0-9-]{1,6}\b)?"
+    r"(?P<city>,[ ]*[^\W\d_][^\W\d_'’-]*\b(?:[ ][^\W\d_][^\W\d_'’-]*\b){0,2})?"
+    r"(?P<state>,?[ ]+(?:" + "|".join(_STATES) + r"|" + "|".join(_STATE_NAMES) + r")\b)?"
+    r"(?P<zip>,?[ ]+(?:\d{5}(?:-\d{4})?|" + _UKPC + r")\b)?", re.I)
+_PO_BOX = re.compile(r"\bp\.?[ ]?o\.?[ ]*box[ ]+\d{1,6}\b", re.I)
+
+
+def _det_address(text: str, out: list) -> None:
+    """``address`` and ``po_box`` (see module docstring for the acceptance rules)."""
+    for m in _ADDRESS_RE.finditer(text):
+        words = m.group("words").split()
+        suf = m.group("suf")
+        has_zip = m.group("zip") is not None
+        if suf.lower() in _CORE_SUFFIXES:
+            pass
+        elif all(_is_title(w) or w[0].isdigit() for w in words) and _is_title(suf):
+            pass
+        elif not has_zip:
+            continue
+        end = m.end("suf")
+        for g in ("dir", "unit"):
+            if m.group(g):
+                end = m.end(g)
+        city, state = m.group("city"), m.group("state")
+        state_ok = state is not None and (has_zip or state.strip(" ,").isupper())
+        city_ok = city is not None and (has_zip or state_ok or all(_is_title(w) for w in city[1:].split()))
+        if city_ok:
+            end = m.end("city")
+            if state_ok:
+                end = m.end("state")
+            if has_zip:
+                end = m.end("zip")
+        elif city is None and state_ok:
+            end = m.end("zip") if has_zip else m.end("state")
+        out.append((m.start(), end, "ADDRESS", "address"))
+    for m in _PO_BOX.finditer(text):
+        out.append((m.start(), m.end(), "ADDRESS", "po_box"))
+
+
+_ZIP_CUE = re.compile(
+    r"\b(?:zip(?:[ \t]*code)?|postal[ \t]*code|post[ \t]*code|postcode)[ \t]*(?:is|:|\#|-)?[ \t]*"
+    r"(\d{5}(?:-\d{4})?|" + _UKPC + r"|[A-Za-z]\d[A-Za-z][ ]?\d[A-Za-z]\d|\d{3,5}(?:[ -]\d{2,4})?)(?![\w])", re.I)
+_ZIP_STATE = re.compile(
+    r"(?:\b(?-i:" + "|".join(_STATES) + r")|\b(?:" + "|".join(_STATE_NAMES) + r"))\b,?[ ]+"
+    r"(\d{5}(?:-\d{4})?)(?![\w]|[.,]\d)",
+    re.I)
+_FIVE_DIGITS = re.compile(r"(?<!\d)\d{5}(?!\d)")
+_UK_POSTCODE = re.compile(r"(?<![\w{])(?-i:[A-Z]{1,2}\d[A-Z\d]? \d[A-Z]{2})(?![\w}])")
+
+
+def _det_zip(text: str, out: list) -> None:
+    """``zip_cue``, ``zip_state`` and ``uk_postcode`` -> ZIP_CODE."""
+    for m in _ZIP_CUE.finditer(text):
+        out.append((m.start(1), m.end(1), "ZIP_CODE", "zip_cue"))
+    if _FIVE_DIGITS.search(text):
+        for m in _ZIP_STATE.finditer(text):
+            out.append((m.start(1), m.end(1), "ZIP_CODE", "zip_state"))
+    for m in _UK_POSTCODE.finditer(text):
+        out.append((m.start(), m.end(), "ZIP_CODE", "uk_postcode"))
+
+
+# --------------------------------------------------------------------------------------
+# Person names
+# --------------------------------------------------------------------------------------
+_STRONG, _MEDIUM, _WEAK = 3, 2, 1
+_MODAL_NAMES = frozenset({"will", "may"})  # blocked words that are names after "my name is"
+_CONTRACTION = re.compile(r"['’](?:m|s|ve|d|ll|re|t)$")
+_NAME_CUES = re.compile(
+    r"\b(?=[a-z])(?:"
+    r"(?P<strong>my[ \t]+(?:full[ \t]+|first[ \t]+|last[ \t]+|sur)?name(?:[ \t]*(?:is|'s|’s|:|=|-))?"
+    r"|(?<!user )(?<!screen )(?<!file )(?<!domain )(?:full[ \t]+)?name[ \t]*(?:[:=]|is\b)"
+    r"|(?:first|last|given|family)[ \t]+name[ \t]*(?:is\b|[:=])|surname[ \t]*(?:is\b|[:=])?"
+    r"|(?:card[ \t]*holder|account[ \t]*holder)(?:'?s)?(?:[ \t]+name)?[ \t]*(?:is\b|[:=-])?"
+    r"|name[ \t]+on[ \t]+(?:the[ \t]+|my[ \t]+)?(?:card|account)[ \t]*(?:is\b|[:=])?)"
+    r"|(?P<medium>(?:call[ \t]+me|(?:mr|mrs|ms|miss|mx|dr|prof|mister)\b\.?"
+    r"|my[ \t]+(?:brother|sister|wife|husband|friend|son|daughter|mother|father|mom|mum|dad|partner|"
+    r"boyfriend|girlfriend|colleague|landlord|boss|cousin|uncle|aunt|niece|nephew|flatmate|roommate)\b))"
+    r"|(?P<weak>(?:i[ \t]*['’]?[ \t]*m|i[ \t]+am|im|this[ \t]+is|it[ \t]*['’]?s|it[ \t]+is)\b)"
+    r"|(?P<signoff>(?:hi|hello|hey|dear|morning|sure|thanks|thank[ \t]+you|thx|ty|cheers|regards|kind[ \t]+regards"
+    r"|best[ \t]+regards|warm[ \t]+regards|many[ \t]+thanks|best[ \t]+wishes|sincerely|yours[ \t]+(?:sincerely|truly)"
+    r"|best|love|signed)\b))"
+    r"|(?P<dash>(?<!\S)[-–—]+)",
+    re.I)
+_WORD = r"[^\W\d_]+(?:['’\-][^\W\d_]+)*"
+_TOKEN_FIRST_COMMA = re.compile(r"[ \t]*,?[ \t]*(?:\r?\n[ \t]*)?(" + _WORD + r")")  # "Regards,\nJohn"
+_TOKEN_FIRST = re.compile(r"[ \t]*(" + _WORD + r")")
+_TOKEN_NEXT = re.compile(r"[ \t]+([A-Z]\.(?=[ \t]+[A-Z])|" + _WORD + r")")
+_TRAILER = re.compile(r"[ \t]*[.!?,;:)]*[ \t]*(?:\n|$)")
+_HERE = re.compile(r"\bhere\b", re.I)
+_BEFORE_HERE = re.compile(r"(?:(" + _WORD + r")[ \t]+)?(" + _WORD + r")[ \t]+$")
+_TITLE_PAIR = re.compile(r"(?<![\w'’-])(" + _WORD + r")(?=[ \t]+(" + _WORD + r")(?![\w'’-]))")
+_VOCATIVE = re.compile(r",[ \t]*(" + _WORD + r")[ \t]*(?=[.!?]|$)")
+_NAME_ONLY = re.compile(
+    r"^[\s\W]*(?:(?:sure|yes|yeah|yep|ok|okay|it'?s|its|it ?is|that'?s|that ?is|name:?|hi|hello)[ \t]*[,:.!-]?[ \t]*)?"
+    r"(?P<name>" + _WORD + r"(?:[ \t]+" + _WORD + r"){0,3})[\s.!?,]*$", re.I)
+
+
+def _name_tok_ok(tok: str, level: int, first: bool, at_end: bool) -> bool:
+    """May ``tok`` be part of a name at cue strength ``level`` (as first token or as a continuation)?"""
+    _fnames, lnames, names, ambiguous, common = _lexicon()
+    if len(tok) == 2 and tok[1] == ".":  # middle initial "J."
+        return not first
+    low = tok.lower()
+    if len(tok) < 2 or _CONTRACTION.search(low):
+        return False
+    if low in _BLOCK and not (level == _STRONG and first and low in _MODAL_NAMES and _is_title(tok)):
+        return False
+    title = _is_title(tok)
+    if level == _STRONG:
+        return low in names or low not in common or (title and low in _MODAL_NAMES)
+    if first and level == _WEAK:
+        return low in names and (title or low not in ambiguous or (at_end and len(low) > 2))
+    known = low in names and (title or low not in ambiguous)
+    if first:  # medium: "call me", "Mr"
+        return known or (title and low not in common)
+    return known or low in lnames or (title and (at_end or low not in common)) or (at_end and low in names)
+
+
+def _take_name(text: str, pos: int, level: int, first_re: re.Pattern) -> tuple[int, int] | None:
+    """Consume up to 4 name tokens at ``pos``; returns (start, end) or None."""
+    start = end = -1
+    p = pos
+    n = 0
+    while n < 4:
+        m = (first_re if n == 0 else _TOKEN_NEXT).match(text, p)
+        if m is None:
+            break
+        at_end = _TRAILER.match(text, m.end(1)) is not None
+        if not _name_tok_ok(m.group(1), level, n == 0, at_end):
+            # an ambiguous first name ("dawn", "grace") followed by a clear surname: "dawn henry"
+            nxt = _TOKEN_NEXT.match(text, m.end(1)) if n == 0 and level == _WEAK else None
+            if not (nxt and m.group(1).lower() in _lexicon()[2] and m.group(1).lower() not in _BLOCK
+                    and nxt.group(1).lower() in _lexicon()[2] and nxt.group(1).lower() not in _lexicon()[3]):
+                break
+        if n == 0:
+            start = m.start(1)
+        end = p = m.end(1)
+        n += 1
+    if n and text[end - 1] == ".":  # never end on an initial
+        end = text.rfind(" ", start, end)
+        if end <= start:
+            return None
+        end = len(text[:end].rstrip())
+    return (start, end) if n else None
+
+
+def _det_names(text: str, out: list) -> None:
+    """``name_cue``, ``name_signoff``, ``name_vocative``, ``name_bigram`` and ``name_only``."""
+    fnames, lnames, names, ambiguous, common = _lexicon()
+    for m in _NAME_CUES.finditer(text):
+        kind = m.lastgroup
+        det = "name_cue"
+        if kind == "strong":
+            got = _take_name(text, m.end(), _STRONG, _TOKEN_FIRST_COMMA)
+        elif kind == "medium":
+            got = _take_name(text, m.end(), _MEDIUM, _TOKEN_FIRST)
+        elif kind == "weak":
+            got = _take_name(text, m.end(), _WEAK, _TOKEN_FIRST)
+            if got is None:  # two capitalised words that are not English: "I'm Zyx Qwerty"
+                ws = len(text) - len(text[m.end():].lstrip(" \t"))
+                t = _TITLE_PAIR.match(text, ws)
+                if t and all(_is_title(w) and w.lower() not in common and not _CONTRACTION.search(w.lower())
+                             for w in t.groups()):
+                    got = (t.start(1), t.end(2))
+        else:
+            det = "name_signoff"
+            got = _take_name(text, m.end(), _WEAK, _TOKEN_FIRST_COMMA)
+            if got is not None and m.group()[:1] in "-–—" and _TRAILER.match(text, got[1]) is None:
+                got = None  # a dash sign-off ends the message
+        if got is not None:
+            out.append((got[0], got[1], "PERSON", det))
+    for h in _HERE.finditer(text):  # "Rosie here", "Rosie Thompson here"
+        b = _BEFORE_HERE.search(text, max(0, h.start() - 80), h.start())
+        if b is None:
+            continue
+        if b.group(1) and _name_tok_ok(b.group(1), _WEAK, True, False) and _name_tok_ok(b.group(2), _WEAK, False, True):
+            out.append((b.start(1), b.end(2), "PERSON", "name_signoff"))
+        elif _name_tok_ok(b.group(2), _WEAK, True, True):
+            out.append((b.start(2), b.end(2), "PERSON", "name_signoff"))
+    for m in _VOCATIVE.finditer(text):  # "..., Rosie."
+        low = m.group(1).lower()
+        if _is_title(m.group(1)) and low in fnames and low not in _BLOCK:
+            out.append((m.start(1), m.end(1), "PERSON", "name_vocative"))
+    for m in _TITLE_PAIR.finditer(text):  # "Rosie Thompson" anywhere
+        w1, w2 = m.group(1), m.group(2)
+        a, b = w1.lower(), w2.lower()
+        if (a in fnames and a not in ambiguous and b not in _BLOCK and (b in lnames or b not in common)
+                and _is_title(w1) and _is_title(w2) and not _CONTRACTION.search(b)):
+            out.append((m.start(1), m.end(2), "PERSON", "name_bigram"))
+    if len(text) <= 80:  # the whole message is a name: "Rosie Thompson", "sure, rosie"
+        m = _NAME_ONLY.match(text)
+        if m:
+            toks = m.group("name").split()
+            lows = [t.lower() for t in toks]
+            ok = lows[0] in names and (_is_title(toks[0]) or lows[0] not in ambiguous or (
+                len(toks) > 1 and lows[1] in names and lows[1] not in ambiguous)) and all(
+                w in names or (_is_title(t) and w not in common) for t, w in zip(toks[1:], lows[1:]))
+            if ok and len(toks) == 1:  # a lone word: only a capitalised, unambiguous first name
+                ok = _is_title(toks[0]) and lows[0] in fnames and lows[0] not in ambiguous
+            if ok:
+                out.append((m.start("name"), m.end("name"), "PERSON", "name_only"))
+
+
+# --------------------------------------------------------------------------------------
+# Merging and the public API
+# --------------------------------------------------------------------------------------
+_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip)
+_TEXT_DETECTORS = (_det_scrubadub, _det_email_obfuscated, _det_credentials, _det_names)
+
+
+def _candidates(text: str) -> list[tuple[int, int, str, str]]:
+    out: list[tuple[int, int, str, str]] = []
+    if _HAS_DIGIT.search(text):
+        for det in _DIGIT_DETECTORS:
+            det(text, out)
+    for det in _TEXT_DETECTORS:
+        det(text, out)
+    return out
+
+
+def _merge_key(c: tuple[int, int, str, str]) -> tuple:
+    # longest first; then rank; then scrubadub before an equal project hit; then position and name
+    return (c[0] - c[1], _RANK.get(c[3], 99), not c[3].startswith("scrubadub."), c[0], c[3], c[2])
+
+
+def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...]:
+    """Longest span first (ties: detector rank, then position); drop anything overlapping a kept span.
+
+    Placeholders already in the text (``{{EMAIL}}``) are pre-kept so nothing is found inside them.
+    """
+    if not cands:
+        return ()
+    starts: list[int] = []
+    ends: list[int] = []
+    if "{{" in text:
+        for m in _PLACEHOLDER_RE.finditer(text):
+            starts.append(m.start())
+            ends.append(m.end())
+    kept: list[tuple[int, int, str, str]] = []
+    for c in sorted(set(cands), key=_merge_key):
+        s, e = c[0], c[1]
+        if s >= e:
+            continue
+        i = bisect.bisect_right(starts, s)
+        if (i and ends[i - 1] > s) or (i < len(starts) and starts[i] < e):
+            continue
+        starts.insert(i, s)
+        ends.insert(i, e)
+        kept.append(c)
+    kept.sort()
+    return tuple(Span(s, e, t, d) for s, e, t, d in kept)
+
+
+def find_pii(text: str) -> tuple[Span, ...]:
+    """Detect personal data in ``text``: sorted, non-overlapping spans (offsets into ``text``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    if not text:
+        return ()
+    return _merge(_candidates(text), text)
+
+
+def redact(text: str) -> Redaction:
+    """Replace every span found by :func:`find_pii` with its ``{{TYPE}}`` placeholder."""
+    spans = find_pii(text)
+    if not spans:
+        return Redaction(text, ())
+    parts = []
+    pos = 0
+    for s in spans:
+        parts.append(text[pos:s.start])
+        parts.append("{{" + s.entity_type + "}}")
+        pos = s.end
+    parts.append(text[pos:])
+    return Redaction("".join(parts), spans)
+
+
+def redact_many(texts: Iterable[str]) -> list[Redaction]:
+    """Batch form of :func:`redact` (same results, in order)."""
+    return [redact(t) for t in texts]

@@ -1,0 +1,160 @@
+"""The data half of the graph materialized in-process, on a tiny configuration and on the shipped sample."""
+
+import json
+import re
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from intent_assets.definitions import ASSETS, CHECKS
+from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
+from intent_assets.resources import ParaphraseLLM, local_resources
+from intent_assets_tests.openai_server import CannedOpenAIServer, make_paraphrase_responder
+
+
+def materialize(root, run_config=None, llm=None):
+    resources = local_resources(root)
+    if llm is not None:
+        resources["paraphrase_llm"] = llm
+    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config=run_config or {})
+    assert result.success
+    return result
+
+
+def meta(result, asset):
+    mats = result.asset_materializations_for_node(asset)
+    return {k: v.value for m in mats for k, v in m.metadata.items()}
+
+
+def output_meta(result, key):
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat.asset_key == dg.AssetKey(key):
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise KeyError(key)
+
+
+def test_tiny_run_with_paraphrases_from_a_loopback_server(data_root):
+    """Whole data half on 400 records; paraphrases from the canned-response OpenAI-compatible server on 127.0.0.1."""
+    chats = pd.read_json(DEFAULT_CHAT_LOGS, lines=True)
+    labelled = chats[chats["intent"] != ""]
+    # canned paraphrases: real utterances of the same intents from beyond the tiny slice (PII-free ones)
+    tail = labelled.iloc[2000:]
+    canned = {i: list(g["text"].head(3)) for i, g in tail.groupby("intent")}
+    config = {"ops": {"raw_chat_logs": {"config": {"limit": 400}}, "synthetic_augments": {"config": {"min_examples": 4, "max_share": 0.5}}}}
+    with CannedOpenAIServer(make_paraphrase_responder(canned), api_key="test-key") as server:
+        llm = ParaphraseLLM(api_key="test-key", base_url=server.base_url, model="canned-model")
+        result = materialize(data_root, config, llm)
+        first_requests = len(server.requests)
+        # re-materializing asks nothing of the server: responses are cached by prompt hash
+        materialize(data_root, config, llm)
+        assert len(server.requests) == first_requests
+
+    raw = output_meta(result, "raw_chat_logs")
+    assert raw["rows_in"] == 400 == raw["rows_out"] + raw["rows_quarantined"]
+    augments = pd.read_parquet(data_root / "redacted" / "synthetic_augments.parquet")
+    assert first_requests > 0 and len(augments) > 0
+    assert set(augments["reason"]) >= {"accepted", "duplicate_of_existing", "contains_pii"}
+    assert not augments.loc[augments["accepted"], "text"].str.contains("@").any()
+    splits = pd.read_parquet(data_root / "redacted" / "dataset_splits.parquet")
+    train_counts = splits[splits["split"] == "train"]["intent"].value_counts()
+    accepted = augments[augments["accepted"]]["intent"].value_counts()
+    for intent, n in accepted.items():
+        assert n <= int(0.5 * train_counts[intent])
+    records = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")
+    assert records["synthetic"].sum() == accepted.sum()
+    assert set(records.loc[records["synthetic"], "split"]) == {"train"}
+    check = result.get_asset_check_evaluations()[0]
+    assert check.passed and check.check_name == "redacted_corpus_has_no_pii"
+
+
+def test_without_credentials_augments_are_empty_and_say_why(data_root, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"limit": 200}}}})
+    info = output_meta(result, "synthetic_augments")
+    assert info["rows_accepted"] == 0 and "no API key" in info["skipped"]
+    assert len(pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")) > 0
+
+
+def test_a_plain_labelled_file_runs_through_by_config_only(data_root):
+    result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(SAMPLE_DIR / "plain_labelled.csv")}}}})
+    assert output_meta(result, "raw_chat_logs")["input_kind"] == "labelled"
+    assert output_meta(result, "instruction_dataset")["rows_total"] > 0
+
+
+def test_bad_input_is_quarantined_and_unknown_labels_kept_out(data_root, tmp_path):
+    path = tmp_path / "logs.jsonl"
+    good = {"timestamp": "2025-01-01T00:00:00Z", "speaker": "customer", "channel": "chat"}
+    rows = [
+        {**good, "conversation_id": f"c{i}", "turn": 0, "text": t, "intent": "card_arrival"}
+        for i, t in enumerate(["where is my new card", "my card has not arrived yet", "card still not delivered, waiting 2 weeks"])
+    ]
+    rows += [
+        {**good, "conversation_id": "u1", "turn": 0, "text": "please beam me up", "intent": "teleport"},
+        {**good, "conversation_id": "e1", "turn": 0, "text": "", "intent": "card_arrival"},
+        {**good, "conversation_id": "c0", "turn": 0, "text": "where is my new card", "intent": "card_arrival"},
+        {**good, "conversation_id": "l1", "turn": 0, "text": "x" * 100_000, "intent": "card_arrival"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
+    raw = output_meta(result, "raw_chat_logs")
+    assert (raw["rows_in"], raw["rows_out"], raw["rows_quarantined"]) == (8, 4, 4)
+    quarantined = pd.read_parquet(data_root / "raw" / "quarantined_records.parquet")
+    assert sorted(quarantined["field"]) == sorted(["<line>", "conversation_id,turn", "text", "text"])
+    labels = pd.read_parquet(data_root / "redacted" / "quarantined_labels.parquet")
+    assert list(labels["intent"]) == ["teleport"] and "not in taxonomy" in labels.loc[0, "reason"]
+    splits = output_meta(result, "dataset_splits")
+    assert splits["rows_quarantined"] == 1 and splits["rows_out"] == 3
+
+
+@pytest.fixture(scope="module")
+def shipped_sample_run(tmp_path_factory, tokenizer_dir):
+    import shutil
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    shutil.copytree(tokenizer_dir, root / "artifacts" / "base_model" / "tokenizer")
+    return root, materialize(root)
+
+
+def _leaked_values(texts: str, manifest: pd.DataFrame, clean_vocabulary: set[str]) -> list[str]:
+    leaks = []
+    words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]+", texts)}
+    for value, kind in zip(manifest["value"], manifest["entity_type"]):
+        if value in texts:
+            leaks.append(f"{kind}")
+        if kind == "PERSON":
+            for token in re.findall(r"[A-Za-z][A-Za-z'\-]+", value):
+                if token.lower() not in clean_vocabulary and token.lower() in words:
+                    leaks.append(f"{kind} token")
+    return leaks
+
+
+def test_shipped_sample_no_inserted_pii_reaches_instruction_dataset(shipped_sample_run):
+    root, _ = shipped_sample_run
+    manifest = pd.read_json(SAMPLE_DIR / "banking77_pii_manifest.jsonl", lines=True)
+    chats = pd.read_json(DEFAULT_CHAT_LOGS, lines=True)
+    # words of the messages outside the inserted spans are not PII even when they equal a name ("Will", "Mark")
+    spans = manifest.groupby(["conversation_id", "turn"])[["start", "end"]].apply(lambda g: sorted(zip(g["start"], g["end"])))
+    clean = set()
+    for conv, turn, text in zip(chats["conversation_id"], chats["turn"], chats["text"]):
+        for start, end in reversed(spans.get((conv, turn), [])):
+            text = text[:start] + " " + text[end:]
+        clean.update(w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]+", text))
+    files = sorted((root / "artifacts" / "instruction_dataset").glob("*.jsonl"))
+    assert len(files) == 3
+    texts = "\n".join(json.loads(line)["messages"][1]["content"] for f in files for line in f.read_text().splitlines())
+    assert len(manifest) > 1000
+    leaks = _leaked_values(texts, manifest, clean)
+    assert leaks == [], f"{len(leaks)} inserted PII values reached instruction_dataset: {pd.Series(leaks).value_counts().to_dict()}"
+
+
+def test_shipped_sample_counts_reconcile(shipped_sample_run):
+    _, result = shipped_sample_run
+    raw = output_meta(result, "raw_chat_logs")
+    assert raw["rows_in"] == raw["rows_out"] + raw["rows_quarantined"]
+    corpus = output_meta(result, "redacted_corpus")
+    assert corpus["reconciles"] and corpus["pii_spans_total"] > 1000
+    splits = output_meta(result, "dataset_splits")
+    assert splits["reconciles"] and splits["intents_present"] == 77
+    assert result.get_asset_check_evaluations()[0].passed
