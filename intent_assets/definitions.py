@@ -1,26 +1,41 @@
 """The Dagster Definitions of intent_assets: every asset, check, job and resource, in one place."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from intent_assets.assets.awq_model import awq_model
+from intent_assets.assets.base_model import base_model
 from intent_assets.assets.dataset_splits import dataset_splits
+from intent_assets.assets.eval_report import eval_report
 from intent_assets.assets.instruction_dataset import instruction_dataset
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
+from intent_assets.assets.lora_adapter import lora_adapter
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.assets.redacted_corpus import redacted_corpus, redacted_corpus_has_no_pii
 from intent_assets.assets.synthetic_augments import synthetic_augments
 from intent_assets.resources import resources_for
 
-ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, dataset_splits, synthetic_augments, instruction_dataset]
+DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, dataset_splits, synthetic_augments, instruction_dataset]
+MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report]
+ASSETS = [*DATA_ASSETS, *MODEL_ASSETS]
 CHECKS = [redacted_corpus_has_no_pii]
 
-data_job = dg.define_asset_job("data_job", selection=dg.AssetSelection.groups("data"), description="The data half: raw logs to instruction dataset.")
+data_job = dg.define_asset_job(
+    "data_job", selection=dg.AssetSelection.groups("data"), description="The data half: raw logs to instruction dataset."
+)
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("model"),
+    description="The model half: base model, LoRA adapter, 4-bit AWQ model and evaluation report.",
+)
 
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.with_source_code_references(ASSETS), asset_checks=CHECKS, jobs=[data_job], resources=resources_for(environment))
+        assets=dg.with_source_code_references(ASSETS),
+        asset_checks=CHECKS,
+        jobs=[data_job, training_job],
+        resources=resources_for(environment),
+    )
 
 
 defs = build_definitions()

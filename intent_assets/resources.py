@@ -97,9 +97,57 @@ class ParaphraseLLM(OpenAIResource):
         )
 
 
+class TrainerBackend(dg.ConfigurableResource):
+    """Where ``lora_adapter`` trains and the environment's budget for it.
+
+    The run config (``LoraAdapterConfig``) says *what* to train (the seed design: r=64, alpha=16, batch 128, ...);
+    this resource says what the machine can afford. The embedded CPU default caps the run to a short demo;
+    production GPU pods have no caps. A cap only ever lowers a value set in the run config.
+    """
+
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda.")
+    max_train_examples: Optional[int] = Field(default=None, ge=1, description="Cap on training examples.")
+    max_eval_examples: Optional[int] = Field(default=None, ge=1, description="Cap on validation examples.")
+    max_steps: Optional[int] = Field(default=None, ge=1, description="Cap on optimizer steps.")
+    max_effective_batch_size: Optional[int] = Field(default=None, ge=1, description="Cap on the effective batch.")
+
+    def budget(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if k.startswith("max_") and v is not None}
+
+
+class InferenceEngine(dg.ConfigurableResource):
+    """How the evaluation runs a model: transformers in-process with constrained decoding over the taxonomy."""
+
+    kind: str = Field(default="transformers", description="transformers (in-process).")
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda.")
+    dtype: str = Field(default="bfloat16", description="bfloat16 (fast on AMX CPUs and GPUs) or float32.")
+    batch_size: int = Field(default=16, ge=1, description="Requests per forward pass.")
+
+    def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
+        """(model, tokenizer) for a base model directory, optionally with a LoRA adapter or as a 4-bit model."""
+        from intent_assets.base_model import load_base_model, resolve_device
+
+        if self.kind != "transformers":
+            raise ValueError(f"InferenceEngine.kind={self.kind!r}: only 'transformers' is available")
+        device = resolve_device(self.device)
+        if quantized:
+            from intent_assets.quantization import load_quantized_for_inference
+
+            return load_quantized_for_inference(model_dir, device=device, dtype=self.dtype)
+        model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device)
+        if adapter_dir:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir).eval()
+        return model, tokenizer
+
+
 def _env_or_none(name: str):
     """``EnvVar(name)`` when the variable is set (so the value is never written into config), else None."""
     return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+LOCAL_TRAINING_BUDGET = {"max_train_examples": 512, "max_eval_examples": 64, "max_effective_batch_size": 16}
 
 
 def local_resources(root: Path | None = None) -> dict:
@@ -112,6 +160,9 @@ def local_resources(root: Path | None = None) -> dict:
         "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
         "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
         "paraphrase_llm": ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None}),
+        # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
+        "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
+        "inference": InferenceEngine(),
     }
 
 

@@ -8,13 +8,24 @@ DATA_ASSETS = {
     "raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus", "dataset_splits",
     "quarantined_labels", "synthetic_augments", "instruction_dataset",
 }
+MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report"}
 
 
-def test_definitions_load_with_every_data_asset():
+def test_definitions_load_with_every_asset_and_job():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert DATA_ASSETS <= keys
+    assert keys == DATA_ASSETS | MODEL_ASSETS
     assert defs.resolve_job_def("data_job") is not None
+    training = defs.resolve_job_def("training_job")
+    assert {k.to_user_string() for k in training.asset_layer.selected_asset_keys} == MODEL_ASSETS
+
+
+def test_the_model_half_reads_the_instruction_dataset():
+    graph = defs.resolve_asset_graph()
+    parents = lambda name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}  # noqa: E731
+    assert "instruction_dataset" in parents("lora_adapter")
+    assert "lora_adapter" in parents("awq_model")
+    assert {"awq_model", "instruction_dataset"} <= parents("eval_report")
 
 
 def test_every_asset_is_documented_owned_grouped_and_kinded():
@@ -24,7 +35,7 @@ def test_every_asset_is_documented_owned_grouped_and_kinded():
         name = key.to_user_string()
         assert node.description, f"{name} has no description"
         assert node.owners, f"{name} has no owner"
-        assert node.group_name == "data", name
+        assert node.group_name == ("model" if name in MODEL_ASSETS else "data"), name
         assert node.kinds, f"{name} has no kinds"
         assert node.tags.get("pii") in {"raw", "redacted", "none"}, f"{name} has no pii tag"
 

@@ -8,6 +8,7 @@ import dagster as dg
 
 DATA_OWNERS = ["team:data-platform"]
 PRIVACY_OWNERS = ["team:data-platform", "team:privacy"]
+MODEL_OWNERS = ["team:ml-platform"]
 PII_RAW = {"pii": "raw"}
 PII_REDACTED = {"pii": "redacted"}
 

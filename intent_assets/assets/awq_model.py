@@ -1,0 +1,70 @@
+"""``awq_model``: the fine-tuned model merged and quantized to 4-bit AWQ (W4A16, compressed-tensors)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
+from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
+from intent_assets.resources import ArtifactStore
+
+
+class AwqModelConfig(dg.Config):
+    num_calibration_samples: int = Field(default=16, ge=1, description="Redacted training prompts used for AWQ calibration (cost grows linearly).")
+    max_calibration_tokens: int = Field(default=128, ge=16, description="Tokens kept per calibration prompt (its end: user message and answer header).")
+    group_size: int = Field(default=64, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192).")
+
+
+@dg.asset(
+    group_name="model",
+    owners=MODEL_OWNERS,
+    kinds={"llmcompressor", "safetensors"},
+    tags={**PII_REDACTED, "compute": "gpu"},
+)
+def awq_model(
+    context: dg.AssetExecutionContext,
+    config: AwqModelConfig,
+    artifacts: ArtifactStore,
+    lora_adapter: dict,
+    instruction_dataset: pd.DataFrame,
+) -> dict:
+    """The adapter merged into the base model, quantized to 4-bit AWQ with llm-compressor (int4 weights, one
+    scale per group, activations 16-bit) and saved in the compressed-tensors format vLLM loads.
+
+    Calibrated on redacted training prompts (system + user, as served). Metadata: size before and after,
+    calibration samples, wall time.
+    """
+    settings = QuantizationSettings(
+        num_calibration_samples=config.num_calibration_samples,
+        max_calibration_tokens=config.max_calibration_tokens,
+        group_size=config.group_size,
+    )
+    root = artifacts.path("awq_model", lora_adapter["run_key"])
+    merged = root / "merged"
+    if not (merged / "config.json").is_file():
+        merge_adapter(Path(lora_adapter["base_model_dir"]), Path(lora_adapter["adapter_dir"]), merged)
+    train = instruction_dataset[instruction_dataset["split"] == "train"]
+    prompts = [json.loads(m)[:2] for m in train["messages"]]  # system + user, no answer
+    out = root / "quantized"
+    if out.exists():
+        shutil.rmtree(out)
+    context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
+    result = quantize_awq(merged, prompts, out, settings)
+    context.add_output_metadata(
+        {
+            "model_dir": dg.MetadataValue.path(str(result.out_dir)),
+            "scheme": result.scheme,
+            "size_mb_before": round(result.size_bytes_before / 1e6, 1),
+            "size_mb_after": round(result.size_bytes_after / 1e6, 1),
+            "compression_ratio": round(result.compression_ratio, 3),
+            "calibration_samples": result.calibration_samples,
+            "calibration_tokens": result.calibration_tokens,
+            "wall_seconds": round(result.wall_seconds, 1),
+            "manifest": dg.MetadataValue.path(str(result.manifest_path)),
+        }
+    )
+    return {"model_dir": str(result.out_dir), "merged_dir": str(merged), "run_key": lora_adapter["run_key"]}

