@@ -1,0 +1,89 @@
+"""The fine-tuned 4-bit model next to its baselines, all measured in one materialization of the whole graph.
+
+    python bench/model_half.py --root /tmp/bench_demo                       # the embedded default (as `make run`)
+    python bench/model_half.py --root /tmp/bench_b77 --data ../shared/data/banking77 --no-budget   # full Banking77
+    python bench/model_half.py --report data/artifacts/eval_report/<run key>/report.json   # table of a past run
+
+Writes nothing into the project: every asset lands under ``--root``. Prints a Markdown table for BENCHMARKS.md:
+accuracy and macro-F1 of every system on the same test examples, each as a ratio to the best classical baseline,
+plus latency, throughput and wall times.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from intent_assets.definitions import ASSETS, CHECKS
+from intent_assets.resources import TrainerBackend, local_resources
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, help="Data folder for this run (assets, artifacts).")
+    parser.add_argument("--report", type=Path, help="Only print the table of an existing report.json (e.g. from `make run`).")
+    parser.add_argument("--data", help="raw_chat_logs.path (default: the shipped sample).")
+    parser.add_argument("--taxonomy", help="intent_taxonomy.path (default: the shipped banking77 taxonomy).")
+    parser.add_argument("--no-budget", action="store_true", help="Train with the seed recipe, without the CPU caps.")
+    parser.add_argument("--max-test-examples", type=int, help="Evaluate on a seeded subset of the test split.")
+    parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
+    args = parser.parse_args()
+    if args.report:
+        print_table(json.loads(args.report.read_text()))
+        return
+    if not args.root:
+        parser.error("--root or --report is required")
+
+    ops: dict = {}
+    if args.data:
+        ops["raw_chat_logs"] = {"config": {"path": str(Path(args.data).resolve())}}
+    if args.taxonomy:
+        ops["intent_taxonomy"] = {"config": {"path": str(Path(args.taxonomy).resolve())}}
+    if args.max_test_examples:
+        ops["eval_report"] = {"config": {"max_test_examples": args.max_test_examples}}
+    if args.epochs:
+        ops["lora_adapter"] = {"config": {"num_epochs": args.epochs}}
+    resources = local_resources(args.root)
+    if args.no_budget:
+        resources["trainer"] = TrainerBackend()
+
+    start = time.perf_counter()
+    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config={"ops": ops})
+    wall = time.perf_counter() - start
+    assert result.success
+
+    meta = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    report = json.loads(Path(meta["eval_report"]["report_json"]).read_text())
+    adapter = meta["lora_adapter"]
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}")
+    print(f"data: {args.data or 'shipped sample'}; budget: {'none' if args.no_budget else 'embedded default'}")
+    print(f"test examples: {report['n']}; training: {adapter['train_examples']} examples, {adapter['optimizer_steps']} steps, "
+          f"{adapter['epochs_completed']} epochs, backend {adapter['backend']} on {adapter['device']} ({adapter['dtype']}), "
+          f"{adapter['wall_seconds']:.0f} s; best validation loss {adapter['best_validation_loss']}")
+    print(f"AWQ: {meta['awq_model']['size_mb_before']} MB -> {meta['awq_model']['size_mb_after']} MB, {meta['awq_model']['wall_seconds']} s")
+    print(f"whole graph wall time: {wall:.0f} s\n")
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    """Every system of one eval report, with accuracy as a ratio to the best classical baseline of the same run."""
+    systems = report["systems"]
+    baseline = max(("TF-IDF + linear SVM", "MiniLM-L6 + logistic regression"), key=lambda n: systems.get(n, {}).get("metrics", {}).get("accuracy", -1))
+    base_acc = systems[baseline]["metrics"]["accuracy"]
+    print(f"{report['n']} test examples")
+    print(f"| system | accuracy | macro-F1 | accuracy / {baseline} | p50 ms | p95 ms | requests/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s in systems.items():
+        m, lat = s["metrics"], s["latency"]
+        print(f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['accuracy'] / base_acc:.2f}x "
+              f"| {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | {lat['throughput_per_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
