@@ -56,8 +56,8 @@ def classification_report(y_true: Sequence[str], y_pred: Sequence[str], labels: 
     recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
     f1 = np.array([_f1(p, r) for p, r in zip(precision, recall)])
     correct = float(tp.sum())
-    micro_p = correct / predicted.sum() if predicted.sum() else 0.0
-    micro_r = correct / support.sum() if support.sum() else 0.0
+    micro_p = correct / float(predicted.sum()) if predicted.sum() else 0.0  # plain floats: the report is
+    micro_r = correct / float(support.sum()) if support.sum() else 0.0      # stored as JSON and Dagster metadata
     weighted = float((f1 * support).sum() / support.sum()) if support.sum() else 0.0
 
     pairs = [(labels[i], labels[j] if j < k else OOT, int(matrix[i, j]))

@@ -94,3 +94,21 @@ def test_render_markdown_only_labels_and_numbers():
     assert f"| a | {OOT} | 1 |" in md
     assert "OOT rate" in md and "10.0%" in md  # the fine-tuned system's out-of-taxonomy rate
     assert "zzz" not in md  # a raw out-of-taxonomy prediction is never echoed
+
+
+def test_report_holds_only_plain_python_values():
+    """The report becomes JSON and Dagster metadata: a numpy scalar anywhere breaks Dagster's event serializer."""
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from walk(v)
+        else:
+            yield value
+
+    report = classification_report(Y_TRUE, Y_PRED, LABELS)
+    summary = latency_summary([0.01, 0.02], 0.05, 2)
+    bad = [type(v) for v in [*walk(report), *walk(summary)] if type(v) not in (str, int, float, bool)]
+    assert not bad

@@ -21,7 +21,9 @@ TINY = {
 
 def test_whole_graph_materializes_end_to_end(data_root, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=TINY)
+    # a persistent (SQLite) instance, as `make run` uses: every event and metadata value must serialize
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=TINY, instance=instance)
     assert result.success
 
     def meta(key):
