@@ -111,6 +111,7 @@ def lora_adapter(
             "device": result.device,
             "dtype": result.dtype,
             "train_examples": result.train_examples,
+            "train_examples_dropped_too_long": result.extra.get("dropped_too_long", 0),
             "eval_examples": result.eval_examples,
             "optimizer_steps": result.steps,
             "epochs_completed": result.epochs_completed,

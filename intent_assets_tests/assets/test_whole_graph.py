@@ -35,6 +35,7 @@ def test_whole_graph_materializes_end_to_end(data_root, monkeypatch):
 
     adapter = meta("lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
+    assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
     assert "data:image/png;base64," in adapter["loss_curve"]
     awq = meta("awq_model")
     assert awq["size_mb_after"] < 0.6 * awq["size_mb_before"]
