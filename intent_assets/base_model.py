@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import time
 from pathlib import Path
+
+from intent_assets.paths import atomic_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "smollm2-gguf"
@@ -58,10 +58,8 @@ def load_tokenizer(cache_dir: Path):
     if (cache_dir / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE)
-    tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{os.getpid()}"
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    tmp.rename(cache_dir)
+    with atomic_dir(cache_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
     return tokenizer
 
 
@@ -177,7 +175,6 @@ def materialize_base_model(out_dir: Path, dtype: str = "bfloat16", *, verify_has
 
     Returns ``{"path", "params", "size_bytes", "dtype", "seconds", "reused", "source", "source_sha256"}``.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     started = time.perf_counter()
@@ -213,9 +210,7 @@ def materialize_base_model(out_dir: Path, dtype: str = "bfloat16", *, verify_has
     _fix_special_tokens(tokenizer, model)
     parameter_count = int(model.num_parameters())
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # Written by save_pretrained from the loading context, meaningless to whoever loads the directory later.
@@ -236,16 +231,6 @@ def materialize_base_model(out_dir: Path, dtype: str = "bfloat16", *, verify_has
             "files": _files_entry(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return _summary(out_dir, manifest, seconds=time.perf_counter() - started, reused=False)
 
 

@@ -31,13 +31,14 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from intent_assets.paths import atomic_dir
 
 MANIFEST_NAME = "manifest.json"
 COMPRESSED_TENSORS_METHOD = "compressed-tensors"
@@ -210,26 +211,6 @@ def _load_tokenizer(*candidates: Path):
             if tokenizer.chat_template:
                 return tokenizer
     raise ValueError(f"No tokenizer with a chat template found in {[str(c) for c in candidates]}")
-
-
-@contextlib.contextmanager
-def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success replace ``out_dir`` with it, on failure delete it."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def merge_adapter(

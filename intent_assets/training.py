@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import shutil
 import time
@@ -36,6 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from intent_assets import base_model
+from intent_assets.paths import atomic_dir
 
 BACKENDS = ("peft", "qlora", "unsloth")
 LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -190,13 +192,11 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrainingBackendUnavailable("device='cuda' was requested but CUDA is not available")
-    return device
+    """``base_model.resolve_device``, with a missing GPU reported as an unavailable training backend."""
+    try:
+        return base_model.resolve_device(device)
+    except ValueError as exc:
+        raise TrainingBackendUnavailable(str(exc)) from exc
 
 
 def resolve_bf16(setting: bool | str, device: str) -> bool:
@@ -731,20 +731,9 @@ def datasets_progress_bars(enabled: bool) -> bool:
 
 
 def _atomic_save_adapter(model, tokenizer, adapter_dir: Path) -> None:
-    tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    try:
+    with atomic_dir(adapter_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if adapter_dir.exists():
-            old = adapter_dir.parent / f".{adapter_dir.name}.old-{os.getpid()}-{time.time_ns()}"
-            adapter_dir.rename(old)
-            tmp.rename(adapter_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(adapter_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path | None, output_dir: Path,
