@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import system_prompt
+from intent_assets.instructions import dataset_system_prompt
 from intent_assets.metrics import classification_report
 from intent_assets.quantization import QuantizationSettings, quantize_awq
 from intent_assets.resources import InferenceEngine
@@ -41,7 +41,7 @@ def main() -> None:
 
     def score(model_dir: Path, quantized: bool) -> dict:
         model, tokenizer = engine.load(str(model_dir), quantized=quantized)
-        classifier = ConstrainedClassifier(model, tokenizer, taxonomy.names, system_prompt(taxonomy))
+        classifier = ConstrainedClassifier(model, tokenizer, taxonomy.names, dataset_system_prompt(data["messages"]))
         predictions = [p.label for p in classifier.classify(test["text"].tolist(), batch_size=engine.batch_size)]
         return classification_report(test["intent"].tolist(), predictions, taxonomy.names)
 

@@ -28,10 +28,24 @@ def test_records_have_identical_system_prompt_and_json_answers():
     systems = {m[0]["content"] for m in messages}
     assert len(systems) == 1
     system = systems.pop()
-    assert "- card_arrival: Waiting for a card." in system and "t v3" in system
+    assert "- card_arrival\n- top_up_limits" in system and "Waiting for a card" not in system and "t v3" in system
     assert [m[1]["content"] for m in messages] == list(examples()["text"])
     assert [ins.parse_answer(m[2]["content"]) for m in messages] == list(examples()["intent"])
     assert [m["role"] for m in messages[0]] == ["system", "user", "assistant"]
+
+
+def test_descriptions_only_on_request():
+    described = ins.system_prompt(TAXONOMY, describe_intents=True)
+    assert "- card_arrival: Waiting for a card.\n- top_up_limits: Limits on top-ups." in described
+    assert len(ins.system_prompt(TAXONOMY)) < len(described)
+    records = ins.build_records(examples(), TAXONOMY, describe_intents=True)
+    assert ins.dataset_system_prompt(records["messages"]) == described
+
+
+def test_dataset_system_prompt_refuses_mixed_prompts():
+    mixed = pd.concat([ins.build_records(examples(), TAXONOMY), ins.build_records(examples(), TAXONOMY, True)])
+    with pytest.raises(ValueError, match="found 2"):
+        ins.dataset_system_prompt(mixed["messages"])
 
 
 @pytest.mark.parametrize("content, expected", [('{"intent": "x"}', "x"), ("intent: x", None), ('{"intent": 3}', None), ("[]", None)])

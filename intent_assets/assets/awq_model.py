@@ -16,7 +16,7 @@ from intent_assets.resources import ArtifactStore
 class AwqModelConfig(dg.Config):
     num_calibration_samples: int = Field(default=16, ge=1, description="Redacted training prompts used for AWQ calibration (cost grows linearly).")
     max_calibration_tokens: int = Field(default=128, ge=16, description="Tokens kept per calibration prompt (its end: user message and answer header).")
-    group_size: int = Field(default=64, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192).")
+    group_size: int = Field(default=32, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192).")
 
 
 @dg.asset(

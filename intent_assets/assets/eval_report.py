@@ -10,7 +10,7 @@ from pydantic import Field
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predictions
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import system_prompt
+from intent_assets.instructions import dataset_system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
 from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.taxonomy import Taxonomy
@@ -69,7 +69,7 @@ def eval_report(
     if config.include_minilm:
         record("MiniLM-L6 + logistic regression", minilm_baseline(train["text"], train["intent"]).predict, 64)
 
-    prompt = system_prompt(taxonomy)
+    prompt = dataset_system_prompt(instruction_dataset["messages"])  # exactly the prompt the model was trained on
 
     def llm(model_dir: str, quantized: bool):
         model, tokenizer = inference.load(model_dir, quantized=quantized)

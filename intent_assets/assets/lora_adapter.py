@@ -16,21 +16,25 @@ from intent_assets.resources import ArtifactStore, TrainerBackend
 from intent_assets.training import LoraTrainingConfig, train_lora
 
 
+ENVIRONMENT_DEFAULTED = ("learning_rate", "per_device_batch_size")
+
+
 class LoraAdapterConfig(dg.Config):
     """The fine-tuning recipe. Defaults are the seed design (QLoRA r=64, alpha=16, dropout 0.1, lr 2e-4,
     effective batch 128, up to 3 epochs with early stopping on validation loss); the environment's
-    ``trainer`` resource may cap sizes to what its machine affords."""
+    ``trainer`` resource may cap sizes to what its machine affords, and fills the fields left unset here
+    (learning rate, micro-batch) with its own values: a capped short schedule needs a higher learning rate."""
 
     backend: str = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes), unsloth (GPU).")
     r: int = Field(default=64, description="LoRA rank.")
     alpha: float = Field(default=16, description="LoRA alpha (update scaled by alpha / r).")
     dropout: float = Field(default=0.1, description="LoRA dropout.")
-    learning_rate: float = Field(default=2e-4, description="Peak learning rate.")
+    learning_rate: Optional[float] = Field(default=None, description="Peak learning rate. Unset: the trainer resource's (the embedded CPU demo's short schedule), else the seed's 2e-4.")
     effective_batch_size: int = Field(default=128, description="Examples per optimizer step (gradient accumulation).")
-    per_device_batch_size: int = Field(default=8, description="Examples per forward/backward pass.")
+    per_device_batch_size: Optional[int] = Field(default=None, description="Examples per forward/backward pass. Unset: the trainer resource's, else 8.")
     num_epochs: float = Field(default=3, description="Epochs, at most (early stopping may end sooner).")
     early_stopping_patience: int = Field(default=1, description="Evaluations without a better validation loss before stopping.")
-    checkpoint_steps: int = Field(default=10, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one.")
+    checkpoint_steps: int = Field(default=20, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one.")
     max_steps: Optional[int] = Field(default=None, description="Stop after N optimizer steps.")
     max_train_examples: Optional[int] = Field(default=None, description="Train on a seeded subset of this size.")
     max_eval_examples: Optional[int] = Field(default=None, description="Validate on a seeded subset of this size.")
@@ -42,8 +46,13 @@ class LoraAdapterConfig(dg.Config):
         self.training_config()  # raises a clear error before any work starts
         return self
 
-    def training_config(self, budget: Optional[dict] = None) -> LoraTrainingConfig:
+    def training_config(self, budget: Optional[dict] = None, defaults: Optional[dict] = None) -> LoraTrainingConfig:
+        """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the seed
+        defaults of ``LoraTrainingConfig``; finally the environment's ``budget`` caps."""
         values = self.model_dump()
+        for key in ENVIRONMENT_DEFAULTED:
+            if values[key] is None:
+                values[key] = (defaults or {}).get(key, LoraTrainingConfig.model_fields[key].default)
         bf16 = values.pop("bf16")
         if bf16 not in ("auto", "true", "false"):
             raise ValueError(f"bf16 must be 'auto', 'true' or 'false', got {bf16!r}")
@@ -87,13 +96,14 @@ def lora_adapter(
     the same recipe, data and base model resumes from the last checkpoint after an interruption. Progress (step,
     loss, ETA) is logged while it trains.
     """
-    training = config.training_config(trainer.budget()).model_copy(update={"device": trainer.device})
+    training = config.training_config(trainer.budget(), trainer.defaults()).model_copy(update={"device": trainer.device})
     records = instruction_dataset[instruction_dataset["split"].isin(["train", "validation"])]
     data_key = _fingerprint(*records["messages"].tolist())
     run_key = _fingerprint(json.dumps(training.model_dump(mode="json"), sort_keys=True), data_key, str(base_model.get("path")))
     workdir = artifacts.path("lora_adapter", run_key)
     paths = write_jsonl(records, workdir / "data")
-    context.log.info(f"training run {run_key} in {workdir} (budget {trainer.budget() or 'none'})")
+    context.log.info(f"training run {run_key} in {workdir} (budget {trainer.budget() or 'none'}, "
+                     f"environment defaults {trainer.defaults() or 'none'})")
     result = train_lora(Path(base_model["path"]), paths["train"], paths.get("validation"), workdir, training, log=context.log.info)
 
     curve = image(
@@ -128,6 +138,7 @@ def lora_adapter(
             "loss_curve": curve,
             "recipe": dg.MetadataValue.json(training.model_dump(mode="json")),
             "budget_caps": dg.MetadataValue.json(trainer.budget()),
+            "environment_defaults": dg.MetadataValue.json(trainer.defaults()),
         }
     )
     return {"adapter_dir": result.adapter_dir, "base_model_dir": str(base_model["path"]), "run_key": run_key, "best_eval_loss": result.best_eval_loss, "steps": result.steps}
