@@ -5,7 +5,7 @@ and is byte-identical across records (a server can cache its prefix); the user t
 the assistant answers ``{"intent": "<name>"}``.
 
 The taxonomy is listed by name by default; ``describe_intents=True`` adds each intent's description. On
-Banking77 that is 1,502 instead of 680 prompt tokens: every training step and every request pays for them, and
+Banking77 that is 1,502 instead of 689 prompt tokens: every training step and every request pays for them, and
 the fine-tuned model learns the names either way.
 """
 

@@ -24,7 +24,7 @@ class InstructionDatasetConfig(dg.Config):
     describe_intents: bool = Field(
         default=False,
         description="List each intent's description in the system prompt, not only its name (on Banking77 1,502 "
-        "instead of 680 prompt tokens, paid by every training step and every request).",
+        "instead of 689 prompt tokens, paid by every training step and every request).",
     )
 
 
