@@ -2,6 +2,9 @@
 
     python bench/model_half.py --root /tmp/bench_demo                       # the embedded default (as `make run`)
     python bench/model_half.py --root /tmp/bench_b77 --data ../shared/data/banking77 --no-budget   # full Banking77
+    python bench/model_half.py --root /tmp/bench_b77 --data ../shared/data/banking77 --no-budget \
+        --lora num_epochs=1 learning_rate=3e-3 effective_batch_size=32 per_device_batch_size=32 \
+        checkpoint_steps=40 max_eval_examples=256               # full Banking77, one pass (CPU: about an hour)
     python bench/model_half.py --report data/artifacts/eval_report/<run key>/report.json   # table of a past run
 
 Writes nothing into the project: every asset lands under ``--root``. Prints a Markdown table for BENCHMARKS.md:
@@ -30,6 +33,8 @@ def main() -> None:
     parser.add_argument("--no-budget", action="store_true", help="Train with the seed recipe, without the CPU caps.")
     parser.add_argument("--max-test-examples", type=int, help="Evaluate on a seeded subset of the test split.")
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
+    parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Other lora_adapter run config, e.g. learning_rate=3e-3 effective_batch_size=32.")
     args = parser.parse_args()
     if args.report:
         print_table(json.loads(args.report.read_text()))
@@ -44,8 +49,11 @@ def main() -> None:
         ops["intent_taxonomy"] = {"config": {"path": str(Path(args.taxonomy).resolve())}}
     if args.max_test_examples:
         ops["eval_report"] = {"config": {"max_test_examples": args.max_test_examples}}
+    lora = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.lora)}
     if args.epochs:
-        ops["lora_adapter"] = {"config": {"num_epochs": args.epochs}}
+        lora["num_epochs"] = args.epochs
+    if lora:
+        ops["lora_adapter"] = {"config": lora}
     resources = local_resources(args.root)
     if args.no_budget:
         resources["trainer"] = TrainerBackend()

@@ -97,6 +97,10 @@ class ParaphraseLLM(OpenAIResource):
         )
 
 
+# run-config fields of lora_adapter that, when left unset, take the trainer resource's value
+TRAINER_DEFAULTED = ("learning_rate", "per_device_batch_size")
+
+
 class TrainerBackend(dg.ConfigurableResource):
     """Where ``lora_adapter`` trains and the environment's budget for it.
 
@@ -119,7 +123,7 @@ class TrainerBackend(dg.ConfigurableResource):
         return {k: v for k, v in self.model_dump().items() if k.startswith("max_") and v is not None}
 
     def defaults(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if k in ("learning_rate", "per_device_batch_size") and v is not None}
+        return {k: v for k, v in self.model_dump().items() if k in TRAINER_DEFAULTED and v is not None}
 
 
 class InferenceEngine(dg.ConfigurableResource):

@@ -12,11 +12,8 @@ from pydantic import Field, model_validator
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.instructions import write_jsonl
 from intent_assets.plots import line_chart
-from intent_assets.resources import ArtifactStore, TrainerBackend
+from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
 from intent_assets.training import LoraTrainingConfig, train_lora
-
-
-ENVIRONMENT_DEFAULTED = ("learning_rate", "per_device_batch_size")
 
 
 class LoraAdapterConfig(dg.Config):
@@ -50,7 +47,7 @@ class LoraAdapterConfig(dg.Config):
         """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the seed
         defaults of ``LoraTrainingConfig``; finally the environment's ``budget`` caps."""
         values = self.model_dump()
-        for key in ENVIRONMENT_DEFAULTED:
+        for key in TRAINER_DEFAULTED:
             if values[key] is None:
                 values[key] = (defaults or {}).get(key, LoraTrainingConfig.model_fields[key].default)
         bf16 = values.pop("bf16")
