@@ -45,6 +45,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's intent_assets, not an installed one
+
 PRESIDIO_TYPES = {
     "PERSON": "PERSON", "STREET_ADDRESS": "ADDRESS", "CREDIT_CARD": "CREDIT_CARD", "PHONE_NUMBER": "PHONE",
     "EMAIL_ADDRESS": "EMAIL", "ZIP_CODE": "ZIP_CODE", "IBAN_CODE": "IBAN", "US_SSN": "SSN", "US_DRIVER_LICENSE": "ID",
@@ -240,7 +242,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write every figure as JSON.")
     args = parser.parse_args()
 
-    print(f"machine: {machine()}")
+    import intent_assets
+
+    print(f"machine: {machine()}; intent_assets from {Path(intent_assets.__file__).parent}")
     print(f"command: python {' '.join(sys.argv)}\n")
     results: dict = {}
     mdg, skipped = load_multidogo(args.data / "multidogo", tuple(args.splits), args.multidogo_limit)

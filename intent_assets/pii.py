@@ -137,6 +137,7 @@ _RANK = {
     "address": 6, "po_box": 6, "zip_state": 6, "uk_postcode": 6,
     "name_cue": 7, "name_signoff": 7, "name_vocative": 7, "name_only": 7, "name_bigram": 8,
     "scrubadub.twitter": 9, "long_digits": 10,
+    "email_squashed": 3, "address_cue": 6, "address_euro": 6, "name_gazetteer": 8, "number": 11, "code": 11,
 }
 
 _PLACEHOLDER_RE = re.compile(r"\{\{[A-Z_]+\}\}")
@@ -848,10 +849,226 @@ def _det_names(text: str, out: list) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Chat-style text (lower case, no punctuation) and wider coverage
+# --------------------------------------------------------------------------------------
+# Latin-script Faker locales for the wide name gazetteer (``name_gazetteer``).
+_WIDE_NAME_LOCALES = (
+    "en_US", "en_GB", "en_IE", "en_IN", "en_NZ", "en_KE", "en_NG", "en_PK", "en_TH", "cs_CZ", "da_DK", "de_AT",
+    "de_CH", "de_DE", "es_ES", "es_MX", "es_AR", "es_CO", "et_EE", "fi_FI", "fr_FR", "fr_CA", "ga_IE", "hr_HR",
+    "hu_HU", "id_ID", "is_IS", "it_IT", "lt_LT", "lv_LV", "nl_NL", "nl_BE", "no_NO", "pl_PL", "pt_BR", "pt_PT",
+    "ro_RO", "sk_SK", "sl_SI", "sv_SE", "tr_TR", "vi_VN", "yo_NG", "zu_ZA", "sw", "tw_GH", "ha_NG", "ig_NG",
+)
+# Transliterated Indian names are common in support chats and absent from the Latin-script locales above.
+_EXTRA_NAMES = """
+aarav aditi aditya ajay akash akhil amit amitha anand anil anita anjali ankit anu anusha arjun arun aruna
+ashok bala balaji bhavana chandra deepa deepak deepika devi dinesh divya ganesh gaurav geetha gopal gopi
+hari harish hema indira jaya kalpana kamal karan karthik karthick kavitha kiran krishna kumar lakshmi latha
+madhu mahesh manoj meena mohan murali nandini naveen nikhil nila nisha pavi pooja prabhu pradeep prakash
+pranav prasad preethi priya rahul raj raja rajesh rakesh ram ramesh ravi rekha sachin sanjay santhosh
+saravanan senthil shankar sharma shiva shruthi siva sneha sri sridhar srinivas subash suhas sunil suresh
+swathi tharun uma varma vasu venkat vijay vikram vinod vishnu yuvashri
+""".split()
+
+
+@functools.cache
+def _wide_names() -> frozenset:
+    """First and last names of many Latin-script Faker locales, lower case, minus English words."""
+    names: set[str] = set(_EXTRA_NAMES)
+    for loc in _WIDE_NAME_LOCALES:
+        try:
+            prov = importlib.import_module(f"faker.providers.person.{loc}").Provider
+        except Exception:  # pragma: no cover - locale missing in another Faker version
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female", "last_names"):
+            raw = getattr(prov, attr, ()) or ()
+            for n in (raw.keys() if isinstance(raw, dict) else raw):
+                for part in re.split(r"[\s\-]+", str(n)):
+                    if len(part) >= 3 and part.isalpha() and all(c < "\u0250" for c in part):
+                        names.add(part.lower())
+    common = _lexicon()[4]
+    return frozenset(names - common - _BLOCK - _STREET_WORDS)
+
+
+_STREET_WORDS = frozenset(_ALL_SUFFIXES) | frozenset("""
+north south east west main park new old lake hill street road avenue lane drive court place square
+""".split())
+_ALPHA_TOKEN = re.compile(r"(?<![\w@.'’-])[^\W\d_]{3,}(?![\w@'’-]|\.\w)")
+_NAME_NEXT = re.compile(r"[ \t]+([^\W\d_]{2,})(?![\w@'’-])")
+_NAME_PREV = re.compile(r"([^\W\d_]{2,})[ \t]+$")
+
+
+def _det_name_gazetteer(text: str, out: list) -> None:
+    """``name_gazetteer``: a word in the wide name gazetteer that is not an English word, in any case, with
+    the next word when that is a name or an unknown word too ("hema latha", "suhas kooi", "Jožef Albin")."""
+    wide = _wide_names()
+    common = _lexicon()[4]
+    for m in _ALPHA_TOKEN.finditer(text):
+        low = m.group().lower()
+        if low not in wide:
+            continue
+        start, end = m.start(), m.end()
+        nxt = _NAME_NEXT.match(text, end)
+        if nxt:
+            w = nxt.group(1)
+            lw = w.lower()
+            if lw not in _BLOCK and lw not in _STREET_WORDS and (lw in wide or lw not in common) and not _CONTRACTION.search(lw):
+                end = nxt.end(1)
+        prev = _NAME_PREV.search(text, max(0, start - 40), start)
+        if prev:
+            w = prev.group(1)
+            if _is_title(w) and w.lower() not in common and w.lower() not in _BLOCK and _is_title(m.group()):
+                start = prev.start(1)
+        out.append((start, end, "PERSON", "name_gazetteer"))
+
+
+# E-mail addresses as chat logs write them: lower case, punctuation stripped ("vickygold 3003 gmailcom").
+_MAIL_HOSTS = (r"g?mail|gamil|gmial|gmal|gmaill|yahoo|yahho|yaho|ymail|hotmail|hotmial|hotmal|outlook|live|msn|"
+               r"aol|icloud|me|rediffmail|rediff|protonmail|proton|zoho|gmx|yandex|mailinator|silvgaiml|\w*mail")
+_EMAIL_SQUASHED = re.compile(
+    r"(?<![\w@.])(?P<local>(?:[a-z0-9._-]+[ \t]+){0,3}?)(?P<host>[a-z0-9._-]*?(?:" + _MAIL_HOSTS + r"))"
+    r"[ \t]?(?:dot[ \t]?)?(?:com|co[ \t]?in|co[ \t]?uk|in|net|org)(?![\w@])", re.I)
+
+
+def _det_email_squashed(text: str, out: list) -> None:
+    """``email_squashed``: "name 45 gmailcom", "rosygmailcom", "asha at gmail com"; the words before the host
+    are taken while they are digits or not English words."""
+    if "com" not in text.lower() and "net" not in text.lower() and "org" not in text.lower():
+        return
+    common = _lexicon()[4]
+    for m in _EMAIL_SQUASHED.finditer(text):
+        host = m.group("host").lower()
+        start = m.start("host")
+        local_words = m.group("local").split()
+        # take preceding words from the right while they look like parts of a mailbox name
+        pos = m.start("host")
+        for w in reversed(local_words):
+            lw = w.lower()
+            if lw == "at" or lw in _BLOCK or (lw in common and not any(c.isdigit() for c in lw)):
+                break
+            pos = text.rfind(w, m.start(), pos)
+        start = min(start, pos)
+        if start == m.start("host") and host in {"gmail", "mail", "yahoo", "hotmail", "outlook", "live", "me", "msn",
+                                                   "aol", "icloud", "gmx", "zoho"}:
+            # a bare provider name ("gmail com") is the service, not an address, unless "at" precedes it
+            before = text[max(0, start - 4):start].lower()
+            if not before.rstrip().endswith("at"):
+                continue
+            start = text.rfind(" ", 0, len(text[:start].rstrip()) - 2) + 1
+        out.append((start, m.end(), "EMAIL", "email_squashed"))
+
+
+# Numbers and codes as customers type them in reply to "what is your ...?" (no cue word in the message).
+_NUMBER = re.compile(r"(?<![\w$£€¥.,:/-])\d{4,}(?![\w]|[.,:/]\d)")
+_YEAR_CUE = re.compile(
+    r"(?:\b(?:in|since|year|years|yr|from|until|till|of|back|january|february|march|april|may|june|july|august|"
+    r"september|october|november|december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)[ \t]+|\b\d{1,2}(?:st|nd|rd|th)?[ \t,]+|')$",
+    re.I)
+_AFTER_NUMBER_UNIT = re.compile(r"[ \t]*(?:" + _UNITS + r"|rs|rupees|inr|dollars|bucks|miles|km|kg|gb|mb)\b", re.I)
+_CODE_TOKEN = re.compile(r"(?<![\w@.'’-])(?:\d{1,12}|[a-z]{1,5}|[a-z0-9]*(?:[a-z]\d|\d[a-z])[a-z0-9]*)(?![\w@'’-]|[.,]\d)", re.I)
+_ORDINAL_OR_TIME = re.compile(r"^\d{1,4}(?:st|nd|rd|th|am|pm|s|k|gb|mb|kg|km|hrs?|mins?|x)$|^[a-z]\d$|^(?:mp3|mp4|4k|hd|3d|2fa|4g|5g|3g)$", re.I)
+
+
+def _det_chat_numbers(text: str, out: list) -> None:
+    """``number``: a standalone run of >= 4 digits that is no amount, year or time (-> ACCOUNT_NUMBER);
+    ``code``: 2-8 adjacent short tokens mixing letters and digits ("gt 67 g 6", "254 e 15", "kjl 486") or one
+    token mixing both ("f6el23") -> ID."""
+    for m in _NUMBER.finditer(text):
+        v = m.group()
+        if _AFTER_NUMBER_UNIT.match(text, m.end()) or text[max(0, m.start() - 1):m.start()] in "$£€¥#":
+            if text[max(0, m.start() - 1):m.start()] != "#":
+                continue
+        if len(v) == 4 and v[:2] in ("19", "20") and _YEAR_CUE.search(text, max(0, m.start() - 12), m.start()):
+            continue
+        out.append((m.start(), m.end(), "ACCOUNT_NUMBER", "number"))
+    common = _lexicon()[4]
+    toks = [t for t in _CODE_TOKEN.finditer(text)]
+    i = 0
+    while i < len(toks):
+        # grow a run of adjacent code-like tokens (single spaces between them)
+        j = i
+        run = []
+        while j < len(toks):
+            t = toks[j]
+            w = t.group()
+            lw = w.lower()
+            if run and text[run[-1].end():t.start()] not in (" ", "-", " - "):
+                break
+            if _ORDINAL_OR_TIME.match(w):
+                break
+            if w.isalpha() and (lw in common or lw in _BLOCK) and lw not in ("e", "f", "g", "h", "j", "k"):
+                break
+            run.append(t)
+            j += 1
+        if run:
+            words = [t.group() for t in run]
+            has_digit = any(any(c.isdigit() for c in w) for w in words)
+            has_alpha = any(any(c.isalpha() for c in w) for w in words)
+            digits = sum(c.isdigit() for w in words for c in w)
+            mixed = any(any(c.isdigit() for c in w) and any(c.isalpha() for c in w) for w in words)
+            if has_digit and has_alpha and digits >= 2 and len(run) <= 8 and (len(run) >= 2 or (mixed and len(words[0]) >= 4)):
+                # trim leading/trailing pure-letter tokens longer than 3 unless they sit between digit tokens
+                a, b = 0, len(run)
+                if a < b:
+                    out.append((run[a].start(), run[b - 1].end(), "ID", "code"))
+        i = max(j, i + 1)
+
+
+_ADDRESS_CUE = re.compile(
+    r"\b(?:(?:home|billing|shipping|delivery|mailing|postal|new|old|current|street|my)[ \t]+)?(?:address|addr)"
+    r"(?:[ \t]+(?:is|was|will[ \t]+be|to))?[ \t]*[:=\-]?[ \t]*"
+    r"|\b(?:live|living|lives|located|reside|residing|moved|move|moving|deliver(?:ed)?|send(?:[ \t]+it)?|sent|ship(?:ped)?|mail(?:ed)?)"
+    r"[ \t]+(?:at|to|in)[ \t]+(?:the[ \t]+corner[ \t]+of[ \t]+)?", re.I)
+_ADDRESS_STOP = re.compile(
+    r"[.?!;](?=[ \t]+[A-Z][a-z]|[ \t]*$)|\n[ \t]*\n|[ \t]+(?:and|&)[ \t]+(?:my|the|i|it|also|please|then|phone|email|mobile|contact|ssn|pin|card)\b"
+    r"|[ \t]+(?:my|phone|mobile|contact|email|e-mail|ssn|card|account|acct|name|please|pls|thanks|thank|but|so|because|"
+    r"last[ \t]+night|yesterday|today|tomorrow|blocked|instead)\b|[ \t]+(?:is|was|has|have)\b", re.I)
+_ADDRESS_TAIL = re.compile(
+    r"(?:,?[ \t]*\n?[ \t]*(?:(?:apt|apartment|suite|ste|unit|flat|floor|fl|room|box)\.?[ \t]*\#?[ \t]*\w{1,6}"
+    r"|(?:[A-Z][\w'’.-]*|de|da|do|del|la|le|von|van)(?:[ \t]+(?:[A-Z][\w'’.-]*|de|da|do|del|la|le|von|van)){0,3}"
+    r"|[A-Z]{2}|\d{4,6}(?:-\d{4})?|[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}))+")
+_EURO_STREET = re.compile(
+    r"(?<![\w.])(?:\d{1,5}[ \t]+)?(?:(?:[A-ZÀ-Þ][\w'’.-]*|de|da|do|del|la|le|di|von|van|der|str)[ \t]+){1,4}\d{1,5}[a-zA-Z]?(?![\w])")
+
+
+def _det_address_wide(text: str, out: list) -> None:
+    """``address_cue`` (the words after "address is", "lives at", "sent to ...", up to the next clause, when
+    they hold a digit or a street word) and ``address_euro`` ("Pivovarská 276", "2035 Gewerbepark 45") with
+    the trailing "Apt. 815, Brú, Iceland 82407" / line-separated city, region and postcode."""
+    common = _lexicon()[4]
+    for m in _ADDRESS_CUE.finditer(text):
+        start = m.end()
+        if start >= len(text):
+            continue
+        window = text[start:start + 160]
+        stop = _ADDRESS_STOP.search(window, 1)
+        value = window[:stop.start()] if stop else window
+        value = value.rstrip(" \t\n,.;:!?")
+        if len(value) < 3 or value.startswith("{{"):
+            continue
+        words = re.findall(r"[^\W_]+", value.lower())
+        if not words or not (any(c.isdigit() for c in value) or any(w in _STREET_WORDS for w in words)):
+            continue
+        if not any(c.isdigit() for c in value) and len(words) > 8:
+            continue
+        out.append((start, start + len(value), "ADDRESS", "address_cue"))
+    for m in _EURO_STREET.finditer(text):
+        words = [w for w in re.findall(r"[^\W\d_][\w'’.-]*", m.group()) if w[:1].isupper()]
+        if not words or all(w.lower().rstrip(".") in common for w in words):
+            continue
+        end = m.end()
+        tail = _ADDRESS_TAIL.match(text, end)
+        if tail:
+            end = tail.end()
+        out.append((m.start(), len(text[:end].rstrip(" \t\n,")), "ADDRESS", "address_euro"))
+
+
+# --------------------------------------------------------------------------------------
 # Merging and the public API
 # --------------------------------------------------------------------------------------
-_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip)
-_TEXT_DETECTORS = (_det_scrubadub, _det_email_obfuscated, _det_credentials, _det_names)
+_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip, _det_chat_numbers,
+                    _det_address_wide)
+_TEXT_DETECTORS = (_det_scrubadub, _det_email_obfuscated, _det_email_squashed, _det_credentials, _det_names,
+                   _det_name_gazetteer)
 
 
 def _candidates(text: str) -> list[tuple[int, int, str, str]]:
