@@ -137,7 +137,7 @@ _RANK = {
     "address": 6, "po_box": 6, "zip_state": 6, "uk_postcode": 6,
     "name_cue": 7, "name_signoff": 7, "name_vocative": 7, "name_only": 7, "name_bigram": 8,
     "scrubadub.twitter": 9, "long_digits": 10,
-    "email_squashed": 3, "address_cue": 6, "address_euro": 6, "name_gazetteer": 8, "number": 11, "code": 11,
+    "email_squashed": 3, "address_cue": 6, "address_euro": 6, "address_chat": 6, "name_gazetteer": 8, "number": 11, "code": 11,
 }
 
 _PLACEHOLDER_RE = re.compile(r"\{\{[A-Z_]+\}\}")
@@ -886,13 +886,22 @@ def _wide_names() -> frozenset:
                     if len(part) >= 3 and part.isalpha() and all(c < "\u0250" for c in part):
                         names.add(part.lower())
     common = _lexicon()[4]
-    return frozenset(names - common - _BLOCK - _STREET_WORDS)
+    return frozenset(names - common - _BLOCK - _STREET_WORDS - _CHAT_WORDS)
 
 
+# Chat interjections and misspellings that are no names ("hii", "thnx").
+_CHAT_WORDS = frozenset("""
+hii hiii hai hei hey heyy helo hellow hllo hlo hye hy heya ya yaa yah yaah yeah yea yep yup nope nah ok okk okey okie
+thnx thanx thnks thnk thanq tq ty tx bye byee byeee plz plzz pls plss nothanks thankyou thanku sry srry loo hmm hmmm
+""".split())
 _STREET_WORDS = frozenset(_ALL_SUFFIXES) | frozenset("""
 north south east west main park new old lake hill street road avenue lane drive court place square
 """.split())
+_CHAT_NAME_ONLY = re.compile(
+    r"^[ \t]*(?:(?:my[ \t]+)?(?:full[ \t]+)?name(?:[ \t]+is)?|this[ \t]+is|i[ \t]+am|im|i'm|its|it's|it[ \t]+is)?[ \t]*"
+    r"(?P<name>[^\W\d_]{3,}(?:[ \t]+[^\W\d_]{2,}){0,2})[ \t.!]*$", re.I)
 _ALPHA_TOKEN = re.compile(r"(?<![\w@.'’-])[^\W\d_]{3,}(?![\w@'’-]|\.\w)")
+_PLACE_PREP = re.compile(r"\b(?:in|at|from|to|near|of|aus|via|into|visit|visiting)[ \t]+$", re.I)
 _NAME_NEXT = re.compile(r"[ \t]+([^\W\d_]{2,})(?![\w@'’-])")
 _NAME_PREV = re.compile(r"([^\W\d_]{2,})[ \t]+$")
 
@@ -902,10 +911,13 @@ def _det_name_gazetteer(text: str, out: list) -> None:
     the next word when that is a name or an unknown word too ("hema latha", "suhas kooi", "Jožef Albin")."""
     wide = _wide_names()
     common = _lexicon()[4]
+    has_upper = any(c.isupper() for c in text)
     for m in _ALPHA_TOKEN.finditer(text):
         low = m.group().lower()
-        if low not in wide:
+        if low not in wide or _PLACE_PREP.search(text, max(0, m.start() - 8), m.start()):
             continue
+        if has_upper and not _is_title(m.group()):
+            continue  # in mixed-case text a name is capitalised; lower-case names only in lower-cased chat
         start, end = m.start(), m.end()
         nxt = _NAME_NEXT.match(text, end)
         if nxt:
@@ -919,6 +931,14 @@ def _det_name_gazetteer(text: str, out: list) -> None:
             if _is_title(w) and w.lower() not in common and w.lower() not in _BLOCK and _is_title(m.group()):
                 start = prev.start(1)
         out.append((start, end, "PERSON", "name_gazetteer"))
+    # a short reply that is nothing but one to three unknown words ("tharma", "santosh korpade"), or such words
+    # after a bare "name" / "name is" / "this is" / "i am"
+    m = _CHAT_NAME_ONLY.match(text)
+    if m:
+        toks = m.group("name").split()
+        if all(t.lower() not in common and t.lower() not in _BLOCK and t.lower() not in _STREET_WORDS
+               and t.lower() not in _CHAT_WORDS or t.lower() in wide for t in toks) and any(t.lower() not in common for t in toks):
+            out.append((m.start("name"), m.end("name"), "PERSON", "name_gazetteer"))
 
 
 # E-mail addresses as chat logs write them: lower case, punctuation stripped ("vickygold 3003 gmailcom").
@@ -958,7 +978,11 @@ def _det_email_squashed(text: str, out: list) -> None:
 
 
 # Numbers and codes as customers type them in reply to "what is your ...?" (no cue word in the message).
-_NUMBER = re.compile(r"(?<![\w$£€¥.,:/-])\d{4,}(?![\w]|[.,:/]\d)")
+_NUMBER = re.compile(r"(?<![\w$£€¥.,:/-])\d{4,}(?![\w]|[.,:/-]\d)")
+_CARD_LAST4 = re.compile(
+    r"(?:\b(?:card|visa|mastercard|amex|debit|credit)\b[^.\n]{0,20}\b(?:ending|ends)(?:[ \t]+(?:in|with))?"
+    r"|\blast[ \t]+(?:4|four)(?:[ \t]+digits?)?(?:[ \t]+of[ \t]+(?:my|the)?[ \t]*(?:card|visa|mastercard|amex|debit|credit)"
+    r"(?:[ \t]+card)?)?(?:[ \t]+(?:are|is))?)[ \t:]*$", re.I)
 _YEAR_CUE = re.compile(
     r"(?:\b(?:in|since|year|years|yr|from|until|till|of|back|january|february|march|april|may|june|july|august|"
     r"september|october|november|december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)[ \t]+|\b\d{1,2}(?:st|nd|rd|th)?[ \t,]+|')$",
@@ -974,9 +998,11 @@ def _det_chat_numbers(text: str, out: list) -> None:
     token mixing both ("f6el23") -> ID."""
     for m in _NUMBER.finditer(text):
         v = m.group()
-        if _AFTER_NUMBER_UNIT.match(text, m.end()) or text[max(0, m.start() - 1):m.start()] in "$£€¥#":
-            if text[max(0, m.start() - 1):m.start()] != "#":
-                continue
+        before = text[m.start() - 1] if m.start() else ""
+        if before != "#" and (_AFTER_NUMBER_UNIT.match(text, m.end()) or (before and before in "$£€¥")):
+            continue
+        if len(v) == 4 and _CARD_LAST4.search(text, max(0, m.start() - 50), m.start()):
+            continue  # "card ending in 1234": left alone on purpose (see the module docstring)
         if len(v) == 4 and v[:2] in ("19", "20") and _YEAR_CUE.search(text, max(0, m.start() - 12), m.start()):
             continue
         out.append((m.start(), m.end(), "ACCOUNT_NUMBER", "number"))
@@ -1023,11 +1049,24 @@ _ADDRESS_STOP = re.compile(
     r"|[ \t]+(?:my|phone|mobile|contact|email|e-mail|ssn|card|account|acct|name|please|pls|thanks|thank|but|so|because|"
     r"last[ \t]+night|yesterday|today|tomorrow|blocked|instead)\b|[ \t]+(?:is|was|has|have)\b", re.I)
 _ADDRESS_TAIL = re.compile(
-    r"(?:,?[ \t]*\n?[ \t]*(?:(?:apt|apartment|suite|ste|unit|flat|floor|fl|room|box)\.?[ \t]*\#?[ \t]*\w{1,6}"
-    r"|(?:[A-Z][\w'’.-]*|de|da|do|del|la|le|von|van)(?:[ \t]+(?:[A-Z][\w'’.-]*|de|da|do|del|la|le|von|van)){0,3}"
-    r"|[A-Z]{2}|\d{4,6}(?:-\d{4})?|[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}))+")
+    r"(?:,?[ \t]*\n?[ \t]*(?:(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|box)\.?[ \t]*\#?[ \t]*\w{1,6}\b"
+    r"|(?:[A-Z][\w'’-]*|de|da|do|del|la|le|von|van)\b(?:[ \t]+(?:[A-Z][\w'’-]*|de|da|do|del|la|le|von|van)\b){0,3}"
+    r"|[A-Z]{2}\b|\d{4,6}(?:-\d{4})?\b|[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}\b))+")
 _EURO_STREET = re.compile(
     r"(?<![\w.])(?:\d{1,5}[ \t]+)?(?:(?:[A-ZÀ-Þ][\w'’.-]*|de|da|do|del|la|le|di|von|van|der|str)[ \t]+){1,4}\d{1,5}[a-zA-Z]?(?![\w])")
+
+
+_CHAT_STOP = (r"(?:and|&|my|phone|ph|mobile|cell|contact|email|mail|ssn|card|account|acct|name|please|pls|thanks|thank|"
+              r"but|so|is|was|zip|pin|no|number|num|i|im|its|it|the|for|to|from|with|on|at|of|in|by|ok|okay|yes)")
+_CHAT_STREET = re.compile(
+    r"(?<![\w.,$£€])(?:(?:no|num|number|house|door|flat|apt|plot)\.?[ \t]*)?\d{1,5}[a-z]?(?:[ \t]+\d{1,5})?[ \t]+"
+    r"(?:(?!" + _CHAT_STOP + r"\b)" + _ADDR_WORD + r"[ \t]+|\d{1,3}[ \t]*(?:st|nd|rd|th)[ \t]+){0,4}?"
+    r"(?:" + "|".join(_ALL_SUFFIXES) + r"|nagar|colony|salai|marg|chowk|layout|puram|pet|halli|pally|building|apartments|"
+    r"complex|tower|towers|block|sector|phase|market|mall|plaza|village)\b"
+    r"(?P<tail>(?:[ \t]+(?!" + _CHAT_STOP + r"\b)(?:[^\W\d_]{2,}|\d{4,6}(?:-\d{4})?)(?![\w@])){0,6})", re.I)
+
+
+_POSTCODE_ONLY = re.compile(r"\d{5}(?:-\d{4})?|" + _UKPC)
 
 
 def _det_address_wide(text: str, out: list) -> None:
@@ -1043,17 +1082,19 @@ def _det_address_wide(text: str, out: list) -> None:
         stop = _ADDRESS_STOP.search(window, 1)
         value = window[:stop.start()] if stop else window
         value = value.rstrip(" \t\n,.;:!?")
-        if len(value) < 3 or value.startswith("{{"):
-            continue
+        if len(value) < 3 or value.startswith("{{") or _POSTCODE_ONLY.fullmatch(value):
+            continue  # a lone postcode is the zip detectors' (ZIP_CODE)
         words = re.findall(r"[^\W_]+", value.lower())
         if not words or not (any(c.isdigit() for c in value) or any(w in _STREET_WORDS for w in words)):
             continue
         if not any(c.isdigit() for c in value) and len(words) > 8:
             continue
         out.append((start, start + len(value), "ADDRESS", "address_cue"))
+    for m in _CHAT_STREET.finditer(text):  # "no 33 kamaraj street kinder garden fl", "3380 w hill st champaign il 61820"
+        out.append((m.start(), m.end(), "ADDRESS", "address_chat"))
     for m in _EURO_STREET.finditer(text):
         words = [w for w in re.findall(r"[^\W\d_][\w'’.-]*", m.group()) if w[:1].isupper()]
-        if not words or all(w.lower().rstrip(".") in common for w in words):
+        if not words or any(len(w) > 1 and w.isupper() for w in words) or all(w.lower().rstrip(".") in common for w in words):
             continue
         end = m.end()
         tail = _ADDRESS_TAIL.match(text, end)
@@ -1081,9 +1122,14 @@ def _candidates(text: str) -> list[tuple[int, int, str, str]]:
     return out
 
 
+# Wide-coverage detectors only fill the gaps that the precise ones leave: they never replace a precise span.
+_WIDE_DETECTORS = frozenset({"number", "code", "name_gazetteer", "email_squashed"})
+
+
 def _merge_key(c: tuple[int, int, str, str]) -> tuple:
-    # longest first; then rank; then scrubadub before an equal project hit; then position and name
-    return (c[0] - c[1], _RANK.get(c[3], 99), not c[3].startswith("scrubadub."), c[0], c[3], c[2])
+    # precise detectors before wide ones; longest first; then rank; then scrubadub before an equal project hit;
+    # then position and name
+    return (c[3] in _WIDE_DETECTORS, c[0] - c[1], _RANK.get(c[3], 99), not c[3].startswith("scrubadub."), c[0], c[3], c[2])
 
 
 def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...]:
