@@ -68,6 +68,25 @@ Detectors (``Span.detector`` names):
   ``name_bigram``: a capitalised known first name followed by a capitalised surname anywhere.
   ``name_only``: a message that is nothing but a name ("Rosie Thompson", "sure, rosie thompson").
 
+Wide-coverage detectors for chat-style text (lower case, punctuation stripped, values typed as bare replies to an
+agent's question). They only fill gaps: a span of a precise detector above is never replaced by one of these.
+
+* ``number``: a standalone run of >= 4 digits ("8986776", "ssn is 8547") that is no amount ("25000 rupees"),
+  no year after "in/since/March", no date or time and no card last-4 -> ACCOUNT_NUMBER.
+* ``code``: 2-8 adjacent short tokens mixing letters and digits ("gt 67 g 6", "254 e 15", "kjl 486") or one
+  mixed token of >= 4 characters ("f6el23") -> ID. English words end the run.
+* ``email_squashed``: "vickygold 3003 gmailcom", "rosygmailcom" (mail host glued to com/net/org/in) -> EMAIL.
+* ``address_cue``: the clause after "address is", "lives at", "sent to", "moved to" ... when it holds a digit or
+  a street word; ``address_chat``: "no 33 kamaraj street kinder garden fl" (house number, street word,
+  then up to 6 words of city/state/zip); ``address_euro``: "Pivovarská 276", "2035 Gewerbepark 45 Apt. 815,
+  Brú, Iceland 82407" (capitalised street words around a house number, with unit/city/country/postcode tail).
+* ``name_gazetteer``: a word from a wide gazetteer (first and last names of ~50 Latin-script Faker locales and
+  common transliterated Indian names, minus English words, street words and chat interjections), plus the
+  next name-like word; in mixed-case text only capitalised words count, lower-case names only in lower-cased
+  text; never after "in/at/from/to". Also a short reply made only of 1-3 unknown words ("santosh korpade").
+
+Measured recall and precision per type: ``bench/pii_eval.py`` and BENCHMARKS.md ("PII redaction").
+
 Not redacted on purpose: amounts, dates, times, card last-4 mentions ("card ending 1234").
 """
 
