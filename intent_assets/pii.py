@@ -740,7 +740,9 @@ _NAME_CUES = re.compile(
     r"|name[ \t]+on[ \t]+(?:the[ \t]+|my[ \t]+)?(?:card|account)[ \t]*(?:is\b|[:=])?)"
     r"|(?P<medium>(?:call[ \t]+me|(?:mr|mrs|ms|miss|mx|dr|prof|mister)\b\.?"
     r"|my[ \t]+(?:brother|sister|wife|husband|friend|son|daughter|mother|father|mom|mum|dad|partner|"
-    r"boyfriend|girlfriend|colleague|landlord|boss|cousin|uncle|aunt|niece|nephew|flatmate|roommate)\b))"
+    r"boyfriend|girlfriend|colleague|landlord|boss|cousin|uncle|aunt|niece|nephew|flatmate|roommate|kid|child|baby)\b"
+    r"|(?:named|called)(?:[ \t]+(?:him|her|them|me))?|(?:said|told|asked|thanked|add|added|ask)(?=[ \t]+[A-Z])"
+    r"|(?:to|from|by|with|for|and)(?=[ \t]+[A-Z][^\W\d_]+[ \t]+[A-Z][^\W\d_]+\b(?![ \t]+[A-Z]))))"
     r"|(?P<weak>(?:i[ \t]*['’]?[ \t]*m|i[ \t]+am|im|this[ \t]+is|it[ \t]*['’]?s|it[ \t]+is)\b)"
     r"|(?P<signoff>(?:hi|hello|hey|dear|morning|sure|thanks|thank[ \t]+you|thx|ty|cheers|regards|kind[ \t]+regards"
     r"|best[ \t]+regards|warm[ \t]+regards|many[ \t]+thanks|best[ \t]+wishes|sincerely|yours[ \t]+(?:sincerely|truly)"
@@ -913,13 +915,19 @@ _CHAT_WORDS = frozenset("""
 hii hiii hai hei hey heyy helo hellow hllo hlo hye hy heya ya yaa yah yaah yeah yea yep yup nope nah ok okk okey okie
 thnx thanx thnks thnk thanq tq ty tx bye byee byeee plz plzz pls plss nothanks thankyou thanku sry srry loo hmm hmmm
 """.split())
+_LABEL_WORDS = frozenset("""
+bot user agent customer client website web site email mail phone fax mobile tel address note notes subject re fwd
+cc bcc from to date time info summary question answer reply system assistant admin support operator
+""".split())
 _STREET_WORDS = frozenset(_ALL_SUFFIXES) | frozenset("""
 north south east west main park new old lake hill street road avenue lane drive court place square
 """.split())
 _CHAT_NAME_ONLY = re.compile(
     r"^[ \t]*(?:(?:my[ \t]+)?(?:full[ \t]+)?name(?:[ \t]+is)?|this[ \t]+is|i[ \t]+am|im|i'm|its|it's|it[ \t]+is)?[ \t]*"
     r"(?P<name>[^\W\d_]{3,}(?:[ \t]+[^\W\d_]{2,}){0,2})[ \t.!]*$", re.I)
-_ALPHA_TOKEN = re.compile(r"(?<![\w@.'’-])[^\W\d_]{3,}(?![\w@'’-]|\.\w)")
+_ALPHA_TOKEN = re.compile(r"(?<![\w@.'’-])[^\W\d_]{3,}(?![\w@-]|['’](?!s\b)|\.\w)")
+_SPEAKER_LABEL = re.compile(r"(?m)^[ \t>]*([A-Z][^\W\d_'’-]+(?:[ \t]+[A-Z][^\W\d_'’-]+)?)[ \t]*:(?![/\d])")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:\"“(\n]|\s[-–—])[ \t\"“']*$")
 _PLACE_PREP = re.compile(r"\b(?:in|at|from|to|near|of|aus|via|into|visit|visiting)[ \t]+$", re.I)
 _NAME_NEXT = re.compile(r"[ \t]+([^\W\d_]{2,})(?![\w@'’-])")
 _NAME_PREV = re.compile(r"([^\W\d_]{2,})[ \t]+$")
@@ -950,6 +958,24 @@ def _det_name_gazetteer(text: str, out: list) -> None:
             if _is_title(w) and w.lower() not in common and w.lower() not in _BLOCK and _is_title(m.group()):
                 start = prev.start(1)
         out.append((start, end, "PERSON", "name_gazetteer"))
+    if has_upper:
+        # dialogue speaker labels ("Natasha: ...") and capitalised first names that are also English words
+        # ("Frank", "Heather") in the middle of a sentence
+        for m in _SPEAKER_LABEL.finditer(text):
+            words = m.group(1).split()
+            if (all(w.lower() not in common or w.lower() in wide for w in words) and words[0].lower() not in _BLOCK
+                    and not any(w.lower() in _LABEL_WORDS for w in words)):
+                out.append((m.start(1), m.end(1), "PERSON", "name_gazetteer"))
+        fnames, ambiguous = _lexicon()[0], _lexicon()[3]
+        for m in _ALPHA_TOKEN.finditer(text):
+            w = m.group()
+            low = w.lower()
+            if (_is_title(w) and low in fnames and low not in _BLOCK and low not in _NOT_NAMES and low not in _STREET_WORDS
+                    and not _SENTENCE_START.search(text, max(0, m.start() - 4), m.start())):
+                nxt = _NAME_NEXT.match(text, m.end())
+                if nxt and _is_title(nxt.group(1)) and nxt.group(1).lower() in _STREET_WORDS:
+                    continue  # "Bay Street"
+                out.append((m.start(), m.end(), "PERSON", "name_gazetteer"))
     # a short reply that is nothing but one to three unknown words ("tharma", "santosh korpade"), or such words
     # after a bare "name" / "name is" / "this is" / "i am"
     m = _CHAT_NAME_ONLY.match(text)
@@ -961,29 +987,39 @@ def _det_name_gazetteer(text: str, out: list) -> None:
 
 
 # E-mail addresses as chat logs write them: lower case, punctuation stripped ("vickygold 3003 gmailcom").
-_MAIL_HOSTS = (r"g?mail|gamil|gmial|gmal|gmaill|yahoo|yahho|yaho|ymail|hotmail|hotmial|hotmal|outlook|live|msn|"
-               r"aol|icloud|me|rediffmail|rediff|protonmail|proton|zoho|gmx|yandex|mailinator|silvgaiml|\w*mail")
+_MAIL_HOSTS = (r"g?mail|gamil|gmial|gmal|gmaill|gaiml|gaml|yahoo|yahho|yaho|ymail|hotmail|hotmial|hotmal|outlook|msn|"
+               r"aol|icloud|rediffmail|rediff|protonmail|proton|zoho|gmx|yandex|mailinator|\w*mail")
 _EMAIL_SQUASHED = re.compile(
     r"(?<![\w@.])(?P<local>(?:[a-z0-9._-]+[ \t]+){0,3}?)(?P<host>[a-z0-9._-]*?(?:" + _MAIL_HOSTS + r"))"
-    r"[ \t]?(?:dot[ \t]?)?(?:com|co[ \t]?in|co[ \t]?uk|in|net|org)(?![\w@])", re.I)
+    r"(?:[ \t]?dot[ \t]?)?(?:com|coin|couk|in|net|org)(?![\w@])", re.I)
+
+
+_EMAIL_SQUASHED_HINT = re.compile(r"com\b|net\b|org\b|in\b|mail|yahoo|yaho|outlook|aol|icloud|rediff|proton", re.I)
 
 
 def _det_email_squashed(text: str, out: list) -> None:
     """``email_squashed``: "name 45 gmailcom", "rosygmailcom", "asha at gmail com"; the words before the host
     are taken while they are digits or not English words."""
-    if "com" not in text.lower() and "net" not in text.lower() and "org" not in text.lower():
+    if not _EMAIL_SQUASHED_HINT.search(text):
         return
     common = _lexicon()[4]
     for m in _EMAIL_SQUASHED.finditer(text):
         host = m.group("host").lower()
         start = m.start("host")
         local_words = m.group("local").split()
-        # take preceding words from the right while they look like parts of a mailbox name
+        # take preceding words from the right while they look like parts of a mailbox name: digits ("45"), words
+        # that are not English, or any word right before such digits ("daisy 1234 gmailcom"); a phone-length
+        # number ends the mailbox ("9788554466 kavithagmailcom")
         pos = m.start("host")
+        after_digits = False
         for w in reversed(local_words):
             lw = w.lower()
-            if lw == "at" or lw in _BLOCK or (lw in common and not any(c.isdigit() for c in lw)):
+            ndigits = sum(c.isdigit() for c in lw)
+            if lw == "at" or lw in _BLOCK or ndigits >= 7:
                 break
+            if lw in common and not ndigits and not after_digits:
+                break
+            after_digits = ndigits > 0 and ndigits == len(lw)
             pos = text.rfind(w, m.start(), pos)
         start = min(start, pos)
         if start == m.start("host") and host in {"gmail", "mail", "yahoo", "hotmail", "outlook", "live", "me", "msn",
