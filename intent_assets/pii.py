@@ -156,7 +156,7 @@ _RANK = {
     "address": 6, "po_box": 6, "zip_state": 6, "uk_postcode": 6,
     "name_cue": 7, "name_signoff": 7, "name_vocative": 7, "name_only": 7, "name_bigram": 8,
     "scrubadub.twitter": 9, "long_digits": 10,
-    "email_squashed": 3, "address_cue": 6, "address_euro": 6, "address_chat": 6, "name_gazetteer": 8, "number": 11, "code": 11,
+    "email_squashed": 3, "address_cue": 6, "address_euro": 6, "address_chat": 6, "address_block": 6, "address_military": 6, "name_gazetteer": 8, "number": 11, "code": 11,
 }
 
 _PLACEHOLDER_RE = re.compile(r"\{\{[A-Z_]+\}\}")
@@ -1076,7 +1076,7 @@ def _det_chat_numbers(text: str, out: list) -> None:
                 break
             if _ORDINAL_OR_TIME.match(w):
                 break
-            if w.isalpha() and (lw in common or lw in _BLOCK) and lw not in ("e", "f", "g", "h", "j", "k"):
+            if w.isalpha() and (lw in common or lw in _BLOCK) and not (len(lw) == 1 and lw not in "ai"):
                 break
             run.append(t)
             j += 1
@@ -1121,6 +1121,63 @@ _CHAT_STREET = re.compile(
     r"(?P<tail>(?:[ \t]+(?!" + _CHAT_STOP + r"\b)(?:[^\W\d_]{2,}|\d{4,6}(?:-\d{4})?)(?![\w@])){0,6})", re.I)
 
 
+_TAIL_SEP = re.compile(r"[ \t]*(?:[,/][ \t]*)?(?:\n[ \t]*)?(?:,[ \t]*)?")
+_TAIL_PART = re.compile(
+    r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|box|p\.?o\.?[ \t]*box)\.?[ \t]*\#?[ \t]*\w{1,6}\b"
+    r"|(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)\b"
+    r"|\d{4,6}(?:-\d{4})?\b(?![ \t]*(?:" + _UNITS + r")\b)"
+    r"|[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}\b"
+    r"|[A-Z]{2}\b"
+    r"|[^\W\d_][^\W\d_'’.-]*(?:[ \t-]+[^\W\d_][^\W\d_'’.-]*){0,3}(?:[ \t]+\([^\W\d_]+\))?")
+_MILITARY = re.compile(
+    r"\b(?:(?:USNS|USNV|USS|USCGC)[ \t]+[A-Z][\w'’-]+|(?:PSC|Unit)[ \t]+\d{4},?[ \t]+Box[ \t]+\d{4})[ \t]*\n?[ \t]*"
+    r"(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b", re.I)
+_NUMBER_BEFORE = re.compile(r"(?<![\w.,$£€-])\d{1,6}[ \t]+$")
+
+
+def _address_tail(text: str, end: int, lower_chat: bool) -> int:
+    """Extend an address over following unit / city / region / country / postcode parts, across line breaks."""
+    parts = 0
+    while parts < 6:
+        sep = _TAIL_SEP.match(text, end)
+        p = _TAIL_PART.match(text, sep.end())
+        if p is None or sep.end() == end and not text[end:end + 1].isspace() and parts == 0 and False:
+            break
+        if sep.end() == end:  # parts must be separated
+            break
+        word = p.group()
+        words = word.split()
+        if word[:1].isalpha() and not word[:1].isupper() and not lower_chat and not re.match(r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|box|p\.?o)", word):
+            break
+        if word[:1].isalpha() and any(w.lower().strip("().") in _BLOCK or w.lower() in _ADDR_TAIL_STOP for w in words):
+            break
+        end = p.end()
+        parts += 1
+    return end
+
+
+_ADDR_TAIL_STOP = frozenset("""
+i im and or but please pls thanks thank last next after before in on at for from with when where what why how
+blocked instead yesterday today tomorrow tonight mobile phone fax desk office email e-mail website contact
+""".split())
+
+
+def _extend_addresses(text: str, out: list) -> None:
+    """``address_block``: every ADDRESS candidate found so far, widened by a house number just before it and by
+    the unit / city / country / postcode parts after it (also on the following lines)."""
+    lower_chat = not any(c.isupper() for c in text)
+    for s, e, t, d in list(out):
+        if t != "ADDRESS":
+            continue
+        b = _NUMBER_BEFORE.search(text, max(0, s - 10), s)
+        s2 = b.start() if b else s
+        e2 = _address_tail(text, e, lower_chat)
+        if (s2, e2) != (s, e):
+            out.append((s2, len(text[:e2].rstrip(" \t\n,")), "ADDRESS", "address_block"))
+    for m in _MILITARY.finditer(text):
+        out.append((m.start(), m.end(), "ADDRESS", "address_military"))
+
+
 _POSTCODE_ONLY = re.compile(r"\d{5}(?:-\d{4})?|" + _UKPC)
 
 
@@ -1156,6 +1213,7 @@ def _det_address_wide(text: str, out: list) -> None:
         if tail:
             end = tail.end()
         out.append((m.start(), len(text[:end].rstrip(" \t\n,")), "ADDRESS", "address_euro"))
+    _extend_addresses(text, out)
 
 
 # --------------------------------------------------------------------------------------
@@ -1200,6 +1258,7 @@ def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...
         for m in _PLACEHOLDER_RE.finditer(text):
             starts.append(m.start())
             ends.append(m.end())
+    n_placeholders = len(starts)
     kept: list[tuple[int, int, str, str]] = []
     for c in sorted(set(cands), key=_merge_key):
         s, e = c[0], c[1]
@@ -1207,12 +1266,34 @@ def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...
             continue
         i = bisect.bisect_right(starts, s)
         if (i and ends[i - 1] > s) or (i < len(starts) and starts[i] < e):
+            if c[3] in _WIDE_DETECTORS and kept:
+                # a wide span may absorb generic number spans it fully contains ("nlk 458968458": code over
+                # long_digits), never a typed or validated one and never a placeholder
+                inside = [k for k in kept if k[0] < e and s < k[1]]
+                if (inside and all(s <= k[0] and k[1] <= e and k[3] in _ABSORBABLE for k in inside)
+                        and not _overlaps_placeholder(text, s, e, n_placeholders)):
+                    for k in inside:
+                        kept.remove(k)
+                        j = starts.index(k[0])
+                        del starts[j], ends[j]
+                    i = bisect.bisect_right(starts, s)
+                    starts.insert(i, s)
+                    ends.insert(i, e)
+                    kept.append(c)
             continue
         starts.insert(i, s)
         ends.insert(i, e)
         kept.append(c)
     kept.sort()
     return tuple(Span(s, e, t, d) for s, e, t, d in kept)
+
+
+_ABSORBABLE = frozenset({"long_digits", "number", "code"})
+
+
+def _overlaps_placeholder(text: str, s: int, e: int, n_placeholders: int) -> bool:
+    return bool(n_placeholders) and "{{" in text[max(0, s - 30):e + 2] and any(
+        m.start() < e and s < m.end() for m in _PLACEHOLDER_RE.finditer(text))
 
 
 def find_pii(text: str) -> tuple[Span, ...]:
