@@ -741,8 +741,8 @@ _NAME_CUES = re.compile(
     r"|(?P<medium>(?:call[ \t]+me|(?:mr|mrs|ms|miss|mx|dr|prof|mister)\b\.?"
     r"|my[ \t]+(?:brother|sister|wife|husband|friend|son|daughter|mother|father|mom|mum|dad|partner|"
     r"boyfriend|girlfriend|colleague|landlord|boss|cousin|uncle|aunt|niece|nephew|flatmate|roommate|kid|child|baby)\b"
-    r"|(?:named|called)(?:[ \t]+(?:him|her|them|me))?|(?:said|told|asked|thanked|add|added|ask)(?=[ \t]+[A-Z])"
-    r"|(?:to|from|by|with|for|and)(?=[ \t]+[A-Z][^\W\d_]+[ \t]+[A-Z][^\W\d_]+\b(?![ \t]+[A-Z]))))"
+    r"|(?:named|called)(?:[ \t]+(?:him|her|them|me))?|(?:said|told|asked|thanked|add|added|ask)(?=[ \t]+(?-i:[A-Z]))"
+    r"|(?:to|from|by|with|for|and)(?=[ \t]+(?-i:[A-Z][^\W\d_]+[ \t]+[A-Z][^\W\d_]+)\b(?![ \t]+(?-i:[A-Z])))))"
     r"|(?P<weak>(?:i[ \t]*['’]?[ \t]*m|i[ \t]+am|im|this[ \t]+is|it[ \t]*['’]?s|it[ \t]+is)\b)"
     r"|(?P<signoff>(?:hi|hello|hey|dear|morning|sure|thanks|thank[ \t]+you|thx|ty|cheers|regards|kind[ \t]+regards"
     r"|best[ \t]+regards|warm[ \t]+regards|many[ \t]+thanks|best[ \t]+wishes|sincerely|yours[ \t]+(?:sincerely|truly)"
@@ -1108,7 +1108,8 @@ _ADDRESS_TAIL = re.compile(
     r"|(?:[A-Z][\w'’-]*|de|da|do|del|la|le|von|van)\b(?:[ \t]+(?:[A-Z][\w'’-]*|de|da|do|del|la|le|von|van)\b){0,3}"
     r"|[A-Z]{2}\b|\d{4,6}(?:-\d{4})?\b|[A-Za-z]{1,2}\d[A-Za-z\d]?[ ]?\d[A-Za-z]{2}\b))+")
 _EURO_STREET = re.compile(
-    r"(?<![\w.])(?:\d{1,5}[ \t]+)?(?:(?:[A-ZÀ-Þ][\w'’.-]*|de|da|do|del|la|le|di|von|van|der|str)[ \t]+){1,4}\d{1,5}[a-zA-Z]?(?![\w])")
+    r"(?<![\w.])(?:\d{1,5}[ \t]+)?(?:(?:[A-ZÀ-Þ][\w'’.-]*|de|da|do|del|la|le|di|von|van|der|str)[ \t]+){1,4}\d{1,5}[a-zA-Z]?(?![\w])"
+    r"(?![ \t]*(?:" + _UNITS + r"|people|persons?|items?|times|cards?|transfers?|payments?|transactions?)\b)")
 
 
 _CHAT_STOP = (r"(?:and|&|my|phone|ph|mobile|cell|contact|email|mail|ssn|card|account|acct|name|please|pls|thanks|thank|"
