@@ -1114,12 +1114,19 @@ _EURO_STREET = re.compile(
 
 _CHAT_STOP = (r"(?:and|&|my|phone|ph|mobile|cell|contact|email|mail|ssn|card|account|acct|name|please|pls|thanks|thank|"
               r"but|so|is|was|zip|pin|no|number|num|i|im|its|it|the|for|to|from|with|on|at|of|in|by|ok|okay|yes)")
+_CHAT_SUFFIX = (r"(?:" + "|".join(_ALL_SUFFIXES) + r"|nagar|colony|salai|marg|chowk|layout|puram|pet|halli|pally|building|"
+                r"apartments|complex|tower|towers|block|sector|phase|market|mall|plaza|village|vihar|enclave|bazaar|bazar)")
+_CHAT_ADDR_WORD = r"(?:(?:new|old|north|south|east|west|upper|lower|little|big)\b|" + _ADDR_WORD + r")"
+_CHAT_TAIL = r"(?P<tail>(?:[ \t]+(?!" + _CHAT_STOP + r"\b)(?:[^\W\d_]{2,}|\d{1,6}(?:-\d{4})?)(?![\w@])){0,6})"
 _CHAT_STREET = re.compile(
     r"(?<![\w.,$£€])(?:(?:no|num|number|house|door|flat|apt|plot)\.?[ \t]*)?\d{1,5}[a-z]?(?:[ \t]+\d{1,5})?[ \t]+"
-    r"(?:(?!" + _CHAT_STOP + r"\b)" + _ADDR_WORD + r"[ \t]+|\d{1,3}[ \t]*(?:st|nd|rd|th)[ \t]+){0,4}?"
-    r"(?:" + "|".join(_ALL_SUFFIXES) + r"|nagar|colony|salai|marg|chowk|layout|puram|pet|halli|pally|building|apartments|"
-    r"complex|tower|towers|block|sector|phase|market|mall|plaza|village)\b"
-    r"(?P<tail>(?:[ \t]+(?!" + _CHAT_STOP + r"\b)(?:[^\W\d_]{2,}|\d{4,6}(?:-\d{4})?)(?![\w@])){0,6})", re.I)
+    r"(?:(?!" + _CHAT_STOP + r"\b)" + _CHAT_ADDR_WORD + r"[ \t]+|\d{1,3}[ \t]*(?:st|nd|rd|th)[ \t]+){0,4}?"
+    + _CHAT_SUFFIX + r"\b" + _CHAT_TAIL, re.I)
+# lower-cased chat only: "madurai nethaji street pune", "sindh vihar colony" (no house number), and a bare
+# "number + unknown place words" reply ("82 kondalampatti", "367 natham 7561379073")
+_CHAT_STREET_NONUM = re.compile(
+    r"(?<![\w])(?P<words>(?:(?!" + _CHAT_STOP + r"\b)[a-z]{3,}[ \t]+){1,3})" + _CHAT_SUFFIX + r"\b" + _CHAT_TAIL)
+_CHAT_NUM_PLACE = re.compile(r"(?<![\w.,$£€])\d{1,5}(?P<words>(?:[ \t]+[a-z]{4,}){1,3})(?P<tail2>(?:[ \t]+\d{3,10}){0,2})(?![\w])")
 
 
 _TAIL_SEP = re.compile(r"[ \t]*(?:[,/][ \t]*)?(?:\n[ \t]*)?(?:,[ \t]*)?")
@@ -1150,7 +1157,8 @@ def _address_tail(text: str, end: int, lower_chat: bool) -> int:
         words = word.split()
         if word[:1].isalpha() and not word[:1].isupper() and not lower_chat and not re.match(r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|box|p\.?o)", word):
             break
-        if word[:1].isalpha() and any(w.lower().strip("().") in _BLOCK or w.lower() in _ADDR_TAIL_STOP for w in words):
+        if word[:1].isalpha() and not (len(word) == 2 and word.isupper()) and any(
+                w.lower().strip("().") in _BLOCK or w.lower() in _ADDR_TAIL_STOP for w in words):
             break
         end = p.end()
         parts += 1
@@ -1205,6 +1213,15 @@ def _det_address_wide(text: str, out: list) -> None:
         out.append((start, start + len(value), "ADDRESS", "address_cue"))
     for m in _CHAT_STREET.finditer(text):  # "no 33 kamaraj street kinder garden fl", "3380 w hill st champaign il 61820"
         out.append((m.start(), m.end(), "ADDRESS", "address_chat"))
+    if not any(c.isupper() for c in text):
+        for m in _CHAT_STREET_NONUM.finditer(text):
+            if any(w not in common and w not in _CHAT_WORDS for w in m.group("words").split()):
+                out.append((m.start(), m.end(), "ADDRESS", "address_chat"))
+        for m in _CHAT_NUM_PLACE.finditer(text):
+            words = m.group("words").split()
+            if all(w not in common and w not in _BLOCK and w not in _CHAT_WORDS and not _EMAIL_SQUASHED_HINT.search(w)
+                   for w in words):
+                out.append((m.start(), m.end(), "ADDRESS", "address_chat"))
     for m in _EURO_STREET.finditer(text):
         words = [w for w in re.findall(r"[^\W\d_][\w'’.-]*", m.group()) if w[:1].isupper()]
         if not words or any(len(w) > 1 and w.isupper() for w in words) or all(w.lower().rstrip(".") in common for w in words):
@@ -1220,10 +1237,9 @@ def _det_address_wide(text: str, out: list) -> None:
 # --------------------------------------------------------------------------------------
 # Merging and the public API
 # --------------------------------------------------------------------------------------
-_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip, _det_chat_numbers,
-                    _det_address_wide)
-_TEXT_DETECTORS = (_det_scrubadub, _det_email_obfuscated, _det_email_squashed, _det_credentials, _det_names,
-                   _det_name_gazetteer)
+_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip, _det_chat_numbers)
+_TEXT_DETECTORS = (_det_address_wide, _det_scrubadub, _det_email_obfuscated, _det_email_squashed, _det_credentials,
+                   _det_names, _det_name_gazetteer)
 
 
 def _candidates(text: str) -> list[tuple[int, int, str, str]]:

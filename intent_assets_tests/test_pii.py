@@ -579,3 +579,36 @@ def test_redact_many_with_processes_matches_one_process():
     assert redact_many(texts, processes=2, chunk_size=10) == redact_many(texts)
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         redact_many(["ok", None])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("madurai nethaji street pune", "madurai nethaji street pune"),
+    ("82 kondalampatti", "82 kondalampatti"),
+    ("856 thomas ave suite 563 new york", "856 thomas ave suite 563 new york"),
+    ("I'll meet you at USS Mahler\nFPO AA 70489 after the concert.", "USS Mahler\nFPO AA 70489"),
+    ("9554 62 Rue Gafsa Apt. 981\nToronto\n, ON\n 82269", "9554 62 Rue Gafsa Apt. 981\nToronto\n, ON\n 82269"),
+])
+def test_address_blocks(text, value):
+    assert_found(text, value, "ADDRESS")
+
+
+@pytest.mark.parametrize("text,value", [
+    ("She named him Frank", "Frank"),
+    ("Zuzana: \"Who are you?\"", "Zuzana"),
+    ("I'm Jennifer's daughter", "Jennifer"),
+    ("policy nlk 458968458", "nlk 458968458"),
+])
+def test_names_and_codes_from_context(text, value):
+    spans = find_pii(text)
+    start = text.index(value)
+    assert any(s.start <= start and start + len(value) <= s.end for s in spans), [(text[s.start:s.end], s.detector) for s in spans]
+
+
+@pytest.mark.parametrize("text", [
+    "I made a transfer from France 2 days ago",
+    "How can I top up with Google play?",
+    "Bot: What's the name on the account?",
+    "The name in the account is not correct",
+])
+def test_wide_detectors_leave_ordinary_text_alone(text):
+    assert find_pii(text) == (), [(text[s.start:s.end], s.detector) for s in find_pii(text)]
