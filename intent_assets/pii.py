@@ -1125,7 +1125,9 @@ _CHAT_STREET = re.compile(
 # lower-cased chat only: "madurai nethaji street pune", "sindh vihar colony" (no house number), and a bare
 # "number + unknown place words" reply ("82 kondalampatti", "367 natham 7561379073")
 _CHAT_STREET_NONUM = re.compile(
-    r"(?<![\w])(?P<words>(?:(?!" + _CHAT_STOP + r"\b)[a-z]{3,}[ \t]+){1,3})" + _CHAT_SUFFIX + r"\b" + _CHAT_TAIL)
+    r"(?<![\w])(?P<words>(?:(?!" + _CHAT_STOP + r"\b)[a-z]{3,}[ \t]+){1,3})"
+    r"(?:street|st|road|rd|avenue|ave|lane|ln|drive|boulevard|blvd|nagar|colony|salai|marg|layout|vihar|enclave|puram)\b"
+    + _CHAT_TAIL)
 _CHAT_NUM_PLACE = re.compile(r"(?<![\w.,$£€])\d{1,5}(?P<words>(?:[ \t]+[a-z]{4,}){1,3})(?P<tail2>(?:[ \t]+\d{3,10}){0,2})(?![\w])")
 
 
@@ -1208,8 +1210,8 @@ def _det_address_wide(text: str, out: list) -> None:
         words = re.findall(r"[^\W_]+", value.lower())
         if not words or not (any(c.isdigit() for c in value) or any(w in _STREET_WORDS for w in words)):
             continue
-        if not any(c.isdigit() for c in value) and len(words) > 8:
-            continue
+        if not any(c.isdigit() for c in value) and (len(words) > 8 or all(w in common for w in words)):
+            continue  # without a number, demand a proper name among the words ("same place", "a new city": no)
         out.append((start, start + len(value), "ADDRESS", "address_cue"))
     for m in _CHAT_STREET.finditer(text):  # "no 33 kamaraj street kinder garden fl", "3380 w hill st champaign il 61820"
         out.append((m.start(), m.end(), "ADDRESS", "address_chat"))
