@@ -8,7 +8,7 @@ DATA_ASSETS = {
     "raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus", "dataset_splits",
     "quarantined_labels", "synthetic_augments", "instruction_dataset", "pii_audit_log",
 }
-MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report"}
+MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report", "pii_memorization"}
 
 
 def test_definitions_load_with_every_asset_and_job():

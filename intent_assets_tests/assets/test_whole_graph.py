@@ -71,6 +71,7 @@ TINY = {
                                     "per_device_batch_size": 2, "checkpoint_steps": 1, "r": 8}},
         "awq_model": {"config": {"num_calibration_samples": 2, "max_calibration_tokens": 32}},
         "eval_report": {"config": {"max_test_examples": 12, "latency_requests": 2}},
+        "pii_memorization": {"config": {"max_canaries": 8, "max_new_tokens": 8}},
     }
 }
 
@@ -80,6 +81,9 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     monkeypatch.delenv("INTENT_ASSETS_AUDIT_SALT", raising=False)
     config = json.loads(json.dumps(TINY))
     config["ops"]["raw_chat_logs"]["config"]["path"] = str(seeded_logs(tmp_path / "seeded_logs.jsonl"))
+    canary_file = tmp_path / "canaries.jsonl"
+    canary_file.write_text("".join(json.dumps({"entity_type": k, "value": v}) + "\n" for k, v in CANARIES.items()))
+    config["ops"]["pii_memorization"]["config"]["canaries_path"] = str(canary_file)
     # a persistent (SQLite) instance, as `make run` uses: every event and metadata value must serialize
     with dg.instance_for_test() as instance:
         result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config, instance=instance)
@@ -112,6 +116,11 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
                 return {k: v.value for k, v in mat.metadata.items()}
         raise KeyError(key)
 
+    # memorization: the fine-tuned model completes none of the seeded canaries
+    memo = meta("pii_memorization")
+    assert memo["canaries"] == len(CANARIES) and memo["completed"] == 0
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"redacted_corpus_has_no_pii": True, "no_canary_completed": True}
     adapter = meta("lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
