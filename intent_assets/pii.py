@@ -933,6 +933,50 @@ _NAME_NEXT = re.compile(r"[ \t]+([^\W\d_]{2,})(?![\w@'’-])")
 _NAME_PREV = re.compile(r"([^\W\d_]{2,})[ \t]+$")
 
 
+_CHAT_LEAD = re.compile(
+    r"^[ \t]*(?:(?:hi|hello|hey|yes|yeah|ok|okay|sure|surely|its|it'?s|am|i[ \t]+am|im|i'?m|this[ \t]+is|"
+    r"(?:my[ \t]+)?(?:full[ \t]+)?name(?:[ \t]+is)?|name[ \t]*:)[ \t]+)?")
+_CHAT_AFTER_NAME = re.compile(
+    r"[ \t]*$|[ \t]+(?:and[ \t]+)?(?:\d|[a-z]{1,3}[ \t]+\d|(?:ssn|social|confirmation|booking|reservation|account|acc|ac|"
+    r"acct|pwd|pass|password|pin|card|credit|debit|phone|ph|mobile|cell|contact|email|mail|e-mail|zip|address|"
+    r"policy|claim|order|dob|birth|id|here|speaking)\b)")
+_CHAT_NAME_TOKEN = re.compile(r"[a-z]{2,}(?![\w@'’-])")
+
+
+def _chat_leading_name(text: str, out: list, wide: frozenset, common: frozenset) -> None:
+    """Lower-cased chat: the one to three words a reply starts with, when they look like a name and the rest is a
+    number, a code or another detail ("jawahar 8528", "sana and 8294", "name drew applesmith and credit card ...",
+    "keaton graves"); a first name that is also an English word ("lily", "jack") counts here."""
+    fnames, lnames, names = _lexicon()[0], _lexicon()[1], _lexicon()[2]
+    pos = _CHAT_LEAD.match(text).end()
+    toks = []
+    p = pos
+    while len(toks) < 3:
+        m = _CHAT_NAME_TOKEN.match(text, p)
+        if m is None:
+            break
+        w = m.group()
+        if w in _BLOCK or w in _CHAT_WORDS or w in _STREET_WORDS or w in _LABEL_WORDS or w == "and":
+            break
+        ok = (w in wide or w in fnames or w not in common) if not toks else (w in wide or w in names or w not in common)
+        if not ok:
+            break
+        toks.append(m)
+        nxt = re.compile(r"[ \t]+").match(text, m.end())
+        if nxt is None:
+            break
+        p = nxt.end()
+    while toks:
+        end = toks[-1].end()
+        if _CHAT_AFTER_NAME.match(text, end):
+            first = toks[0].group()
+            if len(toks) == 1 and first in common and first not in fnames:
+                break
+            out.append((toks[0].start(), end, "PERSON", "name_gazetteer"))
+            break
+        toks.pop()
+
+
 def _det_name_gazetteer(text: str, out: list) -> None:
     """``name_gazetteer``: a word in the wide name gazetteer that is not an English word, in any case, with
     the next word when that is a name or an unknown word too ("hema latha", "suhas kooi", "Jožef Albin")."""
@@ -976,6 +1020,8 @@ def _det_name_gazetteer(text: str, out: list) -> None:
                 if nxt and _is_title(nxt.group(1)) and nxt.group(1).lower() in _STREET_WORDS:
                     continue  # "Bay Street"
                 out.append((m.start(), m.end(), "PERSON", "name_gazetteer"))
+    if not has_upper:
+        _chat_leading_name(text, out, wide, common)
     # a short reply that is nothing but one to three unknown words ("tharma", "santosh korpade"), or such words
     # after a bare "name" / "name is" / "this is" / "i am"
     m = _CHAT_NAME_ONLY.match(text)

@@ -597,6 +597,10 @@ def test_address_blocks(text, value):
     ("Zuzana: \"Who are you?\"", "Zuzana"),
     ("I'm Jennifer's daughter", "Jennifer"),
     ("policy nlk 458968458", "nlk 458968458"),
+    ("jawahar 8528", "jawahar"),
+    ("lucy 586436", "lucy"),
+    ("name drew applesmith and credit card number 4493232143146345", "drew applesmith"),
+    ("keaton graves", "keaton graves"),
 ])
 def test_names_and_codes_from_context(text, value):
     spans = find_pii(text)
@@ -609,6 +613,8 @@ def test_names_and_codes_from_context(text, value):
     "How can I top up with Google play?",
     "Bot: What's the name on the account?",
     "The name in the account is not correct",
+    "thanks 2 tickets",
+    "card 4 me",
 ])
 def test_wide_detectors_leave_ordinary_text_alone(text):
     assert find_pii(text) == (), [(text[s.start:s.end], s.detector) for s in find_pii(text)]
