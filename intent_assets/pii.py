@@ -71,6 +71,8 @@ Detectors (``Span.detector`` names):
 Wide-coverage detectors for chat-style text (lower case, punctuation stripped, values typed as bare replies to an
 agent's question). They only fill gaps: a span of a precise detector above is never replaced by one of these.
 
+* ``phone_groups``: 7-15 digits in 2-5 groups ("78 651 450", "71-33-52-22", "+1-903-140-4508x769"), not a
+  date -> PHONE.
 * ``number``: a standalone run of >= 4 digits ("8986776", "ssn is 8547") that is no amount ("25000 rupees"),
   no year after "in/since/March", no date or time and no card last-4 -> ACCOUNT_NUMBER.
 * ``code``: 2-8 adjacent short tokens mixing letters and digits ("gt 67 g 6", "254 e 15", "kjl 486") or one
@@ -1093,6 +1095,22 @@ _CODE_TOKEN = re.compile(r"(?<![\w@.'’-])(?:\d{1,12}|[a-z]{1,5}|[a-z0-9]*(?:[a
 _ORDINAL_OR_TIME = re.compile(r"^\d{1,4}(?:st|nd|rd|th|am|pm|s|k|gb|mb|kg|km|hrs?|mins?|x)$|^[a-z]\d$|^(?:mp3|mp4|4k|hd|3d|2fa|4g|5g|3g)$", re.I)
 
 
+_PHONE_GROUPS = re.compile(
+    r"(?<![\w.,$£€¥:/+-])(?:\+?\d{1,3}[ .-])?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,6}){1,4}(?:x\d{1,5})?(?![\w]|[.,:/-]\d)")
+_DATE_LIKE = re.compile(r"^\d{1,4}([ ./-])\d{1,2}\1\d{1,4}$")
+
+
+def _det_phone_groups(text: str, out: list) -> None:
+    """``phone_groups`` (wide): 7-15 digits in 2-5 groups of 2-4 ("78 651 450", "71-33-52-22", "668 5702",
+    "(37) 788-063", "+1-903-140-4508x769"); dates ("12-05-1999", "2024 03 12") and amounts are left alone."""
+    for m in _PHONE_GROUPS.finditer(text):
+        v = m.group()
+        core = v.split("x")[0]
+        if not 7 <= _digits(core) <= 15 or _DATE_LIKE.match(core) or _AFTER_NUMBER_UNIT.match(text, m.end()):
+            continue
+        out.append((m.start(), m.end(), "PHONE", "phone_groups"))
+
+
 def _det_chat_numbers(text: str, out: list) -> None:
     """``number``: a standalone run of >= 4 digits that is no amount, year or time (-> ACCOUNT_NUMBER);
     ``code``: 2-8 adjacent short tokens mixing letters and digits ("gt 67 g 6", "254 e 15", "kjl 486") or one
@@ -1285,7 +1303,8 @@ def _det_address_wide(text: str, out: list) -> None:
 # --------------------------------------------------------------------------------------
 # Merging and the public API
 # --------------------------------------------------------------------------------------
-_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip, _det_chat_numbers)
+_DIGIT_DETECTORS = (_det_digit_runs, _det_iban, _det_ssn, _det_phone, _det_ids, _det_address, _det_zip, _det_chat_numbers,
+                    _det_phone_groups)
 _TEXT_DETECTORS = (_det_address_wide, _det_scrubadub, _det_email_obfuscated, _det_email_squashed, _det_credentials,
                    _det_names, _det_name_gazetteer)
 
@@ -1301,7 +1320,7 @@ def _candidates(text: str) -> list[tuple[int, int, str, str]]:
 
 
 # Wide-coverage detectors only fill the gaps that the precise ones leave: they never replace a precise span.
-_WIDE_DETECTORS = frozenset({"number", "code", "name_gazetteer", "email_squashed"})
+_WIDE_DETECTORS = frozenset({"number", "code", "name_gazetteer", "email_squashed", "phone_groups"})
 
 
 def _merge_key(c: tuple[int, int, str, str]) -> tuple:
@@ -1332,10 +1351,10 @@ def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...
         i = bisect.bisect_right(starts, s)
         if (i and ends[i - 1] > s) or (i < len(starts) and starts[i] < e):
             if c[3] in _WIDE_DETECTORS and kept:
-                # a wide span may absorb generic number spans it fully contains ("nlk 458968458": code over
-                # long_digits), never a typed or validated one and never a placeholder
+                # a wide span may absorb generic number spans, or spans of its own type, that it fully contains
+                # ("nlk 458968458": code over long_digits), never another typed span and never a placeholder
                 inside = [k for k in kept if k[0] < e and s < k[1]]
-                if (inside and all(s <= k[0] and k[1] <= e and k[3] in _ABSORBABLE for k in inside)
+                if (inside and all(s <= k[0] and k[1] <= e and (k[3] in _ABSORBABLE or k[2] == c[2]) for k in inside)
                         and not _overlaps_placeholder(text, s, e, n_placeholders)):
                     for k in inside:
                         kept.remove(k)
@@ -1353,7 +1372,7 @@ def _merge(cands: list[tuple[int, int, str, str]], text: str) -> tuple[Span, ...
     return tuple(Span(s, e, t, d) for s, e, t, d in kept)
 
 
-_ABSORBABLE = frozenset({"long_digits", "number", "code"})
+_ABSORBABLE = frozenset({"long_digits", "number", "code", "phone_groups"})
 
 
 def _overlaps_placeholder(text: str, s: int, e: int, n_placeholders: int) -> bool:
