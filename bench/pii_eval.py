@@ -26,7 +26,8 @@ Metric (the question an auditor asks: was the value removed?):
 Both systems run on the same texts in the same process: ``intent_assets.pii.find_pii`` (every detector on) and
 scrubadub alone (``scrubadub.Scrubber()`` with its default detectors, every filth kept, url included).
 Throughput is messages per second over the MultiDoGO texts, wall clock, after a warm-up, with
-``intent_assets.pii.redact_many`` (``--processes`` worker processes) against scrubadub alone in one process.
+``intent_assets.pii.redact_many`` in one process and in ``--processes`` worker processes, against scrubadub alone in
+one process; best of ``--repeats`` interleaved rounds (other jobs on a shared machine only ever slow a round down).
 """
 
 from __future__ import annotations
@@ -201,24 +202,26 @@ def table(name: str, ours_rows: dict, base_rows: dict) -> str:
 # --------------------------------------------------------------------------------------
 # Throughput
 # --------------------------------------------------------------------------------------
-def throughput(texts: list[str], processes: int) -> dict[str, float]:
+def throughput(texts: list[str], processes: int, repeats: int = 3) -> dict[str, float]:
+    """Best of ``repeats`` interleaved rounds (ours in one process, ours in ``processes``, scrubadub alone), so
+    that load from other jobs on the machine hits every system alike; the best round is the least disturbed."""
     from intent_assets.pii import redact_many
 
     redact_many(texts[:200])  # warm-up: word lists, scrubadub, regex compilation
     scrubadub_alone(texts[0])
-    t0 = time.perf_counter()
-    redact_many(texts, processes=1)
-    one = len(texts) / (time.perf_counter() - t0)
-    many = one
-    if processes > 1:
+    best: dict[str, float] = {}
+
+    def timed(name: str, fn) -> None:
         t0 = time.perf_counter()
-        redact_many(texts, processes=processes)
-        many = len(texts) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for t in texts:
-        scrubadub_alone(t)
-    base = len(texts) / (time.perf_counter() - t0)
-    return {"ours_1": one, f"ours_{processes}": many, "scrubadub_1": base}
+        fn()
+        best[name] = max(best.get(name, 0.0), len(texts) / (time.perf_counter() - t0))
+
+    for _ in range(repeats):
+        timed("ours_1", lambda: redact_many(texts, processes=1))
+        if processes > 1:
+            timed(f"ours_{processes}", lambda: redact_many(texts, processes=processes))
+        timed("scrubadub_1", lambda: [scrubadub_alone(t) for t in texts])
+    return best
 
 
 def machine() -> str:
@@ -237,6 +240,7 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["train", "dev"], choices=["train", "dev"])
     parser.add_argument("--multidogo-limit", type=int, help="Evenly sampled subset of MultiDoGO turns.")
     parser.add_argument("--processes", type=int, default=2, help="Worker processes for the throughput figure.")
+    parser.add_argument("--repeats", type=int, default=3, help="Throughput rounds (best of).")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--json", type=Path, help="Also write every figure as JSON.")
@@ -263,9 +267,9 @@ def main() -> None:
             print(f"\n(scored in {t1 - t0:.1f} s ours, {t2 - t1:.1f} s scrubadub)\n", flush=True)
     if not args.no_throughput:
         texts = [e.text for e in mdg]
-        tp = throughput(texts, args.processes)
+        tp = throughput(texts, args.processes, args.repeats)
         results["throughput_messages_per_s"] = tp
-        print(f"throughput on {len(texts)} MultiDoGO turns (messages/s): "
+        print(f"throughput on {len(texts)} MultiDoGO turns (messages/s, best of {args.repeats} rounds): "
               + ", ".join(f"{k} {v:,.0f}" for k, v in tp.items()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
