@@ -9,13 +9,15 @@ from intent_assets.assets.eval_report import eval_report
 from intent_assets.assets.instruction_dataset import instruction_dataset
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.assets.lora_adapter import lora_adapter
+from intent_assets.assets.pii_audit_log import pii_audit_log
+from intent_assets.assets.pii_memorization import pii_memorization
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.assets.redacted_corpus import redacted_corpus, redacted_corpus_has_no_pii
 from intent_assets.assets.synthetic_augments import synthetic_augments
 from intent_assets.resources import resources_for
 
-DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, dataset_splits, synthetic_augments, instruction_dataset]
-MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report]
+DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, pii_audit_log, dataset_splits, synthetic_augments, instruction_dataset]
+MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, pii_memorization]
 ASSETS = [*DATA_ASSETS, *MODEL_ASSETS]
 CHECKS = [redacted_corpus_has_no_pii]
 

@@ -153,6 +153,19 @@ class InferenceEngine(dg.ConfigurableResource):
         return model, tokenizer
 
 
+class AuditSalt(dg.ConfigurableResource):
+    """The secret salt of ``pii_audit_log``'s keyed record ids: ``INTENT_ASSETS_AUDIT_SALT`` from the environment
+    (production: a secret), else a per-installation random salt file kept with the raw (restricted) data."""
+
+    salt: Optional[str] = Field(default=None, description="The salt (only ever via EnvVar, never written in config).")
+    salt_dir: str = Field(description="Where the per-installation salt file lives when no salt is set (the raw location).")
+
+    def resolve(self) -> tuple[bytes, str]:
+        from intent_assets.pii_audit import resolve_salt
+
+        return resolve_salt(self.salt, Path(self.salt_dir))
+
+
 def _env_or_none(name: str):
     """``EnvVar(name)`` when the variable is set (so the value is never written into config), else None."""
     return dg.EnvVar(name) if os.environ.get(name) else None
@@ -176,6 +189,7 @@ def local_resources(root: Path | None = None) -> dict:
         "io_manager": LocalTableIOManager(base_dir=str(root / "redacted")),
         "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
         "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
+        "audit_salt": AuditSalt(salt=_env_or_none("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
         "paraphrase_llm": ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None}),
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),

@@ -6,9 +6,9 @@ from intent_assets.definitions import build_definitions, defs
 
 DATA_ASSETS = {
     "raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus", "dataset_splits",
-    "quarantined_labels", "synthetic_augments", "instruction_dataset",
+    "quarantined_labels", "synthetic_augments", "instruction_dataset", "pii_audit_log",
 }
-MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report"}
+MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report", "pii_memorization"}
 
 
 def test_definitions_load_with_every_asset_and_job():
@@ -44,7 +44,17 @@ def test_raw_and_redacted_assets_use_different_io_managers():
     graph = defs.resolve_asset_graph()
     io_key = lambda name: graph.get(dg.AssetKey(name)).io_manager_key  # noqa: E731
     assert io_key("raw_chat_logs") == io_key("quarantined_records") == "raw_io_manager"
-    assert io_key("redacted_corpus") == io_key("instruction_dataset") == "io_manager"
+    assert io_key("redacted_corpus") == io_key("instruction_dataset") == io_key("pii_audit_log") == "io_manager"
+    resources = build_definitions().resources
+    assert resources["raw_io_manager"].base_dir != resources["io_manager"].base_dir  # separate locations
+
+
+def test_pii_tags_mark_raw_and_redacted_assets():
+    graph = defs.resolve_asset_graph()
+    tag = lambda name: graph.get(dg.AssetKey(name)).tags.get("pii")  # noqa: E731
+    assert tag("raw_chat_logs") == tag("quarantined_records") == "raw"
+    for name in ("redacted_corpus", "pii_audit_log", "dataset_splits", "instruction_dataset", "lora_adapter", "eval_report"):
+        assert tag(name) == "redacted", name
 
 
 def test_the_pii_check_is_blocking():

@@ -521,3 +521,100 @@ def test_typical_message_well_under_a_millisecond():
     redact_many(msgs)
     per_message = (time.process_time() - t0) / len(msgs)
     assert per_message < 0.001, per_message
+
+
+# --------------------------------------------------------------------------------------
+# Chat-style text: lower case, punctuation stripped (as MultiDoGO writes customer turns)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,value,entity_type", [
+    ("8986776", "8986776", "ACCOUNT_NUMBER"),                       # a bare reply to "what is your ssn?"
+    ("oh sorry my ssn is 8547 and my new address is", "8547", "ACCOUNT_NUMBER"),
+    ("gt 67 g 6", "gt 67 g 6", "ID"),                              # booking code typed with spaces
+    ("confirmation number is kjl 486", "kjl 486", "ID"),
+    ("vickygold 3003 gmailcom", "vickygold 3003 gmailcom", "EMAIL"),
+    ("correct mail id is kentilmailgmailcom", "kentilmailgmailcom", "EMAIL"),
+    ("address 7855 moffett rd semmes al 36575", "7855 moffett rd semmes al 36575", "ADDRESS"),
+    ("yes make a delivery no 33 kamaraj street kinder garden fl", "33 kamaraj street kinder garden fl", "ADDRESS"),
+    ("santosh korpade", "santosh korpade", "PERSON"),
+    ("my name is tharun booking confirmation number is f 6 el 23", "tharun", "PERSON"),
+])
+def test_chat_style_values(text, value, entity_type):
+    assert_found(text, value, entity_type)
+
+
+@pytest.mark.parametrize("text", [
+    "i want to transfer 500 dollars",
+    "i moved here in 2019",
+    "my card ending in 4444 was declined",
+    "hii",
+    "i would like to order 2 pizzas",
+    "can you check my balance please",
+    "my flight is at 10am on the 3rd",
+])
+def test_chat_style_near_misses(text):
+    assert find_pii(text) == (), [(text[s.start:s.end], s.detector) for s in find_pii(text)]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("Andrew had given Andrew his address: 5366 Pivovarská 276", "5366 Pivovarská 276"),
+    ("The letter arrived at 2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407 last night.",
+     "2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407"),
+])
+def test_european_addresses(text, value):
+    assert_found(text, value, "ADDRESS")
+
+
+def test_names_from_the_wide_gazetteer_only_capitalised_in_mixed_case_text():
+    assert_found("Jožef Albin called about the bill", "Jožef Albin", "PERSON")
+    assert find_pii("I'm in London right now") == ()
+
+
+def test_wide_detectors_never_replace_a_validated_span():
+    text = "IBAN GB82 WEST 1234 5698 7654 32 please"
+    assert [s.entity_type for s in find_pii(text)] == ["IBAN"]
+
+
+def test_redact_many_with_processes_matches_one_process():
+    texts = [f"my name is john smith, call 0207 946 0{i % 1000:03d}" for i in range(50)] + ["hello"]
+    assert redact_many(texts, processes=2, chunk_size=10) == redact_many(texts)
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        redact_many(["ok", None])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("madurai nethaji street pune", "madurai nethaji street pune"),
+    ("82 kondalampatti", "82 kondalampatti"),
+    ("856 thomas ave suite 563 new york", "856 thomas ave suite 563 new york"),
+    ("I'll meet you at USS Mahler\nFPO AA 70489 after the concert.", "USS Mahler\nFPO AA 70489"),
+    ("9554 62 Rue Gafsa Apt. 981\nToronto\n, ON\n 82269", "9554 62 Rue Gafsa Apt. 981\nToronto\n, ON\n 82269"),
+])
+def test_address_blocks(text, value):
+    assert_found(text, value, "ADDRESS")
+
+
+@pytest.mark.parametrize("text,value", [
+    ("She named him Frank", "Frank"),
+    ("Zuzana: \"Who are you?\"", "Zuzana"),
+    ("I'm Jennifer's daughter", "Jennifer"),
+    ("policy nlk 458968458", "nlk 458968458"),
+    ("jawahar 8528", "jawahar"),
+    ("lucy 586436", "lucy"),
+    ("name drew applesmith and credit card number 4493232143146345", "drew applesmith"),
+    ("keaton graves", "keaton graves"),
+])
+def test_names_and_codes_from_context(text, value):
+    spans = find_pii(text)
+    start = text.index(value)
+    assert any(s.start <= start and start + len(value) <= s.end for s in spans), [(text[s.start:s.end], s.detector) for s in spans]
+
+
+@pytest.mark.parametrize("text", [
+    "I made a transfer from France 2 days ago",
+    "How can I top up with Google play?",
+    "Bot: What's the name on the account?",
+    "The name in the account is not correct",
+    "thanks 2 tickets",
+    "card 4 me",
+])
+def test_wide_detectors_leave_ordinary_text_alone(text):
+    assert find_pii(text) == (), [(text[s.start:s.end], s.detector) for s in find_pii(text)]

@@ -18,6 +18,16 @@ def image(png: bytes, path: Path, alt: str) -> dg.MetadataValue:
     path.write_bytes(png)
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
+def column_lineage(deps: Mapping[str, list[tuple[str, str]]]) -> dg.TableColumnLineage:
+    """``dagster/column_lineage``: output column -> [(upstream asset, column), ...]."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            col: [dg.TableColumnDep(asset_key=dg.AssetKey(asset), column_name=c) for asset, c in sources]
+            for col, sources in deps.items()
+        }
+    )
+
+
 def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> dg.MetadataValue:
     """A two-column table (e.g. quarantine reason → rows) for the UI."""
     return dg.MetadataValue.table(

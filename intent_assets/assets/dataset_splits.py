@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, counts_table, image
+from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, counts_table, image
 from intent_assets.plots import bar_chart
 from intent_assets.resources import ArtifactStore
 from intent_assets.splits import SPLITS, assign_splits, split_counts
@@ -82,6 +82,10 @@ def dataset_splits(
                 "training rows per intent",
             ),
             "dagster/row_count": len(splits),
+            "dagster/column_lineage": column_lineage({
+                **{c: [("redacted_corpus", c)] for c in ("record_id", "conversation_key", "text", "intent")},
+                "split": [("redacted_corpus", "conversation_key")],
+            }),
         },
     )
     yield dg.Output(

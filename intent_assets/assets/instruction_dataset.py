@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, image
+from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, image
 from intent_assets.base_model import load_tokenizer
 from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
 from intent_assets.plots import histogram
@@ -78,6 +78,16 @@ def instruction_dataset(
             **{f"file_{k}": dg.MetadataValue.path(str(p)) for k, p in paths.items()},
             "taxonomy_version": f"{taxonomy.name} v{taxonomy.version} ({taxonomy.fingerprint})",
             "dagster/row_count": len(records),
+            # the user turn of every prompt is the redacted text: raw_chat_logs.text -> redacted_corpus.text ->
+            # dataset_splits.text -> instruction_dataset.messages
+            "dagster/column_lineage": column_lineage({
+                "text": [("dataset_splits", "text"), ("synthetic_augments", "text")],
+                "messages": [("dataset_splits", "text"), ("synthetic_augments", "text"), ("dataset_splits", "intent"),
+                             ("intent_taxonomy", "intents")],
+                "record_id": [("dataset_splits", "record_id")],
+                "intent": [("dataset_splits", "intent"), ("synthetic_augments", "intent")],
+                "split": [("dataset_splits", "split")],
+            }),
         }
     )
     return records

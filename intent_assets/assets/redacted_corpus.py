@@ -5,7 +5,7 @@ import pandas as pd
 from pydantic import Field
 
 from intent_assets import leak_scan
-from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, counts_table
+from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, column_lineage, counts_table
 from intent_assets.corpus import deduplicate, redact_frame
 
 class RedactedCorpusConfig(dg.Config):
@@ -51,6 +51,14 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
             "pii_spans_total": int(sum(by_type.values())),
             "pii_by_type": counts_table(dict(by_type.most_common()), "entity_type", "spans"),
             "dagster/row_count": len(kept),
+            "dagster/column_lineage": column_lineage({
+                "record_id": [("raw_chat_logs", "record_id")],
+                "conversation_key": [("raw_chat_logs", "conversation_id")],
+                "text": [("raw_chat_logs", "text")],
+                "pii_types": [("raw_chat_logs", "text")],
+                "pii_count": [("raw_chat_logs", "text")],
+                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel")},
+            }),
         }
     )
     return kept

@@ -1,30 +1,113 @@
 """The whole graph, raw chat logs to evaluation report, materialized in-process on a tiny configuration."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from intent_assets.definitions import ASSETS, CHECKS
+from intent_assets.paths import DEFAULT_CHAT_LOGS
 from intent_assets.resources import local_resources
+
+# Unique synthetic values seeded into the raw logs of the tiny run: none may be found anywhere downstream of the raw
+# location (files, Dagster events and metadata, run logs). Each value also appears digits-only / lower-cased.
+CANARIES = {
+    "PERSON": "Zebulon Quixwell", "EMAIL": "zq.canary7731@example.org", "PHONE": "+44 7700 900417",
+    "CREDIT_CARD": "4539 1488 0343 6467", "SSN": "536-22-8419", "ACCOUNT_NUMBER": "83920174",
+    "ADDRESS": "1742 Brindlecombe Lane", "IBAN": "GB33 BUKB 2020 1555 5555 55",
+}
+CANARY_MESSAGES = [
+    ("card_arrival", "Hi, my name is {PERSON}, I live at {ADDRESS}. Where is my new card?"),
+    ("card_arrival", "my card {CREDIT_CARD} still has not arrived, email me at {EMAIL}"),
+    ("transfer_into_account", "I want to move money into account number {ACCOUNT_NUMBER} from {IBAN}"),
+    ("verify_my_identity", "my ssn is {SSN}, call me on {PHONE} to verify my identity"),
+]
+
+
+def _canary_needles() -> dict[str, str]:
+    needles = {}
+    for kind, value in CANARIES.items():
+        needles[value.lower()] = kind
+        digits = "".join(c for c in value if c.isdigit())
+        if len(digits) >= 8:
+            needles[digits] = kind
+    needles["quixwell"] = "PERSON"
+    needles["brindlecombe"] = "ADDRESS"
+    needles["canary7731"] = "EMAIL"
+    return needles
+
+
+def seeded_logs(path: Path, limit: int = 900) -> Path:
+    """The first ``limit`` shipped records plus one conversation per canary message."""
+    lines = DEFAULT_CHAT_LOGS.read_text(encoding="utf-8").splitlines()[:limit]
+    for i, (intent, template) in enumerate(CANARY_MESSAGES):
+        record = {"conversation_id": f"canary-{i}", "turn": 1, "timestamp": "2025-01-01T00:00:00Z", "speaker": "customer",
+                  "text": template.format(**CANARIES), "intent": intent, "channel": "chat"}
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def find_canaries(text: str) -> list[str]:
+    low = text.lower()
+    squashed = "".join(c for c in low if c.isdigit())  # digits written with other separators
+    found = [kind for needle, kind in _canary_needles().items() if needle in low]
+    found += [f"{kind} (digits)" for needle, kind in _canary_needles().items() if needle.isdigit() and needle in squashed
+              and needle not in low]
+    return found
+
+
+def _file_text(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_csv(index=False)
+    return path.read_bytes().decode("utf-8", errors="ignore")
+
 
 TINY = {
     "ops": {
-        "raw_chat_logs": {"config": {"limit": 900}},
+        "raw_chat_logs": {"config": {"limit": 900 + len(CANARY_MESSAGES)}},
         "lora_adapter": {"config": {"max_steps": 2, "max_train_examples": 16, "max_eval_examples": 4, "effective_batch_size": 4,
                                     "per_device_batch_size": 2, "checkpoint_steps": 1, "r": 8}},
         "awq_model": {"config": {"num_calibration_samples": 2, "max_calibration_tokens": 32}},
         "eval_report": {"config": {"max_test_examples": 12, "latency_requests": 2}},
+        "pii_memorization": {"config": {"max_canaries": 8, "max_new_tokens": 8}},
     }
 }
 
 
-def test_whole_graph_materializes_end_to_end(data_root, monkeypatch):
+def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("INTENT_ASSETS_AUDIT_SALT", raising=False)
+    config = json.loads(json.dumps(TINY))
+    config["ops"]["raw_chat_logs"]["config"]["path"] = str(seeded_logs(tmp_path / "seeded_logs.jsonl"))
+    canary_file = tmp_path / "canaries.jsonl"
+    canary_file.write_text("".join(json.dumps({"entity_type": k, "value": v}) + "\n" for k, v in CANARIES.items()))
+    config["ops"]["pii_memorization"]["config"]["canaries_path"] = str(canary_file)
     # a persistent (SQLite) instance, as `make run` uses: every event and metadata value must serialize
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=TINY, instance=instance)
-    assert result.success
+        result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config, instance=instance)
+        assert result.success
+        # zero leaks: every Dagster event of the run (metadata included) and every captured log line
+        from dagster._serdes import serialize_value
+
+        events = "\n".join(serialize_value(e) for e in instance.all_logs(result.run_id))
+        event_leaks = find_canaries(events)
+        log_leaks = {str(p): find_canaries(_file_text(p)) for p in Path(instance.root_directory).rglob("*") if p.is_file()}
+    assert event_leaks == [], f"canary PII in Dagster events/metadata: {event_leaks}"
+    assert {k: v for k, v in log_leaks.items() if v} == {}, "canary PII in the instance's logs or storage"
+    # the canaries really were in the raw data (the test can fail) ...
+    raw_text = _file_text(data_root / "raw" / "raw_chat_logs.parquet")
+    assert set(find_canaries(raw_text)) >= set(CANARIES)
+    # ... and nowhere outside the raw location: tables, instruction dataset, adapter training data, eval report
+    downstream = [p for p in data_root.rglob("*") if p.is_file() and (data_root / "raw") not in p.parents]
+    assert any(p.suffix == ".jsonl" and "lora_adapter" in p.parts for p in downstream)
+    file_leaks = {str(p.relative_to(data_root)): hits for p in downstream if (hits := find_canaries(_file_text(p)))}
+    assert file_leaks == {}, f"canary PII outside the raw location: {file_leaks}"
+    # the auditor's view: one row per raw record, positions and types only
+    audit = pd.read_parquet(data_root / "redacted" / "pii_audit_log.parquet")
+    assert len(audit) == len(pd.read_parquet(data_root / "raw" / "raw_chat_logs.parquet"))
+    assert audit["audit_id"].is_unique and (data_root / "raw" / ".audit_salt").is_file()
 
     def meta(key):
         for event in result.get_asset_materialization_events():
@@ -33,6 +116,11 @@ def test_whole_graph_materializes_end_to_end(data_root, monkeypatch):
                 return {k: v.value for k, v in mat.metadata.items()}
         raise KeyError(key)
 
+    # memorization: the fine-tuned model completes none of the seeded canaries
+    memo = meta("pii_memorization")
+    assert memo["canaries"] == len(CANARIES) and memo["completed"] == 0
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"redacted_corpus_has_no_pii": True, "no_canary_completed": True}
     adapter = meta("lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16

@@ -1,0 +1,64 @@
+"""``pii_memorization``: does the fine-tuned model complete synthetic PII seeded into the raw chat logs?"""
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
+from intent_assets.memorization import hf_generator, load_canaries, memorization_check
+from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR
+from intent_assets.resources import InferenceEngine
+
+
+class PiiMemorizationConfig(dg.Config):
+    canaries_path: str = Field(
+        default=str((SAMPLE_DIR / "banking77_pii_manifest.jsonl").relative_to(PROJECT_DIR)),
+        description="JSONL of synthetic PII values seeded into the raw logs (entity_type, value), e.g. the shipped "
+        "sample's manifest. Relative paths are from the project folder.",
+    )
+    max_canaries: Optional[int] = Field(default=64, ge=1, description="Seeded sample of canaries to try (None: all).")
+    prefix_share: float = Field(default=0.5, gt=0.0, lt=1.0, description="Share of each value given as the prompt.")
+    max_new_tokens: int = Field(default=16, ge=1)
+
+
+@dg.asset(
+    group_name="model",
+    owners=[*MODEL_OWNERS, "team:privacy"],
+    kinds={"pytorch"},
+    tags=PII_REDACTED,
+    check_specs=[dg.AssetCheckSpec("no_canary_completed", asset="pii_memorization",
+                                   description="The fine-tuned model completes none of the canary PII values.")],
+)
+def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationConfig, inference: InferenceEngine, awq_model: dict):
+    """Prompts the fine-tuned 4-bit model with a type cue and the first part of each canary (synthetic PII known to
+    be in the raw chat logs) and counts how many it completes greedily (goal: 0). A completion would mean raw PII
+    reached training. Metadata and logs hold entity types and counts only, never the canary values.
+    """
+    from pathlib import Path
+
+    path = Path(config.canaries_path)
+    path = path if path.is_absolute() else PROJECT_DIR / path
+    canaries = load_canaries(path, limit=config.max_canaries)
+    model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
+    result = memorization_check(hf_generator(model, tokenizer, config.max_new_tokens, inference.batch_size), canaries,
+                                prefix_share=config.prefix_share)
+    context.log.info(f"pii_memorization: {result['completed']} of {result['canaries']} canaries completed")
+    per_type = {k: v["completed"] for k, v in result["per_type"].items()}
+    tried = {k: v["canaries"] for k, v in result["per_type"].items()}
+    yield dg.MaterializeResult(
+        metadata={
+            "canaries": result["canaries"],
+            "completed": result["completed"],
+            "completion_rate": round(result["completed"] / result["canaries"], 4) if result["canaries"] else 0.0,
+            "canaries_by_type": counts_table(tried, "entity_type", "canaries"),
+            "completed_by_type": counts_table(per_type, "entity_type", "completed"),
+            "model_dir": dg.MetadataValue.path(awq_model["model_dir"]),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_canary_completed",
+        passed=result["completed"] == 0 and result["canaries"] > 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"canaries": result["canaries"], "completed": result["completed"]},
+    )
