@@ -183,9 +183,14 @@ def local_resources(root: Path | None = None) -> dict:
     }
 
 
+def environment_name(environment: str | None = None) -> str:
+    """The environment asked for: ``environment``, else ``$INTENT_ASSETS_ENV``, else ``local``."""
+    return environment or os.environ.get("INTENT_ASSETS_ENV", "local")
+
+
 def resources_for(environment: str | None = None) -> dict:
     """The resources of one environment: ``$INTENT_ASSETS_ENV`` (default ``local``)."""
-    environment = environment or os.environ.get("INTENT_ASSETS_ENV", "local")
+    environment = environment_name(environment)
     if environment == "local":
         return local_resources()
     raise ValueError(f"INTENT_ASSETS_ENV={environment!r}: unknown environment (available: local)")

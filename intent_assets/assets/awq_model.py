@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
 from intent_assets.resources import ArtifactStore
@@ -21,6 +22,7 @@ class AwqModelConfig(dg.Config):
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.AWQ_MODEL,
     owners=MODEL_OWNERS,
     kinds={"llmcompressor", "safetensors"},
     tags={**PII_REDACTED, "compute": "gpu"},

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS
 from intent_assets.base_model import SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
 from intent_assets.resources import ArtifactStore
@@ -18,7 +19,8 @@ class BaseModelConfig(dg.Config):
     dtype: str = Field(default="bfloat16", description="Weights dtype of the converted model: bfloat16 or float32.")
 
 
-@dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"})
+@dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"},
+          op_tags=k8s_config.BASE_MODEL)
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artifacts: ArtifactStore) -> dict:
     """The base instruct model as a Hugging Face directory (safetensors, tokenizer with chat template, manifest).
 

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predictions
 from intent_assets.classifier import ConstrainedClassifier
@@ -28,6 +29,7 @@ class EvalReportConfig(dg.Config):
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.EVAL_REPORT,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "scikitlearn", "markdown"},
     tags={**PII_REDACTED, "compute": "gpu"},

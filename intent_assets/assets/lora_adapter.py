@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.instructions import write_jsonl
 from intent_assets.plots import line_chart
@@ -75,6 +76,7 @@ def _fingerprint(*parts: str) -> str:
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.LORA_ADAPTER,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "peft", "huggingface"},
     tags={**PII_REDACTED, "compute": "gpu"},
