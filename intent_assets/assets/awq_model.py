@@ -48,6 +48,8 @@ def awq_model(
     root = artifacts.path("awq_model", lora_adapter["run_key"])
     merged = root / "merged"
     if not (merged / "config.json").is_file():
+        artifacts.fetch(lora_adapter["base_model_dir"])  # prod: from S3, verified against their manifests
+        artifacts.fetch(lora_adapter["adapter_dir"])
         merge_adapter(Path(lora_adapter["base_model_dir"]), Path(lora_adapter["adapter_dir"]), merged)
     train = instruction_dataset[instruction_dataset["split"] == "train"]
     prompts = [json.loads(m)[:2] for m in train["messages"]]  # system + user, no answer
@@ -69,4 +71,7 @@ def awq_model(
             "manifest": dg.MetadataValue.path(str(result.manifest_path)),
         }
     )
+    uri = artifacts.publish(result.out_dir)
+    if uri:
+        context.add_output_metadata({"model_uri": dg.MetadataValue.url(uri)})
     return {"model_dir": str(result.out_dir), "merged_dir": str(merged), "run_key": lora_adapter["run_key"]}

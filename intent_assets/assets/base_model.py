@@ -32,9 +32,11 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artif
     else:
         path = resolve_base_model(config.source, artifacts.path("base_model"), dtype=config.dtype)
         info = {"path": str(path), "source": config.source, "reused": True}
+    uri = artifacts.publish(info["path"])  # prod: an S3 prefix with a verified manifest
     context.add_output_metadata(
         {
             "path": dg.MetadataValue.path(str(info["path"])),
+            **({"uri": dg.MetadataValue.url(uri)} if uri else {}),
             "source": str(info.get("source", config.source)),
             "parameters": int(info.get("params", 0)),
             "size_mb": round(info.get("size_bytes", 0) / 1e6, 1),

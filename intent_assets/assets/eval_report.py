@@ -78,7 +78,9 @@ def eval_report(
         classifier = ConstrainedClassifier(model, tokenizer, labels, prompt)
         return lambda batch: [p.label for p in classifier.classify(batch, batch_size=inference.batch_size)]
 
+    artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     if config.include_zero_shot:
+        artifacts.fetch(base_model["path"])
         record("base model zero-shot", llm(base_model["path"], quantized=False), inference.batch_size)
     record(FINE_TUNED, llm(awq_model["model_dir"], quantized=True), inference.batch_size)
 
@@ -116,4 +118,5 @@ def eval_report(
             "report_json": dg.MetadataValue.path(str(out / "report.json")),
         }
     )
+    artifacts.publish(out)
     return {"report_dir": str(out), "summary": summary}
