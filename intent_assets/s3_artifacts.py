@@ -115,3 +115,46 @@ def download_directory(client, bucket: str, prefix: str, directory: str | os.Pat
             client.download_file(bucket, _key(prefix, entry["path"]), str(target))
         verify_directory(tmp, manifest, where=where)
     return manifest
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix/`` -> ("bucket", "some/prefix")."""
+    bucket, _, prefix = uri[5:].partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return bucket, prefix.strip("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m intent_assets.s3_artifacts download s3://bucket/prefix/ DIR`` (the vLLM init container) or
+    ``upload DIR s3://bucket/prefix/``. Credentials from the standard AWS chain (IRSA in a pod)."""
+    import argparse
+
+    import boto3
+
+    parser = argparse.ArgumentParser(prog="python -m intent_assets.s3_artifacts", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    down = sub.add_parser("download", help="copy a published prefix to DIR, verified against its manifest")
+    down.add_argument("uri")
+    down.add_argument("directory")
+    up = sub.add_parser("upload", help="publish DIR as a prefix with a manifest")
+    up.add_argument("directory")
+    up.add_argument("uri")
+    args = parser.parse_args(argv)
+    bucket, prefix = parse_s3_uri(args.uri)
+    client = boto3.client("s3")
+    try:
+        if args.command == "download":
+            manifest = download_directory(client, bucket, prefix, args.directory)
+            print(f"{args.uri} -> {args.directory}: {len(manifest['files'])} files, {manifest['total_bytes']} bytes, verified")
+        else:
+            manifest = upload_directory(client, bucket, prefix, args.directory)
+            print(f"{args.directory} -> {args.uri}: {len(manifest['files'])} files, {manifest['total_bytes']} bytes")
+    except ManifestError as error:
+        print(f"error: {error}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -79,3 +79,16 @@ def test_republishing_removes_stale_files_and_a_good_local_copy_is_kept(s3_clien
     before = (out / "model.safetensors").stat().st_mtime_ns
     download_directory(s3_client, bucket, "m", out)  # verified in place, not downloaded again
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_the_command_line_downloads_and_verifies_as_the_vllm_init_container_does(s3_endpoint, s3_client, bucket,
+                                                                                  model_dir, tmp_path, monkeypatch, capsys):
+    from intent_assets.s3_artifacts import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    assert main(["upload", str(model_dir), f"s3://{bucket}/awq/run1/quantized/"]) == 0
+    assert main(["download", f"s3://{bucket}/awq/run1/quantized/", str(tmp_path / "models")]) == 0
+    assert directory_manifest(tmp_path / "models") == directory_manifest(model_dir)
+    s3_client.put_object(Bucket=bucket, Key="awq/run1/quantized/config.json", Body=b"{}")
+    assert main(["download", f"s3://{bucket}/awq/run1/quantized/", str(tmp_path / "again")]) == 2
+    assert "config.json: 2 bytes" in capsys.readouterr().out
