@@ -139,3 +139,15 @@ def test_images_run_as_a_non_root_user_and_install_from_the_lock(dockerfile):
     assert "requirements.lock" in text
     if dockerfile.endswith(".gpu"):
         assert text.startswith("#") and "FROM nvidia/cuda:" in text and '".[gpu]"' in text
+
+
+def test_iam_policies_keep_raw_pii_away_from_the_model_server():
+    import json
+
+    dagster = json.loads((K8S / "iam" / "dagster-s3-policy.json").read_text())
+    vllm = json.loads((K8S / "iam" / "vllm-s3-read-policy.json").read_text())
+    vllm_resources = [r for st in vllm["Statement"] for r in st["Resource"]]
+    assert all("raw-pii" not in r for r in vllm_resources)
+    assert {a for st in vllm["Statement"] for a in st["Action"]} == {"s3:ListBucket", "s3:GetObject"}
+    assert any("raw-pii" in r for st in dagster["Statement"] for r in st["Resource"])
+    assert all("*" != r for st in dagster["Statement"] + vllm["Statement"] for r in st["Resource"])
