@@ -131,8 +131,13 @@ class S3ArtifactStore(ArtifactStore):
     bucket: str = Field(description="Bucket of the artifacts (redacted data and models only, never raw PII).")
     prefix: str = Field(default="artifacts", description="Key prefix inside the bucket.")
 
+    def _inside(self, directory: str | os.PathLike) -> bool:
+        return Path(directory).expanduser().resolve().is_relative_to(Path(self.base_dir).resolve())
+
     def _prefix(self, directory: str | os.PathLike) -> str:
-        rel = Path(directory).resolve().relative_to(Path(self.base_dir).resolve()).as_posix()
+        if not self._inside(directory):
+            raise ValueError(f"{directory}: prod artifacts live under {self.base_dir} (S3 prefix {self.prefix}/), not elsewhere")
+        rel = Path(directory).expanduser().resolve().relative_to(Path(self.base_dir).resolve()).as_posix()
         return f"{self.prefix.strip('/')}/{rel}" if self.prefix.strip("/") else rel
 
     def publish(self, directory: str | os.PathLike) -> Optional[str]:
@@ -141,6 +146,8 @@ class S3ArtifactStore(ArtifactStore):
         return f"s3://{self.bucket}/{prefix}/"
 
     def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
+        if missing_ok and not self._inside(directory):
+            return Path(directory)  # not an artifact (e.g. a model directory baked into the image)
         client = self.s3.get_client()
         prefix = self._prefix(directory)
         if missing_ok and read_manifest(client, self.bucket, prefix) is None:

@@ -73,6 +73,8 @@ def upload_directory(client, bucket: str, prefix: str, directory: str | os.PathL
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot publish {directory}: not a directory")
     manifest = directory_manifest(directory)
+    if read_manifest(client, bucket, prefix) == manifest:
+        return manifest  # already published byte for byte (e.g. a base model fetched from this prefix)
     for entry in manifest["files"]:
         client.upload_file(str(directory / entry["path"]), bucket, _key(prefix, entry["path"]))
     keep = {_key(prefix, e["path"]) for e in manifest["files"]} | {_key(prefix, MANIFEST_KEY)}

@@ -69,6 +69,9 @@ def test_artifact_store_publishes_a_model_directory_and_another_pod_fetches_it_v
         fetched = other_pod.fetch(other_root / "lora_adapter" / "run1" / "adapter")
         assert (fetched / "adapter_config.json").read_text() == '{"r": 64}'
         assert other_pod.fetch(other_root / "never", missing_ok=True) == other_root / "never"
+        assert other_pod.fetch(tmp_path / "baked-into-image", missing_ok=True) == tmp_path / "baked-into-image"
+        with pytest.raises(ValueError, match="prod artifacts live under"):
+            other_pod.publish(tmp_path)
 
         client.put_object(Bucket=REDACTED, Key="artifacts/lora_adapter/run1/adapter/adapter_config.json", Body=b'{"r": 8}')
         third_root = tmp_path / "third-pod"

@@ -92,3 +92,13 @@ def test_the_command_line_downloads_and_verifies_as_the_vllm_init_container_does
     s3_client.put_object(Bucket=bucket, Key="awq/run1/quantized/config.json", Body=b"{}")
     assert main(["download", f"s3://{bucket}/awq/run1/quantized/", str(tmp_path / "again")]) == 2
     assert "config.json: 2 bytes" in capsys.readouterr().out
+
+
+def test_republishing_an_unchanged_directory_uploads_nothing(s3_client, bucket, model_dir):
+    upload_directory(s3_client, bucket, "m", model_dir)
+    before = s3_client.head_object(Bucket=bucket, Key="m/model.safetensors")["LastModified"]
+    calls = []
+    original = s3_client.upload_file
+    s3_client.upload_file = lambda *a, **k: calls.append(a) or original(*a, **k)
+    upload_directory(s3_client, bucket, "m", model_dir)
+    assert calls == [] and s3_client.head_object(Bucket=bucket, Key="m/model.safetensors")["LastModified"] == before

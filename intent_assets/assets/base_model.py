@@ -30,6 +30,9 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artif
     if config.source == SMOLLM2_SOURCE:
         info = materialize_base_model(artifacts.path("base_model") / "smollm2-135m-instruct", dtype=config.dtype, log=context.log.info)
     else:
+        # prod: a model directory published under artifacts/base_model/ (python -m intent_assets.s3_artifacts
+        # upload DIR s3://BUCKET/artifacts/base_model/NAME/) is fetched and verified first (k8s/README.md)
+        artifacts.fetch(config.source, missing_ok=True)
         path = resolve_base_model(config.source, artifacts.path("base_model"), dtype=config.dtype)
         info = {"path": str(path), "source": config.source, "reused": True}
     uri = artifacts.publish(info["path"])  # prod: an S3 prefix with a verified manifest
