@@ -132,6 +132,17 @@ def test_the_instance_run_launcher_config_is_valid_for_dagster_k8s(monkeypatch):
     assert result.success, result.errors
 
 
+def test_the_instance_compute_logs_go_to_s3_through_dagster_aws(monkeypatch):
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+
+    monkeypatch.setenv("INTENT_ASSETS_BUCKET", "intent-assets-artifacts-123456789012")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    config = yaml.safe_load((K8S / "dagster.yaml").read_text())["compute_logs"]
+    assert (config["module"], config["class"]) == ("dagster_aws.s3.compute_log_manager", "S3ComputeLogManager")
+    result = process_config(S3ComputeLogManager.config_type(), config["config"])
+    assert result.success, result.errors
+
+
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
 def test_images_run_as_a_non_root_user_and_install_from_the_lock(dockerfile):
     text = (K8S / dockerfile).read_text()
