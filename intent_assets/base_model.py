@@ -14,13 +14,12 @@ Two ways to get a trainable Hugging Face model directory (no Dagster import here
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import time
 from pathlib import Path
 
-from intent_assets.paths import atomic_dir
+from intent_assets.paths import atomic_dir, sha256_file
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "smollm2-gguf"
@@ -65,14 +64,6 @@ def load_tokenizer(cache_dir: Path):
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _torch_dtype(dtype: str):

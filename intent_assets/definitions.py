@@ -14,7 +14,7 @@ from intent_assets.assets.pii_memorization import pii_memorization
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.assets.redacted_corpus import redacted_corpus, redacted_corpus_has_no_pii
 from intent_assets.assets.synthetic_augments import synthetic_augments
-from intent_assets.resources import resources_for
+from intent_assets.resources import environment_name, resources_for
 
 DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, pii_audit_log, dataset_splits, synthetic_augments, instruction_dataset]
 MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, pii_memorization]
@@ -31,12 +31,32 @@ training_job = dg.define_asset_job(
 )
 
 
+# prod: every step in its own Kubernetes Job (dagster-k8s); each asset's pod (image, GPU, node pool, requests)
+# comes from its own `dagster-k8s/config` op tag (intent_assets/k8s_config.py); namespace, service account,
+# image pull policy and the instance come from the K8sRunLauncher of the Helm release (k8s/helm/values.yaml)
+PROD_EXECUTOR_CONFIG = {
+    "max_concurrent": 4,
+    "labels": {"app.kubernetes.io/part-of": "intent-assets"},
+    "retries": {"enabled": {}},
+}
+
+
+def executor_for(environment: str | None = None) -> dg.ExecutorDefinition | None:
+    """``k8s_job_executor`` in prod (one pod per step); the Dagster default elsewhere."""
+    if environment_name(environment) != "prod":
+        return None
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(PROD_EXECUTOR_CONFIG, name="k8s_prod")
+
+
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.with_source_code_references(ASSETS),
         asset_checks=CHECKS,
         jobs=[data_job, training_job],
         resources=resources_for(environment),
+        executor=executor_for(environment),
     )
 
 

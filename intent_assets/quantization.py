@@ -27,7 +27,6 @@ pinning is purely an optimisation for host→device copies, so skipping it on a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from intent_assets.paths import atomic_dir
+from intent_assets.s3_artifacts import directory_manifest
 
 MANIFEST_NAME = "manifest.json"
 COMPRESSED_TENSORS_METHOD = "compressed-tensors"
@@ -392,20 +392,7 @@ def check_quantized_config(model_dir: str | os.PathLike, bits: int | None = 4, g
 def write_manifest(model_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``manifest.json`` in ``model_dir``: every other file's relative path, size and sha256, plus ``extra``."""
     model_dir = Path(model_dir)
-    files = []
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        files.append(
-            {
-                "path": path.relative_to(model_dir).as_posix(),
-                "size_bytes": path.stat().st_size,
-                "sha256": digest.hexdigest(),
-            }
-        )
-    manifest = {"files": files, "total_bytes": sum(f["size_bytes"] for f in files), **(dict(extra) if extra else {})}
+    manifest = {**directory_manifest(model_dir, exclude=(MANIFEST_NAME,)), **(dict(extra) if extra else {})}
     manifest_path = model_dir / MANIFEST_NAME
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest_path

@@ -3,11 +3,15 @@
 * ``local`` (the embedded default): files under ``$INTENT_ASSETS_DATA_DIR`` (default ``<project>/data``), raw
   (PII) tables in ``raw/`` and everything redacted in ``redacted/``, run artifacts in ``artifacts/``; the
   Dagster instance is SQLite under ``$DAGSTER_HOME``.
-* ``prod`` arrives with the EKS issue (S3, Postgres); selecting it before then is an error, not a silent fallback.
+* ``prod`` (EKS, ``INTENT_ASSETS_ENV=prod``, see k8s/README.md): raw (PII) tables in their own bucket
+  (``$INTENT_ASSETS_RAW_BUCKET``), redacted tables and artifacts in ``$INTENT_ASSETS_BUCKET``, all through
+  dagster-aws; model directories as S3 prefixes with a verified manifest; the instance is Postgres
+  (``k8s/dagster.yaml``). Any other name is an error, not a silent fallback.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -15,10 +19,30 @@ from typing import Optional
 
 import dagster as dg
 import pandas as pd
+from dagster_aws.s3 import S3Resource
 from dagster_openai import OpenAIResource
 from pydantic import Field
 
 from intent_assets.paths import data_dir
+from intent_assets.s3_artifacts import download_directory, read_manifest, upload_directory
+
+
+TABLE_SUFFIXES = (".parquet", ".json")
+
+
+def table_bytes(obj, name: str) -> tuple[str, bytes]:
+    """(suffix, bytes) of a table output: a DataFrame as Parquet, a dict as JSON; anything else is refused."""
+    if isinstance(obj, pd.DataFrame):
+        buffer = io.BytesIO()
+        obj.to_parquet(buffer, index=False)
+        return ".parquet", buffer.getvalue()
+    if isinstance(obj, dict):
+        return ".json", json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8")
+    raise TypeError(f"{name}: cannot store a {type(obj).__name__}")
+
+
+def table_from_bytes(suffix: str, data: bytes):
+    return pd.read_parquet(io.BytesIO(data)) if suffix == ".parquet" else json.loads(data.decode("utf-8"))
 
 
 class LocalTableIOManager(dg.ConfigurableIOManager):
@@ -30,31 +54,55 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         return Path(self.base_dir, *context.asset_key.path).with_suffix(suffix)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        if isinstance(obj, pd.DataFrame):
-            path = self._path(context, ".parquet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            obj.to_parquet(path.with_suffix(".parquet.tmp"), index=False)
-        elif isinstance(obj, dict):
-            path = self._path(context, ".json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(".json.tmp").write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-        else:
-            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
-        path.with_suffix(path.suffix + ".tmp").replace(path)
+        suffix, data = table_bytes(obj, context.asset_key.to_user_string())
+        path = self._path(context, suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(suffix + ".tmp").write_bytes(data)
+        path.with_suffix(suffix + ".tmp").replace(path)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext):
-        for suffix in (".parquet", ".json"):
+        for suffix in TABLE_SUFFIXES:
             path = self._path(context.upstream_output, suffix)
             if path.is_file():
-                if suffix == ".parquet":
-                    return pd.read_parquet(path)
-                return json.loads(path.read_text(encoding="utf-8"))
+                return table_from_bytes(suffix, path.read_bytes())
         raise FileNotFoundError(f"{context.asset_key.to_user_string()}: not materialized yet under {self.base_dir}")
 
 
+class S3TableIOManager(dg.ConfigurableIOManager):
+    """``prod``: the same tables (Parquet / JSON, never pickles) as objects ``s3://bucket/prefix/<asset key>``,
+    through dagster-aws's ``S3Resource``. Raw (PII) and redacted tables use two instances on separate buckets."""
+
+    s3: S3Resource
+    bucket: str = Field(description="Bucket of this IO manager's tables.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+
+    def _key(self, context, suffix: str) -> str:
+        return "/".join([p for p in self.prefix.strip("/").split("/") if p] + list(context.asset_key.path)) + suffix
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        suffix, data = table_bytes(obj, context.asset_key.to_user_string())
+        key = self._key(context, suffix)
+        self.s3.get_client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        context.add_output_metadata({"uri": dg.MetadataValue.url(f"s3://{self.bucket}/{key}")})
+
+    def load_input(self, context: dg.InputContext):
+        client = self.s3.get_client()
+        for suffix in TABLE_SUFFIXES:
+            try:
+                body = client.get_object(Bucket=self.bucket, Key=self._key(context.upstream_output, suffix))["Body"]
+            except client.exceptions.NoSuchKey:
+                continue
+            return table_from_bytes(suffix, body.read())
+        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: not materialized yet in s3://{self.bucket}/{self.prefix}")
+
+
 class ArtifactStore(dg.ConfigurableResource):
-    """Where stages write files that are not tables (JSONL datasets, caches, reports, models)."""
+    """Where stages write files that are not tables (JSONL datasets, caches, reports, models).
+
+    ``publish(dir)`` after a stage has written a directory another stage (maybe in another pod) will read, and
+    ``fetch(dir)`` before reading one: on one machine both are no-ops; ``S3ArtifactStore`` keeps them in S3.
+    """
 
     base_dir: str = Field(description="Root folder for artifacts.")
 
@@ -62,6 +110,50 @@ class ArtifactStore(dg.ConfigurableResource):
         path = Path(self.base_dir, *parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def publish(self, directory: str | os.PathLike) -> Optional[str]:
+        """Make a finished directory durable; returns its URI where it is stored elsewhere than ``directory``."""
+        return None
+
+    def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
+        """Make a published directory present (and verified) at ``directory``; returns it."""
+        directory = Path(directory)
+        if not directory.is_dir() and not missing_ok:
+            raise FileNotFoundError(f"{directory}: not materialized yet")
+        return directory
+
+
+class S3ArtifactStore(ArtifactStore):
+    """``prod``: artifacts are written under ``base_dir`` (the pod's scratch volume) and published as S3 prefixes
+    with a manifest (files, sizes, sha256) that ``fetch`` verifies (``intent_assets.s3_artifacts``)."""
+
+    s3: S3Resource
+    bucket: str = Field(description="Bucket of the artifacts (redacted data and models only, never raw PII).")
+    prefix: str = Field(default="artifacts", description="Key prefix inside the bucket.")
+
+    def _inside(self, directory: str | os.PathLike) -> bool:
+        return Path(directory).expanduser().resolve().is_relative_to(Path(self.base_dir).resolve())
+
+    def _prefix(self, directory: str | os.PathLike) -> str:
+        if not self._inside(directory):
+            raise ValueError(f"{directory}: prod artifacts live under {self.base_dir} (S3 prefix {self.prefix}/), not elsewhere")
+        rel = Path(directory).expanduser().resolve().relative_to(Path(self.base_dir).resolve()).as_posix()
+        return f"{self.prefix.strip('/')}/{rel}" if self.prefix.strip("/") else rel
+
+    def publish(self, directory: str | os.PathLike) -> Optional[str]:
+        prefix = self._prefix(directory)
+        upload_directory(self.s3.get_client(), self.bucket, prefix, directory)
+        return f"s3://{self.bucket}/{prefix}/"
+
+    def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
+        if missing_ok and not self._inside(directory):
+            return Path(directory)  # not an artifact (e.g. a model directory baked into the image)
+        client = self.s3.get_client()
+        prefix = self._prefix(directory)
+        if missing_ok and read_manifest(client, self.bucket, prefix) is None:
+            return Path(directory)
+        download_directory(client, self.bucket, prefix, directory)
+        return Path(directory)
 
 
 class ParaphraseLLM(OpenAIResource):
@@ -180,26 +272,64 @@ LOCAL_TRAINING_BUDGET = {
 }
 
 
-def local_resources(root: Path | None = None) -> dict:
-    root = Path(root) if root is not None else data_dir()
+def _paraphrase_llm() -> ParaphraseLLM:
     llm_kwargs = {"base_url": _env_or_none("OPENAI_BASE_URL"), "api_key": _env_or_none("OPENAI_API_KEY")}
     if os.environ.get("INTENT_ASSETS_PARAPHRASE_MODEL"):
         llm_kwargs["model"] = dg.EnvVar("INTENT_ASSETS_PARAPHRASE_MODEL")
+    return ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None})
+
+
+def local_resources(root: Path | None = None) -> dict:
+    root = Path(root) if root is not None else data_dir()
     return {
         "io_manager": LocalTableIOManager(base_dir=str(root / "redacted")),
         "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
         "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
         "audit_salt": AuditSalt(salt=_env_or_none("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
-        "paraphrase_llm": ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None}),
+        "paraphrase_llm": _paraphrase_llm(),
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
         "inference": InferenceEngine(),
     }
 
 
+def s3_resource() -> S3Resource:
+    """dagster-aws's S3 client. Credentials come from the pod's IRSA role (or the standard AWS environment), never
+    from config; ``AWS_REGION`` and, for an S3-compatible store, ``INTENT_ASSETS_S3_ENDPOINT_URL``."""
+    kwargs = {"region_name": _env_or_none("AWS_REGION"), "endpoint_url": _env_or_none("INTENT_ASSETS_S3_ENDPOINT_URL")}
+    return S3Resource(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def prod_resources(root: Path | None = None) -> dict:
+    """EKS: raw (PII) tables in ``$INTENT_ASSETS_RAW_BUCKET``; redacted tables and every artifact (models as
+    manifest-verified prefixes) in ``$INTENT_ASSETS_BUCKET``; local files only on the pod's scratch volume;
+    no training caps (GPU pods)."""
+    root = Path(root) if root is not None else data_dir()
+    s3 = s3_resource()
+    bucket = dg.EnvVar("INTENT_ASSETS_BUCKET")
+    return {
+        "io_manager": S3TableIOManager(s3=s3, bucket=bucket, prefix="redacted"),
+        "raw_io_manager": S3TableIOManager(s3=s3, bucket=dg.EnvVar("INTENT_ASSETS_RAW_BUCKET"), prefix="raw"),
+        "artifacts": S3ArtifactStore(base_dir=str(root / "artifacts"), s3=s3, bucket=bucket, prefix="artifacts"),
+        # a secret (Kubernetes Secret or external secret store): pods must share one salt for stable audit ids
+        "audit_salt": AuditSalt(salt=dg.EnvVar("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
+        "paraphrase_llm": _paraphrase_llm(),
+        "trainer": TrainerBackend(),
+        "inference": InferenceEngine(),
+    }
+
+
+ENVIRONMENTS = {"local": local_resources, "prod": prod_resources}
+
+
+def environment_name(environment: str | None = None) -> str:
+    """The environment asked for: ``environment``, else ``$INTENT_ASSETS_ENV``, else ``local``."""
+    return environment or os.environ.get("INTENT_ASSETS_ENV", "local")
+
+
 def resources_for(environment: str | None = None) -> dict:
     """The resources of one environment: ``$INTENT_ASSETS_ENV`` (default ``local``)."""
-    environment = environment or os.environ.get("INTENT_ASSETS_ENV", "local")
-    if environment == "local":
-        return local_resources()
-    raise ValueError(f"INTENT_ASSETS_ENV={environment!r}: unknown environment (available: local)")
+    environment = environment_name(environment)
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"INTENT_ASSETS_ENV={environment!r}: unknown environment (available: {', '.join(ENVIRONMENTS)})")
+    return ENVIRONMENTS[environment]()

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
 from intent_assets.resources import ArtifactStore
@@ -21,6 +22,7 @@ class AwqModelConfig(dg.Config):
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.AWQ_MODEL,
     owners=MODEL_OWNERS,
     kinds={"llmcompressor", "safetensors"},
     tags={**PII_REDACTED, "compute": "gpu"},
@@ -46,6 +48,8 @@ def awq_model(
     root = artifacts.path("awq_model", lora_adapter["run_key"])
     merged = root / "merged"
     if not (merged / "config.json").is_file():
+        artifacts.fetch(lora_adapter["base_model_dir"])  # prod: from S3, verified against their manifests
+        artifacts.fetch(lora_adapter["adapter_dir"])
         merge_adapter(Path(lora_adapter["base_model_dir"]), Path(lora_adapter["adapter_dir"]), merged)
     train = instruction_dataset[instruction_dataset["split"] == "train"]
     prompts = [json.loads(m)[:2] for m in train["messages"]]  # system + user, no answer
@@ -67,4 +71,7 @@ def awq_model(
             "manifest": dg.MetadataValue.path(str(result.manifest_path)),
         }
     )
+    uri = artifacts.publish(result.out_dir)
+    if uri:
+        context.add_output_metadata({"model_uri": dg.MetadataValue.url(uri)})
     return {"model_dir": str(result.out_dir), "merged_dir": str(merged), "run_key": lora_adapter["run_key"]}

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS
 from intent_assets.base_model import SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
 from intent_assets.resources import ArtifactStore
@@ -18,7 +19,8 @@ class BaseModelConfig(dg.Config):
     dtype: str = Field(default="bfloat16", description="Weights dtype of the converted model: bfloat16 or float32.")
 
 
-@dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"})
+@dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"},
+          op_tags=k8s_config.BASE_MODEL)
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artifacts: ArtifactStore) -> dict:
     """The base instruct model as a Hugging Face directory (safetensors, tokenizer with chat template, manifest).
 
@@ -28,11 +30,16 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artif
     if config.source == SMOLLM2_SOURCE:
         info = materialize_base_model(artifacts.path("base_model") / "smollm2-135m-instruct", dtype=config.dtype, log=context.log.info)
     else:
+        # prod: a model directory published under artifacts/base_model/ (python -m intent_assets.s3_artifacts
+        # upload DIR s3://BUCKET/artifacts/base_model/NAME/) is fetched and verified first (k8s/README.md)
+        artifacts.fetch(config.source, missing_ok=True)
         path = resolve_base_model(config.source, artifacts.path("base_model"), dtype=config.dtype)
         info = {"path": str(path), "source": config.source, "reused": True}
+    uri = artifacts.publish(info["path"])  # prod: an S3 prefix with a verified manifest
     context.add_output_metadata(
         {
             "path": dg.MetadataValue.path(str(info["path"])),
+            **({"uri": dg.MetadataValue.url(uri)} if uri else {}),
             "source": str(info.get("source", config.source)),
             "parameters": int(info.get("params", 0)),
             "size_mb": round(info.get("size_bytes", 0) / 1e6, 1),

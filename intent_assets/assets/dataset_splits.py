@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, counts_table, image
 from intent_assets.plots import bar_chart
 from intent_assets.resources import ArtifactStore
@@ -39,6 +40,7 @@ class DatasetSplitsConfig(dg.Config):
         ),
     },
     group_name="data",
+    op_tags=k8s_config.DATA_STEP,
 )
 def dataset_splits(
     context: dg.AssetExecutionContext,

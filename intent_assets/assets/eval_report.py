@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predictions
 from intent_assets.classifier import ConstrainedClassifier
@@ -28,6 +29,7 @@ class EvalReportConfig(dg.Config):
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.EVAL_REPORT,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "scikitlearn", "markdown"},
     tags={**PII_REDACTED, "compute": "gpu"},
@@ -76,7 +78,9 @@ def eval_report(
         classifier = ConstrainedClassifier(model, tokenizer, labels, prompt)
         return lambda batch: [p.label for p in classifier.classify(batch, batch_size=inference.batch_size)]
 
+    artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     if config.include_zero_shot:
+        artifacts.fetch(base_model["path"])
         record("base model zero-shot", llm(base_model["path"], quantized=False), inference.batch_size)
     record(FINE_TUNED, llm(awq_model["model_dir"], quantized=True), inference.batch_size)
 
@@ -114,4 +118,5 @@ def eval_report(
             "report_json": dg.MetadataValue.path(str(out / "report.json")),
         }
     )
+    artifacts.publish(out)
     return {"report_dir": str(out), "summary": summary}

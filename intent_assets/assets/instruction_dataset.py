@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, image
 from intent_assets.base_model import load_tokenizer
 from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
@@ -30,6 +31,7 @@ class InstructionDatasetConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    op_tags=k8s_config.HEAVY_DATA_STEP,
     owners=DATA_OWNERS,
     kinds={"jsonl", "pandas"},
     tags=PII_REDACTED,

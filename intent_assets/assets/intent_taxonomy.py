@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS
 from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR
 from intent_assets.taxonomy import load_taxonomy
@@ -17,6 +18,7 @@ class TaxonomyConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    op_tags=k8s_config.DATA_STEP,
     owners=DATA_OWNERS,
     kinds={"json"},
     tags={"pii": "none"},

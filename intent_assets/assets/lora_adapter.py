@@ -9,11 +9,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.instructions import write_jsonl
 from intent_assets.plots import line_chart
 from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
-from intent_assets.training import LoraTrainingConfig, train_lora
+from intent_assets.training import CHECKPOINTS_DIR, LoraTrainingConfig, train_lora
 
 
 class LoraAdapterConfig(dg.Config):
@@ -75,6 +76,7 @@ def _fingerprint(*parts: str) -> str:
 
 @dg.asset(
     group_name="model",
+    op_tags=k8s_config.LORA_ADAPTER,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "peft", "huggingface"},
     tags={**PII_REDACTED, "compute": "gpu"},
@@ -101,6 +103,8 @@ def lora_adapter(
     paths = write_jsonl(records, workdir / "data")
     context.log.info(f"training run {run_key} in {workdir} (budget {trainer.budget() or 'none'}, "
                      f"environment defaults {trainer.defaults() or 'none'})")
+    artifacts.fetch(base_model["path"])  # prod: from S3, verified against its manifest
+    artifacts.fetch(workdir / CHECKPOINTS_DIR, missing_ok=True)  # resume from a checkpoint another pod published
     result = train_lora(Path(base_model["path"]), paths["train"], paths.get("validation"), workdir, training, log=context.log.info)
 
     curve = image(
@@ -138,4 +142,9 @@ def lora_adapter(
             "environment_defaults": dg.MetadataValue.json(trainer.defaults()),
         }
     )
+    if (workdir / CHECKPOINTS_DIR).is_dir():
+        artifacts.publish(workdir / CHECKPOINTS_DIR)
+    uri = artifacts.publish(result.adapter_dir)
+    if uri:
+        context.add_output_metadata({"adapter_uri": dg.MetadataValue.url(uri)})
     return {"adapter_dir": result.adapter_dir, "base_model_dir": str(base_model["path"]), "run_key": run_key, "best_eval_loss": result.best_eval_loss, "steps": result.steps}

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from intent_assets import pii_audit
+from intent_assets import k8s_config
 from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, counts_table
 from intent_assets.resources import AuditSalt
 
@@ -22,6 +23,7 @@ AUDIT_LINEAGE = dg.TableColumnLineage(
     owners=PRIVACY_OWNERS,
     kinds={"pandas", "parquet"},
     tags={**PII_REDACTED, "audit": "pii"},
+    op_tags=k8s_config.DATA_STEP,
 )
 def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_chat_logs: pd.DataFrame) -> pd.DataFrame:
     """The auditor's view of redaction: one row per raw chat message with a keyed, non-reversible ``audit_id``

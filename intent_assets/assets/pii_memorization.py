@@ -5,10 +5,11 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
 from intent_assets.memorization import hf_generator, load_canaries, memorization_check
 from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR
-from intent_assets.resources import InferenceEngine
+from intent_assets.resources import ArtifactStore, InferenceEngine
 
 
 class PiiMemorizationConfig(dg.Config):
@@ -26,11 +27,13 @@ class PiiMemorizationConfig(dg.Config):
     group_name="model",
     owners=[*MODEL_OWNERS, "team:privacy"],
     kinds={"pytorch"},
-    tags=PII_REDACTED,
+    tags={**PII_REDACTED, "compute": "gpu"},
+    op_tags=k8s_config.PII_MEMORIZATION,
     check_specs=[dg.AssetCheckSpec("no_canary_completed", asset="pii_memorization",
                                    description="The fine-tuned model completes none of the canary PII values.")],
 )
-def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationConfig, inference: InferenceEngine, awq_model: dict):
+def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationConfig, inference: InferenceEngine,
+                     artifacts: ArtifactStore, awq_model: dict):
     """Prompts the fine-tuned 4-bit model with a type cue and the first part of each canary (synthetic PII known to
     be in the raw chat logs) and counts how many it completes greedily (goal: 0). A completion would mean raw PII
     reached training. Metadata and logs hold entity types and counts only, never the canary values.
@@ -40,6 +43,7 @@ def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationC
     path = Path(config.canaries_path)
     path = path if path.is_absolute() else PROJECT_DIR / path
     canaries = load_canaries(path, limit=config.max_canaries)
+    artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
     result = memorization_check(hf_generator(model, tokenizer, config.max_new_tokens, inference.batch_size), canaries,
                                 prefix_share=config.prefix_share)

@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_RAW, counts_table
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR
@@ -47,6 +48,7 @@ class RawChatLogsConfig(dg.Config):
         ),
     },
     group_name="data",
+    op_tags=k8s_config.DATA_STEP,
 )
 def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig):
     """Reads historical support chat logs from the configured location and validates every record (pandera).

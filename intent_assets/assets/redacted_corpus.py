@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets import leak_scan
 from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, column_lineage, counts_table
 from intent_assets.corpus import deduplicate, redact_frame
@@ -19,6 +20,7 @@ class RedactedCorpusConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    op_tags=k8s_config.DATA_STEP,
     owners=PRIVACY_OWNERS,
     kinds={"pandas", "parquet", "scrubadub"},
     tags=PII_REDACTED,

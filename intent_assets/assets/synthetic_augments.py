@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, counts_table
 from intent_assets.augment import (
     QualityGate,
@@ -24,6 +25,7 @@ class SyntheticAugmentsConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    op_tags=k8s_config.DATA_STEP,
     owners=DATA_OWNERS,
     kinds={"openai", "pandas", "parquet"},
     tags=PII_REDACTED,

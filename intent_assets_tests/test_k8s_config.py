@@ -1,0 +1,108 @@
+"""The Kubernetes Job each step would run in prod, built with dagster-k8s's own API (no cluster needed).
+
+The construction is the one ``K8sStepHandler.launch_step`` does: the executor's container context, merged with
+``get_user_defined_k8s_config`` of the step's op tags, handed to ``construct_dagster_k8s_job``.
+"""
+
+import json
+
+import kubernetes
+import kubernetes_validate
+import pytest
+from dagster._config import process_config
+from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job, k8s_job_executor
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_config
+
+from intent_assets import k8s_config
+from intent_assets.definitions import ASSETS, PROD_EXECUTOR_CONFIG, executor_for
+
+USER_CODE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-assets:0.1.0"
+GPU_ASSETS = {"lora_adapter", "awq_model", "eval_report", "pii_memorization"}
+K8S_VERSION = "1.33.0"
+
+
+def _step_job(asset_def) -> dict:
+    """The Job manifest (camelCase, as sent to the API server) for the step that materializes ``asset_def``."""
+    step_key = asset_def.op.name
+    executor_context = K8sContainerContext(
+        labels=PROD_EXECUTOR_CONFIG["labels"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(PROD_EXECUTOR_CONFIG.get("step_k8s_config", {})),
+    )
+    context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(asset_def.op.tags)))
+    job_config = DagsterK8sJobConfig(  # what the Helm chart's K8sRunLauncher supplies
+        job_image=USER_CODE_IMAGE,
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="dagster-instance",
+        postgres_password_secret="dagster-postgresql-secret",
+    )
+    job = construct_dagster_k8s_job(
+        job_config=job_config,
+        args=["dagster", "api", "execute_step"],
+        job_name=f"dagster-step-{step_key.replace('_', '-')}",
+        component="step_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={"dagster/op": step_key},
+    )
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def _assets_by_name():
+    return {spec.key.to_user_string(): a for a in ASSETS for spec in a.specs}
+
+
+@pytest.mark.parametrize("name", sorted(GPU_ASSETS))
+def test_gpu_asset_step_job_gets_a_gpu_node_and_the_gpu_image(name):
+    job = _step_job(_assets_by_name()[name])
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == k8s_config.GPU_IMAGE != USER_CODE_IMAGE
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for key in ("cpu", "memory", "ephemeral-storage"):
+        assert key in container["resources"]["requests"], key
+    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "karpenter.k8s.aws/instance-gpu-name", "operator": "In", "values": ["a10g", "a100"]}
+    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert job["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("name", sorted(set(_assets_by_name()) - GPU_ASSETS))
+def test_cpu_asset_step_job_runs_on_the_user_code_image_without_a_gpu(name):
+    job = _step_job(_assets_by_name()[name])
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == USER_CODE_IMAGE
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "cpu"}
+    assert "tolerations" not in pod
+
+
+@pytest.mark.parametrize("name", sorted(_assets_by_name()))
+def test_every_step_job_is_non_root_read_only_and_valid_kubernetes(name):
+    job = _step_job(_assets_by_name()[name])
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["INTENT_ASSETS_DATA_DIR"].startswith(k8s_config.SCRATCH)
+    assert {"name": "scratch", "mountPath": k8s_config.SCRATCH} in container["volumeMounts"]
+    assert job["metadata"]["labels"]["app.kubernetes.io/part-of"] == "intent-assets"
+    # the postgres password reaches the pod from a Kubernetes Secret, never as a literal
+    pg = next(e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD")
+    assert "value" not in pg and pg["valueFrom"]["secretKeyRef"]["name"] == "dagster-postgresql-secret"
+    kubernetes_validate.validate(json.loads(json.dumps(job)), K8S_VERSION, strict=True)
+
+
+def test_prod_definitions_run_each_step_in_its_own_pod():
+    assert executor_for("local") is None
+    executor = executor_for("prod")
+    assert executor.name == "k8s_prod"
+    # the configured executor accepted PROD_EXECUTOR_CONFIG against dagster-k8s's own schema
+    assert process_config(k8s_job_executor.config_schema.config_type, PROD_EXECUTOR_CONFIG).success
