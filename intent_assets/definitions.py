@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from intent_assets.assets.agent_corrections import agent_corrections
 from intent_assets.assets.awq_model import awq_model
 from intent_assets.assets.base_model import base_model
 from intent_assets.assets.dataset_splits import dataset_splits
@@ -9,16 +10,19 @@ from intent_assets.assets.eval_report import eval_report
 from intent_assets.assets.instruction_dataset import instruction_dataset
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.assets.lora_adapter import lora_adapter
+from intent_assets.assets.model_promotion import model_promotion, rollback_job
 from intent_assets.assets.pii_audit_log import pii_audit_log
 from intent_assets.assets.pii_memorization import pii_memorization
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.assets.redacted_corpus import redacted_corpus, redacted_corpus_has_no_pii
 from intent_assets.assets.synthetic_augments import synthetic_augments
 from intent_assets.resources import environment_name, resources_for
+from intent_assets.sensors import JOBS, SCHEDULES, SENSORS
 
 DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, pii_audit_log, dataset_splits, synthetic_augments, instruction_dataset]
-MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, pii_memorization]
-ASSETS = [*DATA_ASSETS, *MODEL_ASSETS]
+MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, model_promotion, pii_memorization]
+CORRECTION_ASSETS = [agent_corrections]
+ASSETS = [*DATA_ASSETS, *CORRECTION_ASSETS, *MODEL_ASSETS]
 CHECKS = [redacted_corpus_has_no_pii]
 
 data_job = dg.define_asset_job(
@@ -54,7 +58,9 @@ def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.with_source_code_references(ASSETS),
         asset_checks=CHECKS,
-        jobs=[data_job, training_job],
+        jobs=[data_job, training_job, rollback_job, *JOBS],
+        sensors=SENSORS,
+        schedules=SCHEDULES,
         resources=resources_for(environment),
         executor=executor_for(environment),
     )

@@ -70,9 +70,11 @@ def chat_record(system: str, text: str, intent: str) -> dict:
 
 
 def build_records(examples: pd.DataFrame, taxonomy: Taxonomy, describe_intents: bool = False) -> pd.DataFrame:
-    """One row per example (columns ``record_id, split, intent, text, synthetic``) → adds ``messages`` (JSON)."""
+    """One row per example (columns ``record_id, split, intent, text, synthetic``, optionally ``corrected``) → adds
+    ``messages`` (JSON)."""
     system = system_prompt(taxonomy, describe_intents)
-    out = examples[["record_id", "split", "intent", "text", "synthetic"]].reset_index(drop=True).copy()
+    columns = ["record_id", "split", "intent", "text", "synthetic", *(["corrected"] if "corrected" in examples else [])]
+    out = examples[columns].reset_index(drop=True).copy()
     out["messages"] = [json.dumps(chat_record(system, t, i)["messages"]) for t, i in zip(out["text"], out["intent"])]
     return out
 

@@ -122,6 +122,11 @@ class ArtifactStore(dg.ConfigurableResource):
             raise FileNotFoundError(f"{directory}: not materialized yet")
         return directory
 
+    def children(self, directory: str | os.PathLike) -> list[str]:
+        """Names of the sub-directories of ``directory`` that were published (here: that exist)."""
+        directory = Path(directory)
+        return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")) if directory.is_dir() else []
+
 
 class S3ArtifactStore(ArtifactStore):
     """``prod``: artifacts are written under ``base_dir`` (the pod's scratch volume) and published as S3 prefixes
@@ -154,6 +159,13 @@ class S3ArtifactStore(ArtifactStore):
             return Path(directory)
         download_directory(client, self.bucket, prefix, directory)
         return Path(directory)
+
+    def children(self, directory: str | os.PathLike) -> list[str]:
+        prefix = self._prefix(directory).rstrip("/") + "/"
+        names = set()
+        for page in self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            names.update(p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return sorted(n for n in names if n and not n.startswith("."))
 
 
 class ParaphraseLLM(OpenAIResource):
@@ -245,6 +257,62 @@ class InferenceEngine(dg.ConfigurableResource):
         return model, tokenizer
 
 
+class CorrectionsSource(dg.ConfigurableResource):
+    """Where support agents' corrections arrive (``intent_assets.corrections``): batches with deterministic ids."""
+
+    def client(self):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class FileCorrections(CorrectionsSource):
+    """Correction files (JSONL or CSV) dropped into a local folder, or under an S3 prefix when ``bucket`` is set.
+    They hold raw text (PII): keep them with the raw data, never in the artifacts bucket."""
+
+    location: str = Field(default="", description="Local folder, or the key prefix inside ``bucket``.")
+    bucket: Optional[str] = Field(default=None, description="S3 bucket of the correction files (None: a local folder).")
+    s3: Optional[S3Resource] = None
+
+    def client(self):
+        from intent_assets.corrections import FolderSource
+
+        if self.bucket:
+            s3 = self.s3 or S3Resource()
+            return FolderSource(f"s3://{self.bucket}/{self.location.strip('/')}", s3.get_client())
+        return FolderSource(self.location)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.location.strip('/')}/" if self.bucket else self.location
+
+
+class PostgresCorrections(CorrectionsSource):
+    """Rows of the support system's corrections table in PostgreSQL (``id bigserial`` plus the correction fields)."""
+
+    dsn: str = Field(description="libpq connection string (a secret: only ever via EnvVar).")
+    table: str = Field(default="intent_corrections", description="Table (or schema.table) of corrections.")
+    batch_size: int = Field(default=1000, ge=1, description="Rows per batch (one run per batch).")
+
+    def client(self):
+        from intent_assets.corrections import PostgresSource
+
+        return PostgresSource(self.dsn, self.table, self.batch_size)
+
+    def describe(self) -> str:
+        return f"postgres table {self.table}"
+
+
+class RetrainPolicy(dg.ConfigurableResource):
+    """When corrections trigger retraining, and what a challenger must show to replace the champion."""
+
+    min_new_corrections: int = Field(default=200, ge=1, description="Corrections accumulated since the last retraining that trigger a new one.")
+    max_batches_per_tick: int = Field(default=20, ge=1, description="New batches one sensor tick requests (a backlog spreads over ticks).")
+    promotion_metric: str = Field(default="macro_f1", description="macro_f1, micro_f1 or accuracy.")
+    promotion_margin: float = Field(default=0.005, ge=0, le=1, description="How much the challenger must beat the champion by.")
+    max_intent_f1_drop: float = Field(default=0.10, ge=0, le=1, description="Largest F1 drop allowed on any single intent.")
+
+
 class AuditSalt(dg.ConfigurableResource):
     """The secret salt of ``pii_audit_log``'s keyed record ids: ``INTENT_ASSETS_AUDIT_SALT`` from the environment
     (production: a secret), else a per-installation random salt file kept with the raw (restricted) data."""
@@ -290,6 +358,9 @@ def local_resources(root: Path | None = None) -> dict:
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
         "inference": InferenceEngine(),
+        # files dropped into a folder (raw text: kept with the raw data)
+        "corrections": FileCorrections(location=str(root / "raw" / "corrections_inbox")),
+        "retrain_policy": RetrainPolicy(),
     }
 
 
@@ -316,7 +387,17 @@ def prod_resources(root: Path | None = None) -> dict:
         "paraphrase_llm": _paraphrase_llm(),
         "trainer": TrainerBackend(),
         "inference": InferenceEngine(),
+        "corrections": _prod_corrections(s3),
+        "retrain_policy": RetrainPolicy(),
     }
+
+
+def _prod_corrections(s3: S3Resource) -> CorrectionsSource:
+    """The support system's Postgres table when ``INTENT_ASSETS_CORRECTIONS_DSN`` is set, else correction files under
+    ``corrections/`` in the raw (PII) bucket."""
+    if os.environ.get("INTENT_ASSETS_CORRECTIONS_DSN"):
+        return PostgresCorrections(dsn=dg.EnvVar("INTENT_ASSETS_CORRECTIONS_DSN"))
+    return FileCorrections(location="corrections", bucket=dg.EnvVar("INTENT_ASSETS_RAW_BUCKET"), s3=s3)
 
 
 ENVIRONMENTS = {"local": local_resources, "prod": prod_resources}

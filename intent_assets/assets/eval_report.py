@@ -1,6 +1,7 @@
 """``eval_report``: the fine-tuned 4-bit model against baselines on the frozen test split."""
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -13,10 +14,19 @@ from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predic
 from intent_assets.classifier import ConstrainedClassifier
 from intent_assets.instructions import dataset_system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
+from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.taxonomy import Taxonomy
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
+ZERO_SHOT = "base model zero-shot"
+
+
+def registry_for(artifacts: ArtifactStore) -> ModelRegistry:
+    """The model registry kept with the artifacts (prod: fetched from S3 first)."""
+    root = artifacts.path("registry")
+    artifacts.fetch(root, missing_ok=True)
+    return ModelRegistry(root)
 
 
 class EvalReportConfig(dg.Config):
@@ -24,6 +34,7 @@ class EvalReportConfig(dg.Config):
     latency_requests: int = Field(default=32, ge=1, description="Requests timed one at a time for p50/p95 latency.")
     include_minilm: bool = Field(default=True, description="Also run the MiniLM-embeddings + logistic-regression baseline.")
     include_zero_shot: bool = Field(default=True, description="Also run the base model zero-shot with the same constrained decoding.")
+    include_champion: bool = Field(default=True, description="Also run the registry's champion on the same split (the promotion gate compares against it).")
     seed: int = Field(default=0, description="Seed of the test subset.")
 
 
@@ -81,11 +92,21 @@ def eval_report(
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     if config.include_zero_shot:
         artifacts.fetch(base_model["path"])
-        record("base model zero-shot", llm(base_model["path"], quantized=False), inference.batch_size)
+        record(ZERO_SHOT, llm(base_model["path"], quantized=False), inference.batch_size)
     record(FINE_TUNED, llm(awq_model["model_dir"], quantized=True), inference.batch_size)
+    champion = registry_for(artifacts).alias("champion") if config.include_champion else None
+    champion_system = None
+    if champion and champion["run_key"] != awq_model["run_key"]:
+        artifacts.fetch(champion["model_dir"], missing_ok=True)
+        if Path(champion["model_dir"]).is_dir():
+            champion_system = f"champion v{champion['version']} (4-bit)"
+            record(champion_system, llm(champion["model_dir"], quantized=True), inference.batch_size)
+        else:
+            context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
 
     report = {"title": f"Intent routing on the test split ({taxonomy.name} v{taxonomy.version})", "systems": systems,
-              "fine_tuned": FINE_TUNED, "n": len(texts)}
+              "fine_tuned": FINE_TUNED, "n": len(texts), "run_key": awq_model["run_key"],
+              "champion": {"system": champion_system, "version": champion["version"]} if champion_system else None}
     markdown = render_markdown(report)
     out = artifacts.path("eval_report", awq_model["run_key"])
     (out / "report.md").write_text(markdown, encoding="utf-8")
@@ -119,4 +140,4 @@ def eval_report(
         }
     )
     artifacts.publish(out)
-    return {"report_dir": str(out), "summary": summary}
+    return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"]}

@@ -9,6 +9,7 @@ from pydantic import Field
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, image
 from intent_assets.base_model import load_tokenizer
+from intent_assets.corrections import apply_corrections
 from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
 from intent_assets.plots import histogram
 from intent_assets.resources import ArtifactStore
@@ -42,17 +43,22 @@ def instruction_dataset(
     artifacts: ArtifactStore,
     dataset_splits: pd.DataFrame,
     synthetic_augments: pd.DataFrame,
+    agent_corrections: pd.DataFrame,
     intent_taxonomy: dict,
 ) -> pd.DataFrame:
     """Chat records (system, user, assistant) for train / validation / test, also written as JSONL files.
 
     The system prompt lists the taxonomy (intent names; with ``describe_intents`` also their descriptions) and is
     byte-identical in every record so a server can cache it; the user turn is the redacted utterance; the assistant answers ``{"intent": "<name>"}``.
-    Synthetic paraphrases (accepted ones only) are added to the training split only.
+    Synthetic paraphrases (accepted ones only) are added to the training split only. Agents' corrections relabel
+    the train and validation examples they match and add the others to the training split; the frozen test split
+    never changes.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
     real = dataset_splits.assign(synthetic=False)[["record_id", "split", "intent", "text", "synthetic"]]
     examples = pd.concat([real, _synthetic_rows(synthetic_augments)], ignore_index=True)
+    applied = apply_corrections(examples, agent_corrections)
+    examples = applied.examples
     records = build_records(examples, taxonomy, config.describe_intents)
     paths = write_jsonl(records, artifacts.path("instruction_dataset"))
 
@@ -67,6 +73,10 @@ def instruction_dataset(
             **{f"rows_{k}": int(v) for k, v in sorted(per_split.items())},
             "rows_total": len(records),
             "synthetic_rows": int(records["synthetic"].sum()),
+            "corrections_relabelled": applied.relabelled,
+            "corrections_confirmed": applied.confirmed,
+            "corrections_added": applied.added,
+            "corrections_ignored_test_split": applied.ignored_test_split,
             "synthetic_share_of_train": round(float(records.loc[records["split"] == "train", "synthetic"].mean() or 0.0), 4),
             "system_prompt_tokens": system_tokens,
             "system_prompt_describes_intents": config.describe_intents,
@@ -83,11 +93,11 @@ def instruction_dataset(
             # the user turn of every prompt is the redacted text: raw_chat_logs.text -> redacted_corpus.text ->
             # dataset_splits.text -> instruction_dataset.messages
             "dagster/column_lineage": column_lineage({
-                "text": [("dataset_splits", "text"), ("synthetic_augments", "text")],
+                "text": [("dataset_splits", "text"), ("synthetic_augments", "text"), ("agent_corrections", "text")],
                 "messages": [("dataset_splits", "text"), ("synthetic_augments", "text"), ("dataset_splits", "intent"),
                              ("intent_taxonomy", "intents")],
                 "record_id": [("dataset_splits", "record_id")],
-                "intent": [("dataset_splits", "intent"), ("synthetic_augments", "intent")],
+                "intent": [("dataset_splits", "intent"), ("synthetic_augments", "intent"), ("agent_corrections", "corrected_intent")],
                 "split": [("dataset_splits", "split")],
             }),
         }

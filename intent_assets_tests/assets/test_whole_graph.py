@@ -120,7 +120,9 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     memo = meta("pii_memorization")
     assert memo["canaries"] == len(CANARIES) and memo["completed"] == 0
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"redacted_corpus_has_no_pii": True, "no_canary_completed": True}
+    assert {k: checks[k] for k in ("redacted_corpus_has_no_pii", "no_canary_completed")} == {
+        "redacted_corpus_has_no_pii": True, "no_canary_completed": True}
+    assert set(checks) == {"redacted_corpus_has_no_pii", "no_canary_completed", "challenger_promoted"}
     adapter = meta("lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
@@ -130,6 +132,10 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     config = json.loads((data_root / "artifacts" / "awq_model").glob("*/quantized/config.json").__next__().read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     report = meta("eval_report")
+    # the first model of an empty registry is promoted only if it beats the zero-shot base model
+    promotion = meta("model_promotion")
+    beats = report["systems"]["fine-tuned 4-bit (AWQ)"]["macro_f1"] > report["systems"]["base model zero-shot"]["macro_f1"]
+    assert promotion["decision"] == ("promoted" if beats else "refused") and checks["challenger_promoted"] == beats
     assert report["test_examples"] == 12
     assert report["out_of_taxonomy_rate"] == 0.0  # constrained decoding can only emit taxonomy labels
     assert 0.0 <= report["accuracy"] <= 1.0
