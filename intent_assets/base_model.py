@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from intent_assets.paths import atomic_dir, sha256_file
+from intent_assets.s3_artifacts import directory_manifest
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "smollm2-gguf"
@@ -75,11 +76,9 @@ def _torch_dtype(dtype: str):
 
 
 def _files_entry(directory: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        rel = path.relative_to(directory).as_posix()
-        out[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    return out
+    """The cache manifest's ``files``: path -> size and sha256 (``s3_artifacts.directory_manifest``, keyed by path)."""
+    listing = directory_manifest(directory, exclude=(MANIFEST,))["files"]
+    return {f["path"]: {"size": f["size_bytes"], "sha256": f["sha256"]} for f in listing}
 
 
 def _read_manifest(directory: Path) -> dict | None:
