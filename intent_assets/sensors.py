@@ -14,7 +14,7 @@ import json
 
 import dagster as dg
 
-from intent_assets.assets.agent_corrections import BATCH_TAG, agent_corrections, store_for
+from intent_assets.assets.agent_corrections import BATCH_TAG, BATCHES_DIR, agent_corrections
 from intent_assets.corrections import BatchStore
 from intent_assets.resources import ArtifactStore, CorrectionsSource, RetrainPolicy
 
@@ -43,10 +43,14 @@ def agent_corrections_sensor(context: dg.SensorEvaluationContext, corrections: C
                              artifacts: ArtifactStore, retrain_policy: RetrainPolicy):
     """One run per new batch of corrections (run_key = batch id); failed batches are retried."""
     state = json.loads(context.cursor) if context.cursor else {"hwm": None, "inflight": {}}
-    store = store_for(artifacts)
+    stored = set(artifacts.children(artifacts.path(*BATCHES_DIR)))  # one listing, no download
+
+    def is_stored(batch_id: str) -> bool:
+        return BatchStore.dirname(batch_id) in stored
+
     requests = []
     for batch_id, position in sorted(state["inflight"].items(), key=lambda kv: kv[1]):
-        if store.has(batch_id):
+        if is_stored(batch_id):
             del state["inflight"][batch_id]
             continue
         runs = context.instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: BatchStore.dirname(batch_id)}))
@@ -54,7 +58,7 @@ def agent_corrections_sensor(context: dg.SensorEvaluationContext, corrections: C
             requests.append(batch_run_request(batch_id, position, f"{batch_id}#retry{len(runs)}"))
     new = corrections.client().batches_after(state["hwm"], retrain_policy.max_batches_per_tick)
     for batch in new:
-        if not store.has(batch.batch_id):
+        if not is_stored(batch.batch_id):
             requests.append(batch_run_request(batch.batch_id, batch.position, batch.batch_id))
             state["inflight"][batch.batch_id] = batch.position
     if new:

@@ -79,11 +79,21 @@ def test_artifact_store_publishes_a_model_directory_and_another_pod_fetches_it_v
             store.model_copy(update={"base_dir": str(third_root)}).fetch(third_root / "lora_adapter" / "run1" / "adapter")
         assert not (third_root / "lora_adapter" / "run1" / "adapter").exists()
 
+        # the corrections sensor lists stored batches without downloading them
+        for name in ("batch-a", "batch-b"):
+            (store.path("agent_corrections", "batches", name) / "batch.json").write_text("{}")
+            store.publish(store.path("agent_corrections", "batches", name))
+        assert other_pod.children(other_root / "agent_corrections" / "batches") == ["batch-a", "batch-b"]
+        assert other_pod.children(other_root / "nothing") == []
+
 
 def test_prod_is_selected_by_the_environment_variable_and_local_stays_the_default(monkeypatch):
     monkeypatch.delenv("INTENT_ASSETS_ENV", raising=False)
     assert type(resources_for()["io_manager"]).__name__ == "LocalTableIOManager"
     monkeypatch.setenv("INTENT_ASSETS_ENV", "prod")
     assert type(resources_for()["io_manager"]).__name__ == "S3TableIOManager"
+    assert type(resources_for()["corrections"]).__name__ == "FileCorrections"  # files in the raw bucket
+    monkeypatch.setenv("INTENT_ASSETS_CORRECTIONS_DSN", "host=db user=x")
+    assert type(resources_for()["corrections"]).__name__ == "PostgresCorrections"
     defs = build_definitions()
     assert defs.resolve_job_def("training_job").executor_def.name == "k8s_prod"

@@ -16,6 +16,7 @@ from intent_assets.resources import ArtifactStore, CorrectionsSource
 from intent_assets.taxonomy import Taxonomy
 
 BATCH_TAG = "intent_assets/corrections_batch"
+BATCHES_DIR = ("agent_corrections", "batches")  # under the artifact store
 
 
 class BatchRef(dg.Config):
@@ -34,7 +35,7 @@ class AgentCorrectionsConfig(dg.Config):
 
 def store_for(artifacts: ArtifactStore) -> BatchStore:
     """The stored batches, made present locally first (prod: from S3)."""
-    root = artifacts.path("agent_corrections", "batches")
+    root = artifacts.path(*BATCHES_DIR)
     for name in artifacts.children(root):
         artifacts.fetch(root / name, missing_ok=True)
     return BatchStore(root)

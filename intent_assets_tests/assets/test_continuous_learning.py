@@ -75,7 +75,7 @@ def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, mon
         assert ingest.success and meta(ingest, "agent_corrections")["ledger_corrections"] == len(train)
 
         (retrain,) = tick(instance, retrain_on_corrections, resources)
-        ops = {**TINY, "lora_adapter": {"config": SABOTAGE_TRAINING}}
+        ops = {"lora_adapter": {"config": SABOTAGE_TRAINING}, "awq_model": TINY["awq_model"], "eval_report": TINY["eval_report"]}
         result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets("agent_corrections").downstream() - NOT_AUDIT,
                                 resources=resources, run_config={"ops": ops}, tags=retrain.tags, instance=instance)
         assert result.success
