@@ -8,16 +8,31 @@ DATA_ASSETS = {
     "raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus", "dataset_splits",
     "quarantined_labels", "synthetic_augments", "instruction_dataset", "pii_audit_log",
 }
-MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report", "pii_memorization"}
+MODEL_ASSETS = {"base_model", "lora_adapter", "awq_model", "eval_report", "model_promotion", "pii_memorization"}
+CORRECTION_ASSETS = {"agent_corrections"}
+GROUPS = {**{a: "data" for a in DATA_ASSETS}, **{a: "model" for a in MODEL_ASSETS}, **{a: "corrections" for a in CORRECTION_ASSETS}}
 
 
 def test_definitions_load_with_every_asset_and_job():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == DATA_ASSETS | MODEL_ASSETS
+    assert keys == DATA_ASSETS | MODEL_ASSETS | CORRECTION_ASSETS
     assert defs.resolve_job_def("data_job") is not None
     training = defs.resolve_job_def("training_job")
     assert {k.to_user_string() for k in training.asset_layer.selected_asset_keys} == MODEL_ASSETS
+
+
+def test_the_continuous_learning_loop_is_wired():
+    graph = defs.resolve_asset_graph()
+    parents = lambda name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}  # noqa: E731
+    assert "agent_corrections" in parents("instruction_dataset")
+    assert {"eval_report", "awq_model"} <= parents("model_promotion")
+    retrain = defs.resolve_job_def("retrain_job")
+    assert {k.to_user_string() for k in retrain.asset_layer.selected_asset_keys} >= {
+        "agent_corrections", "instruction_dataset", "lora_adapter", "awq_model", "eval_report", "model_promotion"}
+    assert {s.name for s in defs.sensors} == {"agent_corrections_sensor", "retrain_on_corrections"}
+    assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
+    assert defs.resolve_job_def("rollback_job") is not None
 
 
 def test_the_model_half_reads_the_instruction_dataset():
@@ -35,7 +50,7 @@ def test_every_asset_is_documented_owned_grouped_and_kinded():
         name = key.to_user_string()
         assert node.description, f"{name} has no description"
         assert node.owners, f"{name} has no owner"
-        assert node.group_name == ("model" if name in MODEL_ASSETS else "data"), name
+        assert node.group_name == GROUPS[name], name
         assert node.kinds, f"{name} has no kinds"
         assert node.tags.get("pii") in {"raw", "redacted", "none"}, f"{name} has no pii tag"
 
