@@ -97,6 +97,16 @@ def _walk(node, path=()):
         yield path, node
 
 
+def _dicts(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _dicts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _dicts(value)
+
+
 def test_no_secret_is_written_in_manifests_values_or_instance():
     assert not [d for _, d in DOCS if d["kind"] == "Secret"]
     files = [K8S / "helm" / "values.yaml", K8S / "dagster.yaml", *(K8S / "manifests").glob("*.yaml")]
@@ -107,9 +117,9 @@ def test_no_secret_is_written_in_manifests_values_or_instance():
                     continue
                 # allowed: a reference ({env: VAR}) or the name of a Kubernetes Secret, never a value
                 assert keys[-1] == "env" or isinstance(value, bool) or str(value).startswith(("dagster-", "intent-assets-")), (path.name, keys, "<value hidden>")
-            for keys, value in _walk(doc):  # env entries {name: X, value: Y}: no secret-looking X with a literal Y
-                if keys and keys[-1] == "name" and SECRET_NAMES.search(str(value)):
-                    raise AssertionError(f"{path.name}: env {value} set in a manifest")
+            for entry in _dicts(doc):  # env entries {name: X, value: Y}: no secret-looking X with a literal Y
+                if "value" in entry and SECRET_NAMES.search(str(entry.get("name", ""))):
+                    raise AssertionError(f"{path.name}: env {entry['name']} set in a manifest")
 
 
 def test_helm_values_use_postgres_s3_logs_irsa_and_the_k8s_run_launcher():
