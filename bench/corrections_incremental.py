@@ -49,7 +49,7 @@ def main() -> None:
     ops = {"raw_chat_logs": {"config": {"limit": args.limit}}} if args.limit else {}
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
-        full = dg.materialize(ASSETS, selection=["raw_chat_logs", "intent_taxonomy", "redacted_corpus"], resources=resources,
+        full = dg.materialize(ASSETS, selection=["raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus"], resources=resources,
                               run_config={"ops": ops}, instance=instance)
         full_s = time.perf_counter() - started
         corpus_n = _meta(full, "raw_chat_logs")["dagster/row_count"]
