@@ -186,3 +186,27 @@ def test_time_predictions_logs_batch_progress():
     time_predictions(lambda batch: ["x"] * len(batch), [f"t{i}" for i in range(40)], batch_size=4, single_requests=1,
                      log=lines.append, label="svm")
     assert lines[-1].startswith("svm: batch 10/10") and len(lines) == 10
+
+
+def test_awq_layer_progress_logs_each_tenth_of_the_layers_and_removes_its_hooks():
+    import torch
+
+    from intent_assets.quantization import layer_progress
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Module()
+            self.model.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(30))
+
+        def forward(self, x):
+            for layer in self.model.layers:
+                x = layer(x)
+            return x
+
+    model, lines = Tiny(), []
+    with layer_progress(model, lines.append):
+        for _ in range(2):  # calibration passes run every layer several times: one line per layer reached
+            model(torch.zeros(1, 4))
+    assert lines[0].startswith("AWQ: layer 3/30") and lines[-1].startswith("AWQ: layer 30/30") and len(lines) == 10
+    assert all(not layer._forward_pre_hooks for layer in model.model.layers)
