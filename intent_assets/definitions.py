@@ -7,7 +7,7 @@ import dagster as dg
 
 from intent_assets.assets.awq_model import awq_model
 from intent_assets.assets.base_model import base_model
-from intent_assets.assets.checks import QUALITY_CHECKS
+from intent_assets.assets.checks import DATA_QUALITY_CHECKS, MODEL_QUALITY_CHECKS
 from intent_assets.assets.dataset_splits import dataset_splits
 from intent_assets.assets.eval_report import eval_report
 from intent_assets.assets.instruction_dataset import instruction_dataset
@@ -23,7 +23,8 @@ from intent_assets.resources import environment_name, resources_for
 DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, pii_audit_log, dataset_splits, synthetic_augments, instruction_dataset]
 MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, pii_memorization]
 ASSETS = [*DATA_ASSETS, *MODEL_ASSETS]
-CHECKS = [redacted_corpus_has_no_pii, *QUALITY_CHECKS]
+DATA_CHECKS = [redacted_corpus_has_no_pii, *DATA_QUALITY_CHECKS]
+CHECKS = [*DATA_CHECKS, *MODEL_QUALITY_CHECKS]
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="The data half: raw logs to instruction dataset."

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-# at most this share of the input records may be quarantined before the data is suspect (the shipped sample
-# quarantines about 1% on purpose: malformed lines, unknown speakers, bad timestamps, repeated turns)
+# at most this share of the input records may be quarantined (malformed lines, unknown speakers, bad timestamps,
+# repeated turns, ...) before the source or its format is suspect
 MAX_QUARANTINE_SHARE = 0.05
 # the classical baselines every system is compared with in eval_report
 CLASSICAL_BASELINES = ("TF-IDF + linear SVM", "MiniLM-L6 + logistic regression")

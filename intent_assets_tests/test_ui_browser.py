@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 RUN_TIMEOUT_S = float(os.environ.get("INTENT_ASSETS_UI_RUN_TIMEOUT_S", 2400))  # a loaded 2-core machine is slow
 VIEWPORT = {"width": 1600, "height": 1000}
+WIDE_VIEWPORT = {"width": 2100, "height": 1000}
 
 
 def _require_browser():
@@ -96,11 +97,13 @@ def _check_eval_report(page, url: str, screenshots: Path) -> None:
 
     # the per-intent table renders inline: its columns, and one row per intent with support in the test split
     table = _metadata_row(page, "per_intent")
+    page.set_viewport_size(WIDE_VIEWPORT)  # room for all five columns of the table in the screenshot
     page.get_by_text("per_intent", exact=True).first.scroll_into_view_if_needed()
     for column in ("intent", "precision", "recall", "f1", "support"):
         expect(table.get_by_text(column, exact=True).first).to_be_visible()
     assert table.locator("tr").count() >= 2
     page.screenshot(path=str(screenshots / "eval_report_per_intent.png"))
+    page.set_viewport_size(VIEWPORT)
 
     # the confusion plot is a PNG in Markdown metadata, opened from its row: the browser must decode it
     _metadata_row(page, "confusion_matrix").get_by_text("Show Markdown").click()
@@ -110,9 +113,17 @@ def _check_eval_report(page, url: str, screenshots: Path) -> None:
     page.add_style_tag(content="img[alt='confusion matrix'] { max-width: 100%; height: auto; }")  # fit it
     page.wait_for_timeout(500)
     page.screenshot(path=str(screenshots / "eval_report_confusion.png"))
+    page.keyboard.press("Escape")
+
+    # the model-quality checks, evaluated by the same run, on the asset's Checks tab
+    page.goto(f"{url}/assets/eval_report?view=checks", wait_until="domcontentloaded")
+    for check in ("fine_tuned_beats_zero_shot", "fine_tuned_beats_classical_baselines"):
+        expect(page.locator(f"[title='{check}']").first).to_be_visible(timeout=60_000)  # long names are truncated
+    page.wait_for_timeout(1_000)
+    page.screenshot(path=str(screenshots / "eval_report_checks.png"))
 
 
-def test_an_analyst_materializes_everything_and_reads_the_eval_report(tmp_path, tokenizer_dir, screenshots, monkeypatch):
+def test_an_analyst_materializes_everything_and_reads_the_eval_report(tmp_path, tokenizer_dir, screenshots):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 

@@ -80,5 +80,5 @@ def fine_tuned_beats_classical_baselines(eval_report: dict) -> dg.AssetCheckResu
     return _versus(eval_report, quality.CLASSICAL_BASELINES)
 
 
-QUALITY_CHECKS = [raw_chat_logs_schema, quarantine_share_within_limit, synthetic_share_within_cap,
-                  fine_tuned_beats_zero_shot, fine_tuned_beats_classical_baselines]
+DATA_QUALITY_CHECKS = [raw_chat_logs_schema, quarantine_share_within_limit, synthetic_share_within_cap]
+MODEL_QUALITY_CHECKS = [fine_tuned_beats_zero_shot, fine_tuned_beats_classical_baselines]
