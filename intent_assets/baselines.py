@@ -126,17 +126,24 @@ def minilm_baseline(train_texts: Sequence[str], train_labels: Sequence[str], *, 
 
 
 def time_predictions(predict: Callable[[Sequence[str]], Sequence[str]], texts: Sequence[str], *,
-                     batch_size: int = 64, single_requests: int | None = 200) -> tuple[list[str], dict]:
+                     batch_size: int = 64, single_requests: int | None = 200,
+                     log: Callable[[str], None] | None = None, label: str = "predict") -> tuple[list[str], dict]:
     """Predictions for ``texts`` in batches of ``batch_size`` (throughput = len(texts) / wall time) and per-request
     latency measured one request at a time on the first ``single_requests`` texts (all when None).
 
-    Returns ``(predictions, latency_summary(...) | {"batch_size", "single_requests"})``.
+    Returns ``(predictions, latency_summary(...) | {"batch_size", "single_requests"})``. With ``log``, progress
+    (batch i/n, ETA) is logged about every tenth of the batches.
     """
+    from intent_assets.progress import Progress
+
     texts = list(texts)
     t0 = time.perf_counter()
     predictions: list[str] = []
-    for start in range(0, len(texts), max(1, batch_size)):
-        predictions.extend(predict(texts[start:start + max(1, batch_size)]))
+    step = max(1, batch_size)
+    progress = Progress(log, label, -(-len(texts) // step), unit="batch")
+    for i, start in enumerate(range(0, len(texts), step), 1):
+        predictions.extend(predict(texts[start:start + step]))
+        progress.update(i)
     wall = time.perf_counter() - t0
     sample = texts if single_requests is None else texts[:single_requests]
     latencies = []

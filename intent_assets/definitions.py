@@ -1,10 +1,14 @@
 """The Dagster Definitions of intent_assets: every asset, check, job and resource, in one place."""
 
+import os
+from pathlib import Path
+
 import dagster as dg
 
 from intent_assets.assets.agent_corrections import agent_corrections
 from intent_assets.assets.awq_model import awq_model
 from intent_assets.assets.base_model import base_model
+from intent_assets.assets.checks import DATA_QUALITY_CHECKS, MODEL_QUALITY_CHECKS
 from intent_assets.assets.dataset_splits import dataset_splits
 from intent_assets.assets.eval_report import eval_report
 from intent_assets.assets.instruction_dataset import instruction_dataset
@@ -23,7 +27,8 @@ DATA_ASSETS = [raw_chat_logs, intent_taxonomy, redacted_corpus, pii_audit_log, d
 MODEL_ASSETS = [base_model, lora_adapter, awq_model, eval_report, model_promotion, pii_memorization]
 CORRECTION_ASSETS = [agent_corrections]
 ASSETS = [*DATA_ASSETS, *CORRECTION_ASSETS, *MODEL_ASSETS]
-CHECKS = [redacted_corpus_has_no_pii]
+DATA_CHECKS = [redacted_corpus_has_no_pii, *DATA_QUALITY_CHECKS]
+CHECKS = [*DATA_CHECKS, *MODEL_QUALITY_CHECKS]
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="The data half: raw logs to instruction dataset."
@@ -54,9 +59,28 @@ def executor_for(environment: str | None = None) -> dg.ExecutorDefinition | None
     return k8s_job_executor.configured(PROD_EXECUTOR_CONFIG, name="k8s_prod")
 
 
+def with_code_references(assets: list) -> list:
+    """Each asset's ``dagster/code_references``: the local file and line (the UI's "Open in editor"), or, with
+    ``INTENT_ASSETS_GIT_URL`` set (e.g. in a deployed image), a link to the file in that repository at
+    ``INTENT_ASSETS_GIT_BRANCH`` (default main)."""
+    assets = dg.with_source_code_references(assets)
+    url = os.environ.get("INTENT_ASSETS_GIT_URL")
+    if not url:
+        return assets
+    return dg.link_code_references_to_git(
+        assets,
+        git_url=url.rstrip("/"),
+        git_branch=os.environ.get("INTENT_ASSETS_GIT_BRANCH", "main"),
+        platform="gitlab" if "gitlab" in url else "github",
+        file_path_mapping=dg.AnchorBasedFilePathMapping(
+            local_file_anchor=Path(__file__), file_anchor_path_in_repository="intent_assets/definitions.py"
+        ),
+    )
+
+
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.with_source_code_references(ASSETS),
+        assets=with_code_references(ASSETS),
         asset_checks=CHECKS,
         jobs=[data_job, training_job, rollback_job, *JOBS],
         sensors=SENSORS,

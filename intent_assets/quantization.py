@@ -32,7 +32,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,6 +334,36 @@ def pin_memory_disabled_without_accelerator() -> Iterator[bool]:
         IntermediatesCache.pin_memory = original
 
 
+@contextlib.contextmanager
+def layer_progress(model, log: Callable[[str], None] | None) -> Iterator[None]:
+    """Logs ``AWQ: layer i/n, elapsed, ETA`` the first time each decoder layer of ``model`` runs (the sequential
+    pipeline calibrates and smooths one layer after the other), through forward pre-hooks removed on exit."""
+    from intent_assets.progress import Progress
+
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if log is None or layers is None or not len(layers):
+        yield
+        return
+    progress = Progress(log, "AWQ", len(layers), unit="layer", every=0.1)
+    seen: set[int] = set()
+
+    def hook(index: int):
+        def pre_forward(module, args):  # noqa: ARG001 - forward pre-hook signature
+            if index not in seen:
+                seen.add(index)
+                if len(seen) > 1:
+                    progress.update(len(seen) - 1)  # the layers before this one are done
+        return pre_forward
+
+    handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        yield
+        progress.update(len(layers))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def build_recipe(settings: QuantizationSettings) -> list:
     """The llm-compressor 0.14 recipe: AWQ smoothing, then int weight quantization via ``config_groups``."""
     from llmcompressor.modifiers.quantization import QuantizationModifier
@@ -403,6 +433,8 @@ def quantize_awq(
     calibration_texts: Sequence[CalibrationSample],
     out_dir: str | os.PathLike,
     settings: QuantizationSettings | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
 ) -> QuantizationResult:
     """Quantize the (merged) model in ``model_dir`` to int4 AWQ and save it in compressed-tensors format to ``out_dir``.
 
@@ -412,6 +444,8 @@ def quantize_awq(
     are used (seeded subset), each truncated to ``settings.max_calibration_tokens`` tokens.
 
     Written atomically (temporary sibling folder, renamed at the end) with the tokenizer and ``manifest.json``.
+    With ``log``, progress (decoder layer i/n, ETA) is logged as llm-compressor's sequential pipeline reaches each
+    layer.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -439,7 +473,7 @@ def quantize_awq(
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_torch_dtype(settings.dtype))
-    with pin_memory_disabled_without_accelerator():
+    with pin_memory_disabled_without_accelerator(), layer_progress(model, log):
         oneshot(
             model=model,
             tokenizer=tokenizer,

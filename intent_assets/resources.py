@@ -3,6 +3,9 @@
 * ``local`` (the embedded default): files under ``$INTENT_ASSETS_DATA_DIR`` (default ``<project>/data``), raw
   (PII) tables in ``raw/`` and everything redacted in ``redacted/``, run artifacts in ``artifacts/``; the
   Dagster instance is SQLite under ``$DAGSTER_HOME``.
+* ``tiny`` (``INTENT_ASSETS_ENV=tiny``): ``local`` with caps that shrink a default "Materialize all" to a smoke
+  run of a few minutes (a few hundred records, 2 training steps of a rank-8 adapter, 2 calibration prompts, 12 test
+  examples): the browser test and quick demos of the UI use it.
 * ``prod`` (EKS, ``INTENT_ASSETS_ENV=prod``, see k8s/README.md): raw (PII) tables in their own bucket
   (``$INTENT_ASSETS_RAW_BUCKET``), redacted tables and artifacts in ``$INTENT_ASSETS_BUCKET``, all through
   dagster-aws; model directories as S3 prefixes with a verified manifest; the instance is Postgres
@@ -203,6 +206,9 @@ class ParaphraseLLM(OpenAIResource):
 
 # run-config fields of lora_adapter that, when left unset, take the trainer resource's value
 TRAINER_DEFAULTED = ("learning_rate", "per_device_batch_size")
+# the trainer resource's caps on lora_adapter's recipe (the calibration caps apply to awq_model instead)
+TRAINING_CAPS = ("max_train_examples", "max_eval_examples", "max_steps", "max_effective_batch_size", "max_lora_r",
+                 "max_checkpoint_steps")
 
 
 class TrainerBackend(dg.ConfigurableResource):
@@ -220,11 +226,21 @@ class TrainerBackend(dg.ConfigurableResource):
     max_eval_examples: Optional[int] = Field(default=None, ge=1, description="Cap on validation examples.")
     max_steps: Optional[int] = Field(default=None, ge=1, description="Cap on optimizer steps.")
     max_effective_batch_size: Optional[int] = Field(default=None, ge=1, description="Cap on the effective batch.")
+    max_lora_r: Optional[int] = Field(default=None, ge=1, description="Cap on the LoRA rank.")
+    max_checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Cap on the steps between checkpoints.")
+    max_calibration_samples: Optional[int] = Field(default=None, ge=1, description="Cap on awq_model's calibration prompts.")
+    max_calibration_tokens: Optional[int] = Field(default=None, ge=16, description="Cap on tokens per calibration prompt.")
     learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Learning rate where the run config sets none.")
     per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Micro-batch where the run config sets none.")
 
     def budget(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if k.startswith("max_") and v is not None}
+        """Caps on the training recipe."""
+        return {k: v for k, v in self.model_dump().items() if k in TRAINING_CAPS and v is not None}
+
+    def calibration_budget(self) -> dict:
+        """Caps on awq_model's calibration (``num_calibration_samples``, ``max_calibration_tokens``)."""
+        values = {"num_calibration_samples": self.max_calibration_samples, "max_calibration_tokens": self.max_calibration_tokens}
+        return {k: v for k, v in values.items() if v is not None}
 
     def defaults(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if k in TRAINER_DEFAULTED and v is not None}
@@ -237,6 +253,17 @@ class InferenceEngine(dg.ConfigurableResource):
     device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda.")
     dtype: str = Field(default="bfloat16", description="bfloat16 (fast on AMX CPUs and GPUs) or float32.")
     batch_size: int = Field(default=16, ge=1, description="Requests per forward pass.")
+    # the environment's evaluation budget: caps only lower the run config's values (None: no cap)
+    max_test_examples: Optional[int] = Field(default=None, ge=1, description="Cap on eval_report's test examples.")
+    max_latency_requests: Optional[int] = Field(default=None, ge=1, description="Cap on eval_report's timed single requests.")
+    max_canaries: Optional[int] = Field(default=None, ge=1, description="Cap on pii_memorization's canaries.")
+
+    def cap(self, name: str, value: Optional[int]) -> Optional[int]:
+        """``value`` lowered to this resource's ``max_<name>`` (a None value means "all", so the cap applies)."""
+        limit = getattr(self, f"max_{name}")
+        if limit is None:
+            return value
+        return limit if value is None else min(value, limit)
 
     def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
         """(model, tokenizer) for a base model directory, optionally with a LoRA adapter or as a 4-bit model."""
@@ -313,6 +340,18 @@ class RetrainPolicy(dg.ConfigurableResource):
     max_intent_f1_drop: float = Field(default=0.10, ge=0, le=1, description="Largest F1 drop allowed on any single intent.")
 
 
+class ChatLogSource(dg.ConfigurableResource):
+    """The environment's budget for reading chat logs: ``raw_chat_logs`` reads at most ``max_records`` records
+    (the first ones), whatever its run config's ``limit`` says. None: no cap."""
+
+    max_records: Optional[int] = Field(default=None, ge=1, description="Cap on the records raw_chat_logs reads.")
+
+    def cap(self, limit: Optional[int]) -> Optional[int]:
+        if self.max_records is None:
+            return limit
+        return self.max_records if limit is None else min(limit, self.max_records)
+
+
 class AuditSalt(dg.ConfigurableResource):
     """The secret salt of ``pii_audit_log``'s keyed record ids: ``INTENT_ASSETS_AUDIT_SALT`` from the environment
     (production: a secret), else a per-installation random salt file kept with the raw (restricted) data."""
@@ -354,6 +393,7 @@ def local_resources(root: Path | None = None) -> dict:
         "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
         "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
         "audit_salt": AuditSalt(salt=_env_or_none("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
+        "chat_log_source": ChatLogSource(),
         "paraphrase_llm": _paraphrase_llm(),
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
@@ -361,6 +401,25 @@ def local_resources(root: Path | None = None) -> dict:
         # files dropped into a folder (raw text: kept with the raw data)
         "corrections": FileCorrections(location=str(root / "raw" / "corrections_inbox")),
         "retrain_policy": RetrainPolicy(),
+    }
+
+
+TINY_TRAINING_BUDGET = {
+    "max_train_examples": 16, "max_eval_examples": 4, "max_effective_batch_size": 4, "max_steps": 2, "max_lora_r": 8,
+    "max_checkpoint_steps": 1,
+    "max_calibration_samples": 2, "max_calibration_tokens": 32, "per_device_batch_size": 2,
+}
+TINY_INFERENCE_BUDGET = {"max_test_examples": 12, "max_latency_requests": 2, "max_canaries": 8}
+TINY_MAX_RECORDS = 900
+
+
+def tiny_resources(root: Path | None = None) -> dict:
+    """``local`` capped to a smoke run: what the browser test materializes with the UI's "Materialize all"."""
+    return {
+        **local_resources(root),
+        "chat_log_source": ChatLogSource(max_records=TINY_MAX_RECORDS),
+        "trainer": TrainerBackend(**TINY_TRAINING_BUDGET),
+        "inference": InferenceEngine(**TINY_INFERENCE_BUDGET),
     }
 
 
@@ -384,6 +443,7 @@ def prod_resources(root: Path | None = None) -> dict:
         "artifacts": S3ArtifactStore(base_dir=str(root / "artifacts"), s3=s3, bucket=bucket, prefix="artifacts"),
         # a secret (Kubernetes Secret or external secret store): pods must share one salt for stable audit ids
         "audit_salt": AuditSalt(salt=dg.EnvVar("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
+        "chat_log_source": ChatLogSource(),
         "paraphrase_llm": _paraphrase_llm(),
         "trainer": TrainerBackend(),
         "inference": InferenceEngine(),
@@ -400,7 +460,7 @@ def _prod_corrections(s3: S3Resource) -> CorrectionsSource:
     return FileCorrections(location="corrections", bucket=dg.EnvVar("INTENT_ASSETS_RAW_BUCKET"), s3=s3)
 
 
-ENVIRONMENTS = {"local": local_resources, "prod": prod_resources}
+ENVIRONMENTS = {"local": local_resources, "tiny": tiny_resources, "prod": prod_resources}
 
 
 def environment_name(environment: str | None = None) -> str:

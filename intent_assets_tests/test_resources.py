@@ -38,7 +38,7 @@ def test_tables_round_trip_through_s3_with_raw_pii_in_its_own_bucket(prod_env, s
 
     result = dg.materialize(
         [raw_chat_logs, intent_taxonomy, reads_back],
-        resources={k: v for k, v in prod_env.items() if k in ("io_manager", "raw_io_manager")},
+        resources={k: v for k, v in prod_env.items() if k in ("io_manager", "raw_io_manager", "chat_log_source")},
         run_config={"ops": {"raw_chat_logs": {"config": {"limit": 40}}}},
         selection=["raw_chat_logs", "quarantined_records", "intent_taxonomy", "reads_back"],
         raise_on_error=False,

@@ -6,18 +6,25 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
-from intent_assets.resources import ArtifactStore
+from intent_assets.resources import ArtifactStore, TrainerBackend
 
 
 class AwqModelConfig(dg.Config):
     num_calibration_samples: int = Field(default=16, ge=1, description="Redacted training prompts used for AWQ calibration (cost grows linearly).")
     max_calibration_tokens: int = Field(default=128, ge=16, description="Tokens kept per calibration prompt (its end: user message and answer header).")
-    group_size: int = Field(default=32, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192).")
+    group_size: int = Field(default=32, ge=-1, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192); -1: one scale per output channel.")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("group_size must be a positive number of input channels, or -1 for one scale per output channel")
+        return value
 
 
 @dg.asset(
@@ -31,6 +38,7 @@ def awq_model(
     context: dg.AssetExecutionContext,
     config: AwqModelConfig,
     artifacts: ArtifactStore,
+    trainer: TrainerBackend,
     lora_adapter: dict,
     instruction_dataset: pd.DataFrame,
 ) -> dict:
@@ -40,11 +48,9 @@ def awq_model(
     Calibrated on redacted training prompts (system + user, as served). Metadata: size before and after,
     calibration samples, wall time.
     """
-    settings = QuantizationSettings(
-        num_calibration_samples=config.num_calibration_samples,
-        max_calibration_tokens=config.max_calibration_tokens,
-        group_size=config.group_size,
-    )
+    wanted = {"num_calibration_samples": config.num_calibration_samples, "max_calibration_tokens": config.max_calibration_tokens}
+    caps = trainer.calibration_budget()  # the environment's caps only ever lower the run config's values
+    settings = QuantizationSettings(**{k: min(v, caps.get(k, v)) for k, v in wanted.items()}, group_size=config.group_size)
     root = artifacts.path("awq_model", lora_adapter["run_key"])
     merged = root / "merged"
     if not (merged / "config.json").is_file():
@@ -57,7 +63,7 @@ def awq_model(
     if out.exists():
         shutil.rmtree(out)
     context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
-    result = quantize_awq(merged, prompts, out, settings)
+    result = quantize_awq(merged, prompts, out, settings, log=context.log.info)
     context.add_output_metadata(
         {
             "model_dir": dg.MetadataValue.path(str(result.out_dir)),

@@ -1,5 +1,7 @@
 """``base_model``: the instruct model that gets fine-tuned, as a Hugging Face directory."""
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
@@ -16,7 +18,7 @@ class BaseModelConfig(dg.Config):
         "(converted once, cached); or a local Hugging Face model directory (e.g. Llama-3-8B-Instruct). "
         "Nothing is downloaded from a model hub.",
     )
-    dtype: str = Field(default="bfloat16", description="Weights dtype of the converted model: bfloat16 or float32.")
+    dtype: Literal["bfloat16", "float32"] = Field(default="bfloat16", description="Weights dtype of the converted model: bfloat16 or float32.")
 
 
 @dg.asset(group_name="model", owners=MODEL_OWNERS, kinds={"huggingface", "safetensors"}, tags={"pii": "none"},

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS
@@ -15,6 +15,14 @@ class TaxonomyConfig(dg.Config):
         default=str(DEFAULT_TAXONOMY.relative_to(PROJECT_DIR)),
         description="Taxonomy JSON file (name, version, intents[name, description]); relative to the project folder.",
     )
+
+    @field_validator("path")
+    @classmethod
+    def _is_file(cls, value: str) -> str:
+        path = Path(value) if Path(value).is_absolute() else PROJECT_DIR / value
+        if not path.is_file():
+            raise ValueError(f"no taxonomy file at {value!r} (relative paths are from {PROJECT_DIR})")
+        return value
 
 @dg.asset(
     group_name="data",

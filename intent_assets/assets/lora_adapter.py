@@ -3,7 +3,7 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import pandas as pd
@@ -23,21 +23,21 @@ class LoraAdapterConfig(dg.Config):
     ``trainer`` resource may cap sizes to what its machine affords, and fills the fields left unset here
     (learning rate, micro-batch) with its own values: a capped short schedule needs a higher learning rate."""
 
-    backend: str = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes), unsloth (GPU).")
-    r: int = Field(default=64, description="LoRA rank.")
-    alpha: float = Field(default=16, description="LoRA alpha (update scaled by alpha / r).")
-    dropout: float = Field(default=0.1, description="LoRA dropout.")
-    learning_rate: Optional[float] = Field(default=None, description="Peak learning rate. Unset: the trainer resource's (the embedded CPU demo's short schedule), else the seed's 2e-4.")
-    effective_batch_size: int = Field(default=128, description="Examples per optimizer step (gradient accumulation).")
-    per_device_batch_size: Optional[int] = Field(default=None, description="Examples per forward/backward pass. Unset: the trainer resource's, else 8.")
-    num_epochs: float = Field(default=3, description="Epochs, at most (early stopping may end sooner).")
-    early_stopping_patience: int = Field(default=1, description="Evaluations without a better validation loss before stopping.")
-    checkpoint_steps: int = Field(default=20, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one.")
-    max_steps: Optional[int] = Field(default=None, description="Stop after N optimizer steps.")
-    max_train_examples: Optional[int] = Field(default=None, description="Train on a seeded subset of this size.")
-    max_eval_examples: Optional[int] = Field(default=None, description="Validate on a seeded subset of this size.")
-    bf16: str = Field(default="auto", description="auto, true or false: bf16 autocast (fast on AMX CPUs).")
-    seed: int = Field(default=42, description="Seed for subsets, shuffling and LoRA init.")
+    backend: Literal["peft", "qlora", "unsloth"] = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes, GPU), unsloth (GPU).")
+    r: int = Field(default=64, ge=1, le=1024, description="LoRA rank (1-1024).")
+    alpha: float = Field(default=16, gt=0, le=4096, description="LoRA alpha (update scaled by alpha / r).")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="LoRA dropout, in [0, 1).")
+    learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Peak learning rate, in (0, 1]. Unset: the trainer resource's (the embedded CPU demo's short schedule), else the seed's 2e-4.")
+    effective_batch_size: int = Field(default=128, ge=1, description="Examples per optimizer step (gradient accumulation).")
+    per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per forward/backward pass; must divide effective_batch_size. Unset: the trainer resource's, else 8.")
+    num_epochs: float = Field(default=3, gt=0, le=100, description="Epochs, at most (early stopping may end sooner).")
+    early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
+    checkpoint_steps: int = Field(default=20, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one.")
+    max_steps: Optional[int] = Field(default=None, ge=1, description="Stop after N optimizer steps.")
+    max_train_examples: Optional[int] = Field(default=None, ge=1, description="Train on a seeded subset of this size (the data set size, subset).")
+    max_eval_examples: Optional[int] = Field(default=None, ge=1, description="Validate on a seeded subset of this size.")
+    bf16: Literal["auto", "true", "false"] = Field(default="auto", description="auto, true or false: bf16 autocast (fast on AMX CPUs).")
+    seed: int = Field(default=42, ge=0, description="Seed for subsets, shuffling and LoRA init.")
 
     @model_validator(mode="after")
     def _valid_recipe(self):
@@ -61,9 +61,14 @@ class LoraAdapterConfig(dg.Config):
                 values["per_device_batch_size"] = min(values["per_device_batch_size"], values["effective_batch_size"])
                 while values["effective_batch_size"] % values["per_device_batch_size"]:
                     values["per_device_batch_size"] -= 1
+            elif key in CAPPED_FIELDS:
+                values[CAPPED_FIELDS[key]] = min(values[CAPPED_FIELDS[key]], cap)
             elif key in values:
                 values[key] = cap if values[key] is None else min(values[key], cap)
         return LoraTrainingConfig(**values)
+
+
+CAPPED_FIELDS = {"max_lora_r": "r", "max_checkpoint_steps": "checkpoint_steps"}  # trainer cap -> recipe field
 
 
 def _fingerprint(*parts: str) -> str:

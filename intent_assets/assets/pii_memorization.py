@@ -20,7 +20,7 @@ class PiiMemorizationConfig(dg.Config):
     )
     max_canaries: Optional[int] = Field(default=64, ge=1, description="Seeded sample of canaries to try (None: all).")
     prefix_share: float = Field(default=0.5, gt=0.0, lt=1.0, description="Share of each value given as the prompt.")
-    max_new_tokens: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=16, ge=1, le=256, description="Tokens generated per canary prompt.")
 
 
 @dg.asset(
@@ -42,7 +42,7 @@ def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationC
 
     path = Path(config.canaries_path)
     path = path if path.is_absolute() else PROJECT_DIR / path
-    canaries = load_canaries(path, limit=config.max_canaries)
+    canaries = load_canaries(path, limit=inference.cap("canaries", config.max_canaries))
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
     result = memorization_check(hf_generator(model, tokenizer, config.max_new_tokens, inference.batch_size), canaries,

@@ -5,12 +5,13 @@ from typing import Optional
 
 import dagster as dg
 from dagster_pandera import pandera_schema_to_dagster_type
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_RAW, counts_table
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR
+from intent_assets.resources import ChatLogSource
 
 ChatLogsType = pandera_schema_to_dagster_type(CHAT_LOG_SCHEMA)
 
@@ -24,6 +25,14 @@ class RawChatLogsConfig(dg.Config):
     )
     max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, gt=0, description="Longer messages are quarantined.")
     limit: Optional[int] = Field(default=None, gt=0, description="Read only the first N records (tiny runs).")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        path = Path(value) if Path(value).is_absolute() else PROJECT_DIR / value
+        if not path.exists():
+            raise ValueError(f"no file or folder at {value!r} (relative paths are from {PROJECT_DIR})")
+        return value
 
     def resolved_path(self) -> Path:
         path = Path(self.path)
@@ -50,7 +59,7 @@ class RawChatLogsConfig(dg.Config):
     group_name="data",
     op_tags=k8s_config.DATA_STEP,
 )
-def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig):
+def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, chat_log_source: ChatLogSource):
     """Reads historical support chat logs from the configured location and validates every record (pandera).
 
     Bad records (missing text, unknown speaker, unparseable timestamp, invalid UTF-8, over-long message,
@@ -58,7 +67,8 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig):
     field and reason, and ``rows_in = rows_out + rows_quarantined`` is reported.
     """
     path = config.resolved_path()
-    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=config.limit)
+    limit = chat_log_source.cap(config.limit)  # the environment may cap it (INTENT_ASSETS_ENV=tiny)
+    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit)
     valid, quarantined = result.valid, result.quarantined
     context.log.info(f"read {result.rows_in} records from {len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
     speakers = valid["speaker"].value_counts().to_dict()
@@ -68,6 +78,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig):
         metadata={
             "source": dg.MetadataValue.path(str(path)),
             "input_kind": result.input_kind,
+            "record_limit": limit if limit is not None else "none",
             "rows_in": result.rows_in,
             "rows_out": len(valid),
             "rows_quarantined": len(quarantined),

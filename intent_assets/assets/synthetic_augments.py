@@ -49,7 +49,7 @@ def synthetic_augments(
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
     train = dataset_splits[dataset_splits["split"] == "train"]
     plan = plan_requests(train["intent"].value_counts().to_dict(), config.min_examples, config.max_share)
-    base = {"intents_below_threshold": len(plan), "rows_planned": int(sum(plan.values()))}
+    base = {"intents_below_threshold": len(plan), "rows_planned": int(sum(plan.values())), "max_share": config.max_share}
     if not plan or not paraphrase_llm.configured:
         reason = "no intent is below min_examples" if not plan else "no API key configured (set OPENAI_API_KEY, and OPENAI_BASE_URL for a non-OpenAI endpoint)"
         context.log.info(f"synthetic_augments skipped: {reason}")

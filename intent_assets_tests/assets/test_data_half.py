@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from intent_assets.definitions import CHECKS, DATA_ASSETS
+from intent_assets.definitions import DATA_ASSETS, DATA_CHECKS
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 from intent_assets.resources import ParaphraseLLM, local_resources
 from intent_assets_tests.openai_server import CannedOpenAIServer, make_paraphrase_responder
@@ -17,7 +17,7 @@ def materialize(root, run_config=None, llm=None):
     resources = local_resources(root)
     if llm is not None:
         resources["paraphrase_llm"] = llm
-    result = dg.materialize([*DATA_ASSETS, *CHECKS], resources=resources, run_config=run_config or {})
+    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], resources=resources, run_config=run_config or {})
     assert result.success
     return result
 
@@ -65,8 +65,9 @@ def test_tiny_run_with_paraphrases_from_a_loopback_server(data_root):
     records = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")
     assert records["synthetic"].sum() == accepted.sum()
     assert set(records.loc[records["synthetic"], "split"]) == {"train"}
-    check = result.get_asset_check_evaluations()[0]
-    assert check.passed and check.check_name == "redacted_corpus_has_no_pii"
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True,
+                      "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}
 
 
 def test_without_credentials_augments_are_empty_and_say_why(data_root, monkeypatch):
@@ -157,4 +158,6 @@ def test_shipped_sample_counts_reconcile(shipped_sample_run):
     assert corpus["reconciles"] and corpus["pii_spans_total"] > 1000
     splits = output_meta(result, "dataset_splits")
     assert splits["reconciles"] and splits["intents_present"] == 77
-    assert result.get_asset_check_evaluations()[0].passed
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True,
+                      "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}

@@ -120,9 +120,11 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     memo = meta("pii_memorization")
     assert memo["canaries"] == len(CANARIES) and memo["completed"] == 0
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert {k: checks[k] for k in ("redacted_corpus_has_no_pii", "no_canary_completed")} == {
-        "redacted_corpus_has_no_pii": True, "no_canary_completed": True}
-    assert set(checks) == {"redacted_corpus_has_no_pii", "no_canary_completed", "challenger_promoted"}
+    model_quality = {"fine_tuned_beats_zero_shot", "fine_tuned_beats_classical_baselines", "challenger_promoted"}  # a 2-step fine-tune: either
+    assert {k: v for k, v in checks.items() if k not in model_quality} == {
+        "redacted_corpus_has_no_pii": True, "no_canary_completed": True, "raw_chat_logs_schema": True,
+        "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}
+    assert model_quality <= set(checks)
     adapter = meta("lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16

@@ -1,0 +1,84 @@
+"""Asset checks an analyst sees next to the assets: data quality (schema, quarantine share, synthetic share cap;
+the PII re-scan lives with ``redacted_corpus``) and model quality (the fine-tuned model against the baselines).
+The rules are in ``intent_assets.quality``; metadata holds counts, shares, labels and scores only."""
+
+import dagster as dg
+import pandas as pd
+
+from intent_assets import quality
+from intent_assets.assets.eval_report import FINE_TUNED
+from intent_assets.assets.synthetic_augments import SyntheticAugmentsConfig
+from intent_assets.chat_logs import CHAT_LOG_SCHEMA
+
+WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+
+
+@dg.asset_check(asset="raw_chat_logs", description="Every stored row matches the chat-log schema (pandera: columns, "
+                "types, speakers, non-empty text, unique conversation turns).")
+def raw_chat_logs_schema(raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
+    violations = quality.schema_violations(raw_chat_logs, CHAT_LOG_SCHEMA)
+    return dg.AssetCheckResult(
+        passed=not violations,
+        severity=ERROR,
+        metadata={
+            "rows": len(raw_chat_logs),
+            "columns": dg.MetadataValue.json(list(raw_chat_logs.columns)),
+            "violations": dg.MetadataValue.json(violations),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="quarantined_records",
+    additional_ins={"raw_chat_logs": dg.AssetIn()},
+    description=f"At most {quality.MAX_QUARANTINE_SHARE:.0%} of the input records are quarantined (more means the "
+    "source or its format changed).",
+)
+def quarantine_share_within_limit(quarantined_records: pd.DataFrame, raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
+    passed, details = quality.quarantine_share(len(raw_chat_logs), len(quarantined_records))
+    reasons = quarantined_records["reason"].value_counts().head(10).to_dict() if len(quarantined_records) else {}
+    return dg.AssetCheckResult(passed=passed, severity=WARN,
+                               metadata={**details, "top_reasons": dg.MetadataValue.json(reasons)})
+
+
+def _synthetic_max_share(instance: dg.DagsterInstance) -> tuple[float, str]:
+    """The ``max_share`` that the latest ``synthetic_augments`` materialization planned with (its metadata)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("synthetic_augments"))
+    entry = event.asset_materialization.metadata.get("max_share") if event and event.asset_materialization else None
+    if entry is not None:
+        return float(entry.value), "synthetic_augments metadata"
+    return SyntheticAugmentsConfig().max_share, "synthetic_augments config default"
+
+
+@dg.asset_check(asset="instruction_dataset", description="No intent's synthetic training rows exceed max_share of its "
+                "real training rows (the cap synthetic_augments was configured with).")
+def synthetic_share_within_cap(context: dg.AssetCheckExecutionContext, instruction_dataset: pd.DataFrame) -> dg.AssetCheckResult:
+    max_share, source = _synthetic_max_share(context.instance)
+    passed, details = quality.synthetic_share_by_intent(instruction_dataset, max_share)
+    over = details.pop("intents_over_cap")
+    return dg.AssetCheckResult(passed=passed, severity=ERROR,
+                               metadata={**details, "max_share_from": source, "intents_over_cap": dg.MetadataValue.json(over)})
+
+
+def _versus(eval_report: dict, baselines: tuple[str, ...]) -> dg.AssetCheckResult:
+    passed, details = quality.compare_systems(eval_report["summary"], FINE_TUNED, baselines)
+    baseline_scores = details.pop("baselines", {})
+    return dg.AssetCheckResult(passed=passed, severity=WARN,
+                               metadata={**details, "baseline_scores": dg.MetadataValue.json(baseline_scores)})
+
+
+@dg.asset_check(asset="eval_report", description="The fine-tuned 4-bit model's macro-F1 is at least the base model's "
+                "zero-shot macro-F1 (fine-tuning helped).")
+def fine_tuned_beats_zero_shot(eval_report: dict) -> dg.AssetCheckResult:
+    return _versus(eval_report, (quality.ZERO_SHOT,))
+
+
+@dg.asset_check(asset="eval_report", description="The fine-tuned 4-bit model's macro-F1 is at least that of the best "
+                "classical baseline (TF-IDF + SVM, MiniLM + LR). The embedded CPU demo's short fine-tune does not "
+                "reach it: expect a warning there.")
+def fine_tuned_beats_classical_baselines(eval_report: dict) -> dg.AssetCheckResult:
+    return _versus(eval_report, quality.CLASSICAL_BASELINES)
+
+
+DATA_QUALITY_CHECKS = [raw_chat_logs_schema, quarantine_share_within_limit, synthetic_share_within_cap]
+MODEL_QUALITY_CHECKS = [fine_tuned_beats_zero_shot, fine_tuned_beats_classical_baselines]
