@@ -89,23 +89,31 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def time_single(fn, texts: list[str]) -> list[float]:
-    fn(texts[:1])  # warm-up
-    lat = []
+def time_single(fns, texts: list[str]) -> list[list[float]]:
+    """Per-request latencies of each system, one request at a time, the systems alternating request by request
+    (so that load from other processes on a shared machine hits every system alike)."""
+    for fn in fns:
+        fn(texts[:1])  # warm-up
+    lat = [[] for _ in fns]
     for t in texts:
-        t0 = time.perf_counter()
-        fn([t])
-        lat.append(time.perf_counter() - t0)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn([t])
+            lat[k].append(time.perf_counter() - t0)
     return lat
 
 
-def time_batches(fn, texts: list[str], batch: int) -> tuple[float, list]:
-    fn(texts[:batch])  # warm-up (also builds the prefix cache for the fast path)
-    t0 = time.perf_counter()
-    preds = []
+def time_batches(fns, texts: list[str], batch: int) -> tuple[list[float], list[list]]:
+    """Throughput (requests/s) of each system over ``texts`` in batches of ``batch``, alternating batch by batch."""
+    for fn in fns:
+        fn(texts[:batch])  # warm-up (also builds the prefix cache for the fast path)
+    wall, preds = [0.0] * len(fns), [[] for _ in fns]
     for s in range(0, len(texts), batch):
-        preds.extend(fn(texts[s:s + batch]))
-    return len(texts) / (time.perf_counter() - t0), preds
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            preds[k].extend(fn(texts[s:s + batch]))
+            wall[k] += time.perf_counter() - t0
+    return [len(texts) / w for w in wall], preds
 
 
 def main(argv=None) -> dict:
@@ -151,11 +159,8 @@ def main(argv=None) -> dict:
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f} at start",
     }
-    # interleave the two systems so that contention on a shared machine hits both alike
-    lat_fast = time_single(fast, singles)
-    lat_plain = time_single(plain, singles)
-    tput_fast, preds_fast = time_batches(fast, batch_texts, args.batch_size)
-    tput_plain, preds_plain = time_batches(plain, batch_texts, args.batch_size)
+    lat_fast, lat_plain = time_single([fast, plain], singles)
+    (tput_fast, tput_plain), (preds_fast, preds_plain) = time_batches([fast, plain], batch_texts, args.batch_size)
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     for name, lat, tput, preds in (("fast_path", lat_fast, tput_fast, preds_fast),
                                    ("plain_generate", lat_plain, tput_plain, preds_plain)):

@@ -110,6 +110,23 @@ class VLLMServer:
         self.stop()
         raise TimeoutError(f"vLLM server not ready after {timeout_s:.0f} s; log: {self.log_path}\n" + self.log_tail())
 
+    def metrics(self) -> dict[str, float]:
+        """The server's Prometheus counters and gauges (``/metrics``), summed over label sets: e.g.
+        ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits`` (tokens)."""
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode("utf-8", errors="replace")
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_part, _, value = line.rpartition(" ")
+            name = name_part.split("{", 1)[0]
+            try:
+                out[name] = out.get(name, 0.0) + float(value)
+            except ValueError:
+                continue
+        return out
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
