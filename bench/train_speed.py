@@ -59,7 +59,8 @@ def build_records(tokenizer, n: int, data: str | None):
     return out
 
 
-def run_variant(variant: str, model_dir: str, batch_size: int, steps: int, data: str | None, threads: int) -> dict:
+def run_variant(variant: str, model_dir: str, batch_size: int, steps: int, data: str | None, threads: int,
+                warmup: int = 1) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -84,8 +85,8 @@ def run_variant(variant: str, model_dir: str, batch_size: int, steps: int, data:
         enable_shared_prefix(backbone)
     lm_head = model.get_base_model().lm_head
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    records = build_records(tokenizer, batch_size * (steps + 1), data)
-    batches = [records[i * batch_size:(i + 1) * batch_size] for i in range(steps + 1)]
+    records = build_records(tokenizer, batch_size * (steps + warmup), data)
+    batches = [records[i * batch_size:(i + 1) * batch_size] for i in range(steps + warmup)]
 
     def tensors(batch):
         seqs = [p + a for p, a in batch]
@@ -131,7 +132,7 @@ def run_variant(variant: str, model_dir: str, batch_size: int, steps: int, data:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if k > 0:  # the first step is a warm-up
+        if k >= warmup:  # warm-up steps are not timed
             times.append(time.perf_counter() - t0)
             tokens += sum(len(p) + len(a) for p, a in batch)
             losses.append(float(loss))
@@ -171,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per variant (after one warm-up step)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before the timed ones")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # child process
     ap.add_argument("--json")
@@ -181,19 +183,20 @@ def main(argv=None) -> int:
         args.model = str(next((data_dir() / "artifacts" / "base_model").glob("*/model.safetensors")).parent)
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args.variant, args.model, args.batch_size, args.steps, args.data,
-                                                 args.threads)))
+                                                 args.threads, args.warmup)))
         return 0
     import torch
 
     result = {"command": "python bench/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
                          f"{args.threads} threads, load {os.getloadavg()[0]:.2f} at start",
-              "model": args.model, "batch_size": args.batch_size, "steps": args.steps}
+              "model": args.model, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup}
     result["packing_max_abs_logit_diff"] = packing_check(args.model, args.data)
     rows = []
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--batch-size",
-               str(args.batch_size), "--steps", str(args.steps), "--threads", str(args.threads)]
+               str(args.batch_size), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--warmup", str(args.warmup)]
         if args.data:
             cmd += ["--data", args.data]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})

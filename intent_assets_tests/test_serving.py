@@ -189,3 +189,48 @@ def test_classify_command_reads_lines_and_json_and_writes_json_lines(base_model_
     expected = load_classifier(base_model_dir, artifacts_root=tmp_path).classify(
         ["My card was stolen yesterday", "What is the exchange rate for euros?", "I forgot my PIN"])
     assert [r["intent"] for r in rows] == [p.label for p in expected]
+
+
+def test_eval_report_through_the_openai_engine_reports_out_of_scope(tmp_path):
+    """eval_report with InferenceEngine(kind="openai") (a canned OpenAI-compatible server on 127.0.0.1) and a
+    taxonomy with an out-of-scope label: in-scope accuracy and OOS recall per system, and a threshold system."""
+    import dagster as dg
+    import pandas as pd
+
+    from intent_assets.assets.eval_report import FINE_TUNED, EvalReportConfig, eval_report
+    from intent_assets.instructions import build_records
+    from intent_assets.resources import ArtifactStore, InferenceEngine
+    from intent_assets.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.from_dict({"name": "mini", "version": "1", "intents": [
+        {"name": "balance", "description": "b"}, {"name": "transfer", "description": "t"},
+        {"name": "oos", "description": "anything else"}]})
+    rows = []
+    for split, n in (("train", 12), ("validation", 4), ("test", 6)):
+        for i in range(n):
+            rows += [(f"what is my balance {split} {i}", "balance"), (f"send a transfer {split} {i}", "transfer"),
+                     (f"tell me a joke {split} {i}", "oos")]
+    frame = pd.DataFrame({"record_id": [f"r{i}" for i in range(len(rows))], "text": [r[0] for r in rows],
+                          "intent": [r[1] for r in rows], "synthetic": False,
+                          "split": ["train"] * 36 + ["validation"] * 12 + ["test"] * 18})
+    dataset = build_records(frame, taxonomy)
+
+    def respond(body):  # a "model" that gets balance/transfer right and calls every joke a balance question
+        text = body["messages"][1]["content"]
+        return json.dumps({"intent": "transfer" if "transfer" in text else "balance"})
+
+    with CannedOpenAIServer(respond, api_key="EMPTY") as srv:
+        context = dg.build_asset_context()
+        out = eval_report(
+            context, EvalReportConfig(include_minilm=False, include_zero_shot=False, latency_requests=2),
+            ArtifactStore(base_dir=str(tmp_path)), InferenceEngine(kind="openai", base_url=srv.base_url),
+            dataset, taxonomy.to_dict(), {"path": str(tmp_path / "unused")},
+            {"model_dir": str(tmp_path), "run_key": "k"})
+    oos = out["out_of_scope"]
+    assert oos[FINE_TUNED]["in_scope_accuracy"] == 1.0 and oos[FINE_TUNED]["oos_recall"] == 0.0
+    assert oos[FINE_TUNED]["in_scope_n"] == 12 and oos[FINE_TUNED]["oos_n"] == 6
+    assert oos["TF-IDF + linear SVM"]["oos_n"] == 6
+    assert any(name.startswith(FINE_TUNED + " + confidence threshold") for name in oos)
+    report = (tmp_path / "eval_report" / "k" / "report.md").read_text()
+    assert "## Out-of-scope requests" in report and "OOS recall" in report
+    assert len(srv.requests) >= 18 + 12  # test + validation went through the server
