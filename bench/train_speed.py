@@ -155,7 +155,8 @@ def packing_check(model_dir: str, data: str | None) -> float:
     worst = 0.0
     with torch.no_grad():
         packed = model(input_ids=torch.tensor([sum(seqs, [])]),
-                       position_ids=torch.tensor([[i for s in seqs for i in range(len(s))]])).logits[0]
+                       position_ids=torch.tensor([[i for s in seqs for i in range(len(s))]]),
+                       use_cache=False).logits[0]  # with a cache transformers does not detect packed rows
         start = 0
         for (p, a), s in zip(recs, seqs):
             alone = model(input_ids=torch.tensor([s])).logits[0]
