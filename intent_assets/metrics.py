@@ -182,6 +182,15 @@ def render_markdown(report: dict) -> str:
         )
     if not systems:
         return "\n".join(lines) + "\n"
+    if any("out_of_scope" in entry for entry in systems.values()):
+        lines += ["", "## Out-of-scope requests (routed to a human)", "",
+                  "| system | in-scope accuracy | OOS recall | OOS precision | in-scope n | OOS n |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, entry in systems.items():
+            o = entry.get("out_of_scope")
+            if o:
+                lines.append(f"| {_cell(name)} | {_pct(o.get('in_scope_accuracy'))} | {_pct(o.get('oos_recall'))} "
+                             f"| {_pct(o.get('oos_precision'))} | {int(o.get('in_scope_n', 0))} | {int(o.get('oos_n', 0))} |")
     main = report.get("fine_tuned") or next(iter(systems))
     m = systems[main]["metrics"]
     lines += ["", f"## Per-intent scores: {_cell(main)}", "",

@@ -247,12 +247,22 @@ class TrainerBackend(dg.ConfigurableResource):
 
 
 class InferenceEngine(dg.ConfigurableResource):
-    """How the evaluation runs a model: transformers in-process with constrained decoding over the taxonomy."""
+    """How the evaluation runs a model, two implementations behind one interface (:meth:`classifier`):
 
-    kind: str = Field(default="transformers", description="transformers (in-process).")
+    - ``transformers``: in-process, constrained decoding over the taxonomy with the cached system-prompt prefix
+      (``intent_assets.classifier.ConstrainedClassifier``);
+    - ``openai``: an OpenAI-compatible server (vLLM: ``make serve``) at ``base_url``, with structured outputs over
+      the taxonomy's answers (``intent_assets.vllm_server.OpenAIClassifier``). The server serves one model: the
+      one it was started with (``intent_assets.serving.current_model_dir``).
+    """
+
+    kind: str = Field(default="transformers", description="transformers (in-process) or openai (a vLLM server at base_url).")
     device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda.")
     dtype: str = Field(default="bfloat16", description="bfloat16 (fast on AMX CPUs and GPUs) or float32.")
-    batch_size: int = Field(default=16, ge=1, description="Requests per forward pass.")
+    batch_size: int = Field(default=16, ge=1, description="Requests per forward pass (openai: concurrent requests).")
+    base_url: Optional[str] = Field(default=None, description="openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    served_model: str = Field(default="intent-router", description="openai: the model name the server serves.")
+    api_key: Optional[str] = Field(default=None, description="openai: API key (from the environment), if the server wants one.")
     # the environment's evaluation budget: caps only lower the run config's values (None: no cap)
     max_test_examples: Optional[int] = Field(default=None, ge=1, description="Cap on eval_report's test examples.")
     max_latency_requests: Optional[int] = Field(default=None, ge=1, description="Cap on eval_report's timed single requests.")
@@ -266,11 +276,9 @@ class InferenceEngine(dg.ConfigurableResource):
         return limit if value is None else min(value, limit)
 
     def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
-        """(model, tokenizer) for a base model directory, optionally with a LoRA adapter or as a 4-bit model."""
+        """(model, tokenizer) in-process for a base model directory, optionally with a LoRA adapter or as a 4-bit model."""
         from intent_assets.base_model import load_base_model, resolve_device
 
-        if self.kind != "transformers":
-            raise ValueError(f"InferenceEngine.kind={self.kind!r}: only 'transformers' is available")
         device = resolve_device(self.device)
         if quantized:
             from intent_assets.quantization import load_quantized_for_inference
@@ -282,6 +290,22 @@ class InferenceEngine(dg.ConfigurableResource):
 
             model = PeftModel.from_pretrained(model, adapter_dir).eval()
         return model, tokenizer
+
+    def classifier(self, model_dir: str, labels: list[str], system_prompt: str, quantized: bool = False):
+        """An object with ``classify(texts, batch_size) -> [Prediction]`` (label always in ``labels``)."""
+        if self.kind == "openai":
+            from intent_assets.vllm_server import OpenAIClassifier
+
+            if not self.base_url:
+                raise ValueError("InferenceEngine(kind='openai') needs base_url (the server's /v1 URL)")
+            return OpenAIClassifier.connect(self.base_url, labels, system_prompt, model=self.served_model,
+                                            api_key=self.api_key or "EMPTY", max_concurrency=self.batch_size)
+        if self.kind != "transformers":
+            raise ValueError(f"InferenceEngine.kind={self.kind!r}: 'transformers' or 'openai'")
+        from intent_assets.classifier import ConstrainedClassifier
+
+        model, tokenizer = self.load(model_dir, quantized=quantized)
+        return ConstrainedClassifier(model, tokenizer, labels, system_prompt)
 
 
 class CorrectionsSource(dg.ConfigurableResource):
@@ -386,6 +410,13 @@ def _paraphrase_llm() -> ParaphraseLLM:
     return ParaphraseLLM(**{k: v for k, v in llm_kwargs.items() if v is not None})
 
 
+def _inference_engine() -> InferenceEngine:
+    """In-process transformers, or the OpenAI-compatible server (vLLM) at ``$INTENT_ASSETS_INFERENCE_URL``."""
+    if os.environ.get("INTENT_ASSETS_INFERENCE_URL"):
+        return InferenceEngine(kind="openai", base_url=dg.EnvVar("INTENT_ASSETS_INFERENCE_URL"))
+    return InferenceEngine()
+
+
 def local_resources(root: Path | None = None) -> dict:
     root = Path(root) if root is not None else data_dir()
     return {
@@ -397,7 +428,7 @@ def local_resources(root: Path | None = None) -> dict:
         "paraphrase_llm": _paraphrase_llm(),
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
-        "inference": InferenceEngine(),
+        "inference": _inference_engine(),
         # files dropped into a folder (raw text: kept with the raw data)
         "corrections": FileCorrections(location=str(root / "raw" / "corrections_inbox")),
         "retrain_policy": RetrainPolicy(),
@@ -446,7 +477,7 @@ def prod_resources(root: Path | None = None) -> dict:
         "chat_log_source": ChatLogSource(),
         "paraphrase_llm": _paraphrase_llm(),
         "trainer": TrainerBackend(),
-        "inference": InferenceEngine(),
+        "inference": _inference_engine(),
         "corrections": _prod_corrections(s3),
         "retrain_policy": RetrainPolicy(),
     }

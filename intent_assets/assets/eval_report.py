@@ -14,6 +14,7 @@ from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predic
 from intent_assets.classifier import ConstrainedClassifier
 from intent_assets.instructions import dataset_system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
+from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.taxonomy import Taxonomy
@@ -36,6 +37,7 @@ class EvalReportConfig(dg.Config):
     include_zero_shot: bool = Field(default=True, description="Also run the base model zero-shot with the same constrained decoding.")
     include_champion: bool = Field(default=True, description="Also run the registry's champion on the same split (the promotion gate compares against it).")
     seed: int = Field(default=0, ge=0, description="Seed of the test subset.")
+    max_validation_examples: int = Field(default=1000, ge=1, description="Validation examples (seeded subset) that calibrate the out-of-scope confidence threshold, when the taxonomy has an out-of-scope label.")
 
 
 @dg.asset(
@@ -77,7 +79,7 @@ def eval_report(
     def record(name: str, predict, batch_size: int):
         predictions, latency = time_predictions(predict, texts, batch_size=batch_size, single_requests=min(latency_requests, len(texts)),
                                                   log=context.log.info, label=name)
-        systems[name] = {"metrics": classification_report(gold, predictions, labels), "latency": latency}
+        systems[name] = {"metrics": classification_report(gold, predictions, labels), "latency": latency, "predictions": predictions}
         m = systems[name]["metrics"]
         context.log.info(f"{name}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, p50 {latency['p50_ms']:.0f} ms")
 
@@ -87,25 +89,52 @@ def eval_report(
 
     prompt = dataset_system_prompt(instruction_dataset["messages"])  # exactly the prompt the model was trained on
 
-    def llm(model_dir: str, quantized: bool):
-        model, tokenizer = inference.load(model_dir, quantized=quantized)
-        classifier = ConstrainedClassifier(model, tokenizer, labels, prompt)
-        return lambda batch: [p.label for p in classifier.classify(batch, batch_size=inference.batch_size)]
+    confidences: dict[str, float] = {}  # text -> the fine-tuned model's confidence (for the OOS threshold)
+
+    def llm(classifier, keep_confidence: bool = False):
+        def predict(batch):
+            predictions = classifier.classify(batch, batch_size=inference.batch_size)
+            if keep_confidence:
+                confidences.update((t, p.confidence) for t, p in zip(batch, predictions))
+            return [p.label for p in predictions]
+        return predict
 
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
-    if config.include_zero_shot:
+    if config.include_zero_shot:  # in-process whatever the engine: a server serves only the champion
         artifacts.fetch(base_model["path"])
-        record(ZERO_SHOT, llm(base_model["path"], quantized=False), inference.batch_size)
-    record(FINE_TUNED, llm(awq_model["model_dir"], quantized=True), inference.batch_size)
+        model, tokenizer = inference.load(base_model["path"])
+        record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+    fine_tuned = inference.classifier(awq_model["model_dir"], labels, prompt, quantized=True)
+    record(FINE_TUNED, llm(fine_tuned, keep_confidence=True), inference.batch_size)
+    context.log.info(f"{FINE_TUNED} ran on the {inference.kind} engine")
     champion = registry_for(artifacts).alias("champion") if config.include_champion else None
     champion_system = None
-    if champion and champion["run_key"] != awq_model["run_key"]:
+    if champion and champion["run_key"] != awq_model["run_key"]:  # in-process, like zero-shot
         artifacts.fetch(champion["model_dir"], missing_ok=True)
         if Path(champion["model_dir"]).is_dir():
             champion_system = f"champion v{champion['version']} (4-bit)"
-            record(champion_system, llm(champion["model_dir"], quantized=True), inference.batch_size)
+            model, tokenizer = inference.load(champion["model_dir"], quantized=True)
+            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
+    oos = oos_label(labels)
+    oos_summary = None
+    if oos is not None:  # out-of-scope requests go to a human: in-scope accuracy and OOS recall, separately
+        for name in list(systems):
+            systems[name]["out_of_scope"] = oos_report(gold, systems[name]["predictions"], oos)
+        val = real[real["split"] == "validation"]
+        if len(val) > config.max_validation_examples:
+            val = val.sample(n=config.max_validation_examples, random_state=config.seed).sort_index()
+        if len(val) and (val["intent"] == oos).any():
+            vp = fine_tuned.classify(val["text"].tolist(), batch_size=inference.batch_size)
+            calib = calibrate_threshold(val["intent"].tolist(), [p.label for p in vp], [p.confidence for p in vp], oos)
+            thresholded = apply_threshold(systems[FINE_TUNED]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos)
+            name = f"{FINE_TUNED} + confidence threshold {calib['threshold']:.3f}"
+            systems[name] = {"metrics": classification_report(gold, thresholded, labels), "latency": systems[FINE_TUNED]["latency"],
+                             "out_of_scope": {**oos_report(gold, thresholded, oos), "threshold": calib["threshold"], "validation_examples": len(val)}}
+        oos_summary = {name: {k: round(v, 4) for k, v in s["out_of_scope"].items()} for name, s in systems.items()}
+    for s_ in systems.values():
+        s_.pop("predictions", None)
 
     report = {"title": f"Intent routing on the test split ({taxonomy.name} v{taxonomy.version})", "systems": systems,
               "fine_tuned": FINE_TUNED, "n": len(texts), "run_key": awq_model["run_key"],
@@ -141,7 +170,10 @@ def eval_report(
             "systems": dg.MetadataValue.json(summary),
             "report_markdown": dg.MetadataValue.path(str(out / "report.md")),
             "report_json": dg.MetadataValue.path(str(out / "report.json")),
+            "inference_engine": inference.kind,
+            **({"out_of_scope": dg.MetadataValue.json(oos_summary)} if oos_summary else {}),
         }
     )
     artifacts.publish(out)
-    return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"]}
+    return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"],
+            **({"out_of_scope": oos_summary} if oos_summary else {})}

