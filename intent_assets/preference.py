@@ -267,6 +267,8 @@ def train_dpo(base_model_dir: Path, sft_adapter_dir: Path, pairs: pd.DataFrame, 
         disable_tqdm=True,
         dataloader_pin_memory=not use_cpu,
         dataloader_num_workers=0,
+        # TRL turns it on by default; it would also switch the shared prompt prefix off (recomputed full rows)
+        gradient_checkpointing=False,
     )
     peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias="none",
                              task_type="CAUSAL_LM", target_modules=config.target_modules)
@@ -300,7 +302,8 @@ def train_dpo(base_model_dir: Path, sft_adapter_dir: Path, pairs: pd.DataFrame, 
         wall_seconds=round(time.perf_counter() - started, 3),
         seconds_per_step=round(progress.step_seconds / progress.steps_timed, 3) if progress.steps_timed else 0.0,
         trainable_params=int(trainable), device=device, dtype="bfloat16" if bf16 else "float32",
-        extra={"share_prompt_prefix": share_prefix, "beta": config.beta, "step_seconds": progress.durations},
+        extra={"share_prompt_prefix": share_prefix, "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+               "beta": config.beta, "step_seconds": progress.durations},
     )
     tmp_path = output_dir / f".{SUMMARY_FILE}.tmp"
     tmp_path.write_text(json.dumps({"fingerprint": fingerprint, "result": result.to_dict()}, indent=1) + "\n",

@@ -109,6 +109,7 @@ def test_dpo_updates_the_adapter_towards_the_chosen_answers(sft, tmp_path):
     logs: list[str] = []
     result = train_dpo(base, adapter, PAIRS, SYSTEM, tmp_path / "dpo", tiny(), log=logs.append)
     assert result.steps == 3 and result.pairs == 4 and not result.reused
+    assert result.extra["share_prompt_prefix"] and not result.extra["gradient_checkpointing"]  # the fast path
     assert [s for s, _ in result.history["loss"]] == [1, 2, 3]
     # one batch holds every pair: the DPO loss on it falls step after step, the reward margin grows
     losses = [v for _, v in result.history["loss"]]
