@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=DpoConfig.model_fields["beta"].default)
     parser.add_argument("--dpo-batch", type=int, default=8, help="pairs per DPO step, in one micro-batch (the "
                         "system prompt is then computed once per step)")
+    parser.add_argument("--sft-weight", type=float, default=0.0, help="RPO: weight of the chosen answer's NLL")
     parser.add_argument("--dpo-r", type=int, default=DpoConfig.model_fields["r"].default)
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (1 holds up best on a shared machine)")
     parser.add_argument("--out", type=Path, default=None)
@@ -122,7 +123,8 @@ def main() -> None:
     # 3. DPO over the SFT model
     settings = DpoConfig(beta=args.beta, learning_rate=args.dpo_lr, r=args.dpo_r, num_epochs=args.dpo_epochs,
                          max_steps=args.dpo_steps, max_pairs=10_000, num_threads=args.threads,
-                         effective_batch_size=args.dpo_batch, per_device_batch_size=args.dpo_batch)
+                         effective_batch_size=args.dpo_batch, per_device_batch_size=args.dpo_batch,
+                         sft_weight=args.sft_weight)
     t = time.perf_counter()
     dpo = train_dpo(base, sft_adapter, pairs, prompt, out / "dpo", settings, log=lambda m: print(m, flush=True))
     timings["dpo_train_s"] = round(time.perf_counter() - t, 1)
@@ -140,7 +142,8 @@ def main() -> None:
     sft_r, dpo_r = results["SFT only"], results["SFT + DPO"]
     print(f"\n{len(test)} test messages (seeded sample of the frozen test split), {len(pairs)} corrections from "
           f"{len(pool)} validation messages; DPO: {dpo.steps} steps ({dpo.epochs_completed} epochs) x "
-          f"{settings.effective_batch_size} pairs, beta {settings.beta}, lr {settings.learning_rate:g}, LoRA r={settings.r}")
+          f"{settings.effective_batch_size} pairs, beta {settings.beta}, lr {settings.learning_rate:g}, LoRA r={settings.r}, "
+          f"sft_weight {settings.sft_weight:g}")
     print("| system | test accuracy | test macro-F1 | corrected messages now right (in-sample) |")
     print("|---|---|---|---|")
     for name, r in results.items():

@@ -8,7 +8,8 @@ prompt as a training record (the dataset's system prompt + the redacted user mes
 
 1. merges the SFT adapter into the base model (``output_dir/merged_sft``, bf16): that model is both the starting
    policy and the DPO reference, so the update is measured against the supervised model;
-2. adds a fresh LoRA adapter and runs TRL's ``DPOTrainer`` (sigmoid loss, ``beta``) for a few steps; the reference
+2. adds a fresh LoRA adapter and runs TRL's ``DPOTrainer`` (sigmoid loss, ``beta``; plus ``sft_weight`` x the
+   chosen answer's NLL when set, i.e. RPO) for a few steps; the reference
    log-probabilities come from the same model with the adapter disabled, so no second copy is held in memory;
 3. saves the DPO adapter (PEFT format) to ``output_dir/adapter`` and a summary to ``output_dir/dpo_summary.json``.
 
@@ -52,6 +53,9 @@ class DpoConfig(BaseModel):
     beta: float = Field(0.1, gt=0, le=10, description="DPO beta: how far the policy may move from the SFT model "
                         "(higher: less).")
     learning_rate: float = Field(5e-4, gt=0, le=1, description="Peak learning rate (AdamW) of the DPO adapter.")
+    sft_weight: float = Field(0.0, ge=0, le=100, description="Weight of an SFT (negative log-likelihood) loss on the "
+                              "chosen answer added to the DPO loss (RPO); 0: plain DPO. Keeps DPO from lowering the "
+                              "chosen answer's probability along with the rejected one.")
     num_epochs: float = Field(2, gt=0, le=100, description="Passes over the pairs (unless max_steps).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     max_pairs: int = Field(512, ge=1, description="Use at most this many pairs: the most recent corrections.")
@@ -252,7 +256,8 @@ def train_dpo(base_model_dir: Path, sft_adapter_dir: Path, pairs: pd.DataFrame, 
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         beta=config.beta,
-        loss_type=["sigmoid"],
+        loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
         max_length=config.max_seq_length,
         logging_strategy="steps",
         logging_steps=1,

@@ -134,8 +134,10 @@ def test_dpo_updates_the_adapter_towards_the_chosen_answers(sft, tmp_path):
     again = train_dpo(base, adapter, PAIRS, SYSTEM, tmp_path / "dpo", tiny(), log=logs.append)
     assert again.reused and again.adapter_dir == result.adapter_dir and again.history == result.history
     summary = json.loads((tmp_path / "dpo" / "dpo_summary.json").read_text())
-    other = train_dpo(base, adapter, PAIRS, SYSTEM, tmp_path / "dpo", tiny(max_steps=1), log=logs.append)
+    other = train_dpo(base, adapter, PAIRS, SYSTEM, tmp_path / "dpo", tiny(max_steps=1, sft_weight=1.0),
+                      log=logs.append)  # RPO: DPO + the chosen answer's NLL
     assert not other.reused and other.steps == 1
+    assert other.history["loss"][0][1] > result.history["loss"][0][1] + 0.05  # the NLL term adds to log 2
     assert json.loads((tmp_path / "dpo" / "dpo_summary.json").read_text())["fingerprint"] != summary["fingerprint"]
 
 

@@ -21,7 +21,7 @@ from intent_assets.training import CHECKPOINTS_DIR, LoraTrainingConfig, train_lo
 DPO_FIELDS = {  # run config field -> DpoConfig field
     "dpo_beta": "beta", "dpo_learning_rate": "learning_rate", "dpo_num_epochs": "num_epochs",
     "dpo_max_steps": "max_steps", "dpo_max_pairs": "max_pairs", "dpo_effective_batch_size": "effective_batch_size",
-    "dpo_per_device_batch_size": "per_device_batch_size", "dpo_r": "r",
+    "dpo_per_device_batch_size": "per_device_batch_size", "dpo_r": "r", "dpo_sft_weight": "sft_weight",
 }
 
 
@@ -54,6 +54,7 @@ class LoraAdapterConfig(dg.Config):
     dpo_max_pairs: int = Field(default=512, description="Use at most this many preference pairs (the most recent corrections). Used only with dpo_from_corrections.")
     dpo_effective_batch_size: int = Field(default=8, description="Preference pairs per DPO optimizer step. Used only with dpo_from_corrections.")
     dpo_per_device_batch_size: int = Field(default=4, description="Preference pairs per DPO forward/backward pass (2 rows each). Used only with dpo_from_corrections.")
+    dpo_sft_weight: float = Field(default=0.0, description="Weight of an SFT loss on the corrected answer added to the DPO loss (RPO); 0: plain DPO, which measurably lowered accuracy in bench/dpo_from_corrections.py (BENCHMARKS.md). Used only with dpo_from_corrections.")
     dpo_r: int = Field(default=16, description="LoRA rank of the DPO adapter (trained over the merged SFT model). Used only with dpo_from_corrections.")
 
     @model_validator(mode="after")
