@@ -11,10 +11,18 @@ from pydantic import Field, model_validator
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
-from intent_assets.instructions import write_jsonl
+from intent_assets.corrections import preference_pairs
+from intent_assets.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.plots import line_chart
+from intent_assets.preference import DpoConfig, pairs_digest, select_pairs, train_dpo
 from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
 from intent_assets.training import CHECKPOINTS_DIR, LoraTrainingConfig, train_lora
+
+DPO_FIELDS = {  # run config field -> DpoConfig field
+    "dpo_beta": "beta", "dpo_learning_rate": "learning_rate", "dpo_num_epochs": "num_epochs",
+    "dpo_max_steps": "max_steps", "dpo_max_pairs": "max_pairs", "dpo_effective_batch_size": "effective_batch_size",
+    "dpo_per_device_batch_size": "per_device_batch_size", "dpo_r": "r", "dpo_sft_weight": "sft_weight",
+}
 
 
 class LoraAdapterConfig(dg.Config):
@@ -38,16 +46,33 @@ class LoraAdapterConfig(dg.Config):
     max_eval_examples: Optional[int] = Field(default=None, ge=1, description="Validate on a seeded subset of this size.")
     bf16: Literal["auto", "true", "false"] = Field(default="auto", description="auto, true or false: bf16 autocast (fast on AMX CPUs).")
     seed: int = Field(default=42, ge=0, description="Seed for subsets, shuffling and LoRA init.")
+    dpo_from_corrections: bool = Field(default=False, description="After SFT, run DPO on the agents' corrections where the model was wrong (chosen: the corrected intent, rejected: the predicted one) over the SFT model; the result goes through the same evaluation and promotion gate. Off: the SFT adapter as is.")
+    dpo_beta: float = Field(default=0.1, description="DPO beta: how far the policy may move from the SFT model (higher: less). Used only with dpo_from_corrections.")
+    dpo_learning_rate: float = Field(default=5e-4, description="Peak learning rate of the DPO LoRA adapter. Used only with dpo_from_corrections.")
+    dpo_num_epochs: float = Field(default=2, description="Passes over the preference pairs (unless dpo_max_steps). Used only with dpo_from_corrections.")
+    dpo_max_steps: Optional[int] = Field(default=None, description="Stop DPO after N optimizer steps. Used only with dpo_from_corrections.")
+    dpo_max_pairs: int = Field(default=512, description="Use at most this many preference pairs (the most recent corrections). Used only with dpo_from_corrections.")
+    dpo_effective_batch_size: int = Field(default=8, description="Preference pairs per DPO optimizer step. Used only with dpo_from_corrections.")
+    dpo_per_device_batch_size: int = Field(default=4, description="Preference pairs per DPO forward/backward pass (2 rows each). Used only with dpo_from_corrections.")
+    dpo_sft_weight: float = Field(default=0.0, description="Weight of an SFT loss on the corrected answer added to the DPO loss (RPO); 0: plain DPO, which measurably lowered accuracy in bench/dpo_from_corrections.py (BENCHMARKS.md). Used only with dpo_from_corrections.")
+    dpo_r: int = Field(default=16, description="LoRA rank of the DPO adapter (trained over the merged SFT model). Used only with dpo_from_corrections.")
 
     @model_validator(mode="after")
     def _valid_recipe(self):
         self.training_config()  # raises a clear error before any work starts
+        self.dpo_config()
         return self
+
+    def dpo_config(self) -> DpoConfig:
+        """The DPO settings (validated whether or not the flag is on, so a typo fails before any work)."""
+        bf16 = self.bf16 if self.bf16 == "auto" else self.bf16 == "true"
+        return DpoConfig(**{target: getattr(self, name) for name, target in DPO_FIELDS.items()}, bf16=bf16,
+                         seed=self.seed)
 
     def training_config(self, budget: Optional[dict] = None, defaults: Optional[dict] = None) -> LoraTrainingConfig:
         """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the seed
         defaults of ``LoraTrainingConfig``; finally the environment's ``budget`` caps."""
-        values = self.model_dump()
+        values = {k: v for k, v in self.model_dump().items() if k not in DPO_FIELDS and k != "dpo_from_corrections"}
         for key in TRAINER_DEFAULTED:
             if values[key] is None:
                 values[key] = (defaults or {}).get(key, LoraTrainingConfig.model_fields[key].default)
@@ -93,12 +118,19 @@ def lora_adapter(
     trainer: TrainerBackend,
     base_model: dict,
     instruction_dataset: pd.DataFrame,
+    agent_corrections: pd.DataFrame,
 ) -> dict:
     """A LoRA adapter fine-tuned on the redacted instruction records (loss on the assistant answer only).
 
     TRL's SFTTrainer with early stopping on validation loss; checkpoints every ``checkpoint_steps``: a run with
     the same recipe, data and base model resumes from the last checkpoint after an interruption. Progress (step,
     loss, ETA) is logged while it trains.
+
+    With ``dpo_from_corrections`` (default off), the agents' corrections where the model was wrong become
+    preference pairs (chosen: the corrected intent, rejected: the predicted one; never a test-split message) and a
+    DPO adapter is trained over the SFT model merged into the base: the output then names that merged model as
+    ``base_model_dir`` and the DPO adapter as ``adapter_dir``, so the 4-bit model, the evaluation and the promotion
+    gate judge it like any other. Without usable pairs the SFT adapter is the output.
     """
     training = config.training_config(trainer.budget(), trainer.defaults()).model_copy(update={"device": trainer.device})
     records = instruction_dataset[instruction_dataset["split"].isin(["train", "validation"])]
@@ -152,4 +184,58 @@ def lora_adapter(
     uri = artifacts.publish(result.adapter_dir)
     if uri:
         context.add_output_metadata({"adapter_uri": dg.MetadataValue.url(uri)})
-    return {"adapter_dir": result.adapter_dir, "base_model_dir": str(base_model["path"]), "run_key": run_key, "best_eval_loss": result.best_eval_loss, "steps": result.steps}
+    output = {"adapter_dir": result.adapter_dir, "base_model_dir": str(base_model["path"]), "run_key": run_key, "best_eval_loss": result.best_eval_loss, "steps": result.steps}
+    if config.dpo_from_corrections:
+        output = _dpo_from_corrections(context, config, artifacts, output, workdir, instruction_dataset, agent_corrections)
+    return output
+
+
+def _dpo_from_corrections(context, config: LoraAdapterConfig, artifacts: ArtifactStore, sft: dict, workdir: Path,
+                          instruction_dataset: pd.DataFrame, agent_corrections: pd.DataFrame) -> dict:
+    """DPO over the SFT model on the corrections where the model was wrong; returns the asset's output."""
+    settings = config.dpo_config()
+    test_texts = instruction_dataset.loc[instruction_dataset["split"] == "test", "text"]
+    pairs, counts = select_pairs(preference_pairs(agent_corrections), settings.max_pairs, exclude_texts=test_texts)
+    context.add_output_metadata({"dpo_applied": False, "dpo_pairs": dg.MetadataValue.json(counts)})
+    if pairs.empty:
+        context.log.info(f"dpo_from_corrections: no usable preference pairs ({counts}): the SFT adapter is the output")
+        return sft
+    system = dataset_system_prompt(instruction_dataset["messages"])
+    dpo_key = _fingerprint(json.dumps(settings.model_dump(mode="json"), sort_keys=True), pairs_digest(pairs), system)
+    run_key = _fingerprint(sft["run_key"], "dpo", dpo_key)
+    out = workdir / "dpo" / dpo_key
+    result = train_dpo(Path(sft["base_model_dir"]), Path(sft["adapter_dir"]), pairs, system, out, settings,
+                       log=context.log.info)
+    curve = image(
+        line_chart({"DPO loss": result.history["loss"], "reward margin": result.history["rewards/margins"],
+                    "reward accuracy": result.history["rewards/accuracies"]},
+                   "DPO on corrections", "optimizer step", "value"),
+        artifacts.path("plots") / "lora_dpo.png", "DPO curve",
+    )
+    pair_counts = pairs.groupby(["rejected", "chosen"]).size().sort_values(ascending=False).head(10)
+    context.add_output_metadata({
+        "dpo_applied": True,
+        "dpo_pairs_used": result.pairs,
+        "dpo_steps": result.steps,
+        "dpo_epochs_completed": result.epochs_completed,
+        "dpo_final_loss": result.last("loss"),
+        "dpo_final_reward_margin": result.last("rewards/margins"),
+        "dpo_final_reward_accuracy": result.last("rewards/accuracies"),
+        "dpo_curve": curve,
+        "dpo_history": dg.MetadataValue.json({k: [list(p) for p in v] for k, v in result.history.items()}),
+        "dpo_top_corrections": dg.MetadataValue.json([{"predicted": r, "corrected": c, "pairs": int(n)}
+                                                      for (r, c), n in pair_counts.items()]),
+        "dpo_seconds_per_step": result.seconds_per_step,
+        "dpo_wall_seconds": result.wall_seconds,
+        "dpo_reused": result.reused,
+        "dpo_settings": dg.MetadataValue.json(settings.model_dump(mode="json")),
+        "dpo_adapter_dir": dg.MetadataValue.path(result.adapter_dir),
+        "dpo_reference_model_dir": dg.MetadataValue.path(result.merged_sft_dir),
+        "sft_run_key": sft["run_key"],
+    })
+    artifacts.publish(result.merged_sft_dir)
+    uri = artifacts.publish(result.adapter_dir)
+    if uri:
+        context.add_output_metadata({"dpo_adapter_uri": dg.MetadataValue.url(uri)})
+    return {**sft, "adapter_dir": result.adapter_dir, "base_model_dir": result.merged_sft_dir, "run_key": run_key,
+            "sft_adapter_dir": sft["adapter_dir"], "dpo_steps": result.steps, "dpo_pairs": result.pairs}
