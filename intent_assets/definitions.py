@@ -31,7 +31,8 @@ DATA_CHECKS = [redacted_corpus_has_no_pii, *DATA_QUALITY_CHECKS]
 CHECKS = [*DATA_CHECKS, *MODEL_QUALITY_CHECKS]
 
 data_job = dg.define_asset_job(
-    "data_job", selection=dg.AssetSelection.groups("data"), description="The data half: raw logs to instruction dataset."
+    "data_job", selection=dg.AssetSelection.groups("data", "corrections"),
+    description="The data half: raw logs (and agents' corrections) to instruction dataset."
 )
 training_job = dg.define_asset_job(
     "training_job",

@@ -17,7 +17,8 @@ def test_definitions_load_with_every_asset_and_job():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == DATA_ASSETS | MODEL_ASSETS | CORRECTION_ASSETS
-    assert defs.resolve_job_def("data_job") is not None
+    data = defs.resolve_job_def("data_job")  # instruction_dataset reads the corrections ledger: both in one job
+    assert {k.to_user_string() for k in data.asset_layer.selected_asset_keys} == DATA_ASSETS | CORRECTION_ASSETS
     training = defs.resolve_job_def("training_job")
     assert {k.to_user_string() for k in training.asset_layer.selected_asset_keys} == MODEL_ASSETS
 

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from intent_assets.definitions import DATA_ASSETS, DATA_CHECKS
+from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 from intent_assets.resources import ParaphraseLLM, local_resources
 from intent_assets_tests.openai_server import CannedOpenAIServer, make_paraphrase_responder
@@ -17,7 +17,7 @@ def materialize(root, run_config=None, llm=None):
     resources = local_resources(root)
     if llm is not None:
         resources["paraphrase_llm"] = llm
-    result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], resources=resources, run_config=run_config or {})
+    result = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, run_config=run_config or {})
     assert result.success
     return result
 
