@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_report
+from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 OOS = "oos"
 
@@ -170,12 +171,7 @@ def main(argv=None) -> int:
         result["systems"][name]["train_examples"] = int((frame["split"] == "train").sum())
         result["systems"][name]["training"] = {k: v for k, v in trained.to_dict().items()
                                                if k in ("steps", "best_eval_loss", "tokens_per_second", "wall_seconds", "train_examples")}
-    result["load_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text, encoding="utf-8")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 VARIANTS = ["naive", "bf16", "packed", "completion", "bf16_packed_completion", "bf16_prefix_completion"]
 
@@ -212,12 +212,7 @@ def main(argv=None) -> int:
         r["speedup_vs_naive"] = r["tokens_per_s"] / base["tokens_per_s"]
         r["loss_diff_vs_naive"] = r["eval_loss_first_batch"] - base["eval_loss_first_batch"]
     result["variants"] = rows
-    result["load_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text, encoding="utf-8")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

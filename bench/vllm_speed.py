@@ -24,6 +24,7 @@ from classify_speed import load_texts, pct, time_batches, time_single  # noqa: E
 
 from intent_assets.serving import current_model_dir, load_classifier, serving_spec  # noqa: E402
 from intent_assets.vllm_server import OpenAIClassifier, VLLMServer  # noqa: E402
+from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 
 def main(argv=None) -> int:
@@ -66,12 +67,7 @@ def main(argv=None) -> int:
     result["vllm_valid_label_rate"] = sum(p.label in spec.labels for p in p_served) / len(p_served)
     result["prefix_cache_hit_rate"] = (metrics.get("vllm:prefix_cache_hits_total", 0.0)
                                        / max(1.0, metrics.get("vllm:prefix_cache_queries_total", 0.0)))
-    result["load_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text, encoding="utf-8")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":
