@@ -203,6 +203,10 @@ class ParaphraseLLM(OpenAIResource):
             max_retries=self.max_retries,
         )
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self.configured:  # without credentials no client was made: nothing to close (was an ERROR event per run)
+            super().teardown_after_execution(context)
+
 
 # run-config fields of lora_adapter that, when left unset, take the trainer resource's value
 TRAINER_DEFAULTED = ("learning_rate", "per_device_batch_size")
