@@ -53,3 +53,14 @@ def s3_client(s3_endpoint):
     import boto3
 
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One PyTorch thread: on a 2-core machine shared with other jobs, two spinning threads run 5-10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -52,13 +52,7 @@ def _write(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One PyTorch thread: on a 2-core machine shared with other jobs, two spinning threads run 5-10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="session")
