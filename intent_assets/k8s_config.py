@@ -9,6 +9,11 @@ materializations and backfills). On the embedded default the tag is inert.
   NVIDIA taint tolerated, requests sized for an 8B QLoRA run on a g5 node (A10G 24 GB).
 * CPU steps (every data asset and ``base_model``): the user-code image (inherited from the code location), a node
   from the ``cpu`` NodePool, their own requests.
+* The steps that read the raw (PII) bucket (``raw_chat_logs``, ``redacted_corpus``, ``pii_audit_log``,
+  ``agent_corrections`` and the two checks on the raw tables) run under their own ServiceAccount,
+  ``intent-assets-pii``, whose IRSA role alone may read and write that bucket (``k8s/iam/pii-s3-policy.json``).
+  Every other pod (code server, daemon, run workers, GPU steps) runs as ``intent-assets-dagster``, whose role
+  cannot read a raw object (``k8s/iam/dagster-s3-policy.json``: it may only list ``corrections/`` for the sensor).
 
 Every step pod runs as a non-root user with a read-only root filesystem; everything it writes goes to the
 ``scratch`` emptyDir (``HOME``, ``TMPDIR``, caches, ``INTENT_ASSETS_DATA_DIR``); results are kept in S3.
@@ -26,6 +31,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_IMAGE = os.environ.get("INTENT_ASSETS_GPU_IMAGE", "intent-assets-gpu:0.1.0")
 GPU_NODEPOOL = "gpu"
 CPU_NODEPOOL = "cpu"
+# the ServiceAccount (IRSA role) of the steps that touch raw PII; the others inherit the chart's intent-assets-dagster
+PII_SERVICE_ACCOUNT = "intent-assets-pii"
 GPU_NAMES = ["a10g", "a100"]  # Karpenter's well-known label karpenter.k8s.aws/instance-gpu-name
 NVIDIA_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -48,7 +55,7 @@ _POD_SECURITY = {"run_as_non_root": True, "run_as_user": 10001, "run_as_group": 
 
 
 def _step_config(*, cpu: str, memory: str, ephemeral: str, scratch: str, nodepool: str, image: str | None = None,
-                 gpus: int = 0, shm: str | None = None) -> dict:
+                 gpus: int = 0, shm: str | None = None, service_account: str | None = None) -> dict:
     limits = {"memory": memory, "ephemeral-storage": scratch}
     if gpus:
         limits[GPU_RESOURCE] = str(gpus)
@@ -66,6 +73,8 @@ def _step_config(*, cpu: str, memory: str, ephemeral: str, scratch: str, nodepoo
         container["image"] = image
     pod_spec = {"node_selector": {"karpenter.sh/nodepool": nodepool}, "security_context": dict(_POD_SECURITY),
                 "volumes": volumes}
+    if service_account:
+        pod_spec["service_account_name"] = service_account
     if gpus:
         pod_spec["tolerations"] = [dict(NVIDIA_TOLERATION)]
         pod_spec["affinity"] = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {
@@ -85,10 +94,12 @@ def gpu_step(*, cpu: str, memory: str, ephemeral: str, scratch: str, shm: str = 
                                          nodepool=GPU_NODEPOOL, image=GPU_IMAGE, gpus=1, shm=shm)}
 
 
-def cpu_step(*, cpu: str = "1", memory: str = "4Gi", ephemeral: str = "5Gi", scratch: str = "10Gi") -> dict:
-    """Op tags of a CPU step on the user-code image."""
+def cpu_step(*, cpu: str = "1", memory: str = "4Gi", ephemeral: str = "5Gi", scratch: str = "10Gi",
+             raw_pii: bool = False) -> dict:
+    """Op tags of a CPU step on the user-code image; ``raw_pii``: it reads the raw (PII) bucket."""
     return {K8S_CONFIG_TAG: _step_config(cpu=cpu, memory=memory, ephemeral=ephemeral, scratch=scratch,
-                                         nodepool=CPU_NODEPOOL)}
+                                         nodepool=CPU_NODEPOOL,
+                                         service_account=PII_SERVICE_ACCOUNT if raw_pii else None)}
 
 
 # Sizing for an 8B base model (Llama-3-8B-Instruct) on a g5.2xlarge (8 vCPU, 32 GiB, A10G 24 GB) or larger:
@@ -104,3 +115,6 @@ BASE_MODEL = cpu_step(cpu="2", memory="8Gi", ephemeral="60Gi", scratch="80Gi")
 DATA_STEP = cpu_step()
 # the embedding baseline and token statistics read the whole instruction set: more memory than a plain table step
 HEAVY_DATA_STEP = cpu_step(cpu="2", memory="8Gi")
+# steps that read raw chat logs or agents' corrections (both in the raw bucket)
+PII_DATA_STEP = cpu_step(raw_pii=True)
+PII_HEAVY_DATA_STEP = cpu_step(cpu="2", memory="8Gi", raw_pii=True)

@@ -12,10 +12,10 @@ import pytest
 from dagster._config import process_config
 from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
-from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_config
+from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_k8s_job_name, get_user_defined_k8s_config
 
 from intent_assets import k8s_config
-from intent_assets.definitions import ASSETS, PROD_EXECUTOR_CONFIG, executor_for
+from intent_assets.definitions import ASSETS, CHECKS, PROD_EXECUTOR_CONFIG, executor_for
 
 USER_CODE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-assets:0.1.0"
 GPU_ASSETS = {"lora_adapter", "awq_model", "eval_report", "pii_memorization"}
@@ -23,13 +23,16 @@ K8S_VERSION = "1.33.0"
 
 
 def _step_job(asset_def) -> dict:
-    """The Job manifest (camelCase, as sent to the API server) for the step that materializes ``asset_def``."""
-    step_key = asset_def.op.name
+    """The Job manifest (camelCase, as sent to the API server) for the step that materializes ``asset_def`` (an
+    asset or an asset check)."""
+    op = asset_def.node_def
+    step_key = op.name
     executor_context = K8sContainerContext(
+        service_account_name="intent-assets-dagster",  # the Helm chart's global.serviceAccountName (k8s/helm)
         labels=PROD_EXECUTOR_CONFIG["labels"],
         run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(PROD_EXECUTOR_CONFIG.get("step_k8s_config", {})),
     )
-    context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(asset_def.op.tags)))
+    context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op.tags)))
     job_config = DagsterK8sJobConfig(  # what the Helm chart's K8sRunLauncher supplies
         job_image=USER_CODE_IMAGE,
         dagster_home="/opt/dagster/dagster_home",
@@ -39,7 +42,7 @@ def _step_job(asset_def) -> dict:
     job = construct_dagster_k8s_job(
         job_config=job_config,
         args=["dagster", "api", "execute_step"],
-        job_name=f"dagster-step-{step_key.replace('_', '-')}",
+        job_name=f"dagster-step-{get_k8s_job_name('0123abcd-run', step_key)}",  # as K8sStepHandler names it
         component="step_worker",
         user_defined_k8s_config=context.run_k8s_config,
         labels={"dagster/op": step_key},
@@ -98,6 +101,33 @@ def test_every_step_job_is_non_root_read_only_and_valid_kubernetes(name):
     pg = next(e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD")
     assert "value" not in pg and pg["valueFrom"]["secretKeyRef"]["name"] == "dagster-postgresql-secret"
     kubernetes_validate.validate(json.loads(json.dumps(job)), K8S_VERSION, strict=True)
+
+
+def _reads_raw_pii(definition) -> bool:
+    """From the graph itself: the step writes or reads a table stored by the raw (PII) IO manager, or reads the
+    agents' corrections (which live in the raw bucket or the support system's database)."""
+    raw = {spec.key for a in ASSETS for spec in a.specs
+           if a.get_io_manager_key_for_asset_key(spec.key) == "raw_io_manager"}
+    keys = set(getattr(definition, "keys", ())) | set(definition.keys_by_input_name.values())
+    return bool(keys & raw) or "corrections" in definition.required_resource_keys
+
+
+STEPS = {d.node_def.name: d for d in [*ASSETS, *CHECKS]}
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_only_the_steps_that_read_raw_pii_run_under_the_pii_identity(name):
+    """The pii ServiceAccount's IRSA role is the only one allowed to read the raw bucket (k8s/iam): steps that need
+    raw data get it, every other step (GPU training included) keeps the default identity and cannot read it."""
+    pod = _step_job(STEPS[name])["spec"]["template"]["spec"]
+    expected = k8s_config.PII_SERVICE_ACCOUNT if _reads_raw_pii(STEPS[name]) else "intent-assets-dagster"
+    assert pod["serviceAccountName"] == expected
+
+
+def test_the_raw_pii_steps_are_the_expected_ones():
+    assert {n for n, d in STEPS.items() if _reads_raw_pii(d)} == {
+        "raw_chat_logs", "redacted_corpus", "pii_audit_log", "agent_corrections",
+        "raw_chat_logs_raw_chat_logs_schema", "quarantined_records_quarantine_share_within_limit"}
 
 
 def test_prod_definitions_run_each_step_in_its_own_pod():

@@ -50,7 +50,7 @@ def ledger_version(ledger: pd.DataFrame) -> str:
 
 @dg.asset(
     group_name="corrections",
-    op_tags=k8s_config.HEAVY_DATA_STEP,
+    op_tags=k8s_config.PII_HEAVY_DATA_STEP,
     owners=MODEL_OWNERS,
     kinds={"pandas", "parquet"},
     tags=PII_REDACTED,

@@ -5,7 +5,7 @@ The rules are in ``intent_assets.quality``; metadata holds counts, shares, label
 import dagster as dg
 import pandas as pd
 
-from intent_assets import quality
+from intent_assets import k8s_config, quality
 from intent_assets.assets.eval_report import FINE_TUNED
 from intent_assets.assets.synthetic_augments import SyntheticAugmentsConfig
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA
@@ -14,7 +14,7 @@ WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
 
 @dg.asset_check(asset="raw_chat_logs", description="Every stored row matches the chat-log schema (pandera: columns, "
-                "types, speakers, non-empty text, unique conversation turns).")
+                "types, speakers, non-empty text, unique conversation turns).", op_tags=k8s_config.PII_DATA_STEP)
 def raw_chat_logs_schema(raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
     violations = quality.schema_violations(raw_chat_logs, CHAT_LOG_SCHEMA)
     return dg.AssetCheckResult(
@@ -31,6 +31,7 @@ def raw_chat_logs_schema(raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset="quarantined_records",
     additional_ins={"raw_chat_logs": dg.AssetIn()},
+    op_tags=k8s_config.PII_DATA_STEP,  # reads the raw (PII) bucket
     description=f"At most {quality.MAX_QUARANTINE_SHARE:.0%} of the input records are quarantined (more means the "
     "source or its format changed).",
 )

@@ -23,7 +23,7 @@ AUDIT_LINEAGE = dg.TableColumnLineage(
     owners=PRIVACY_OWNERS,
     kinds={"pandas", "parquet"},
     tags={**PII_REDACTED, "audit": "pii"},
-    op_tags=k8s_config.DATA_STEP,
+    op_tags=k8s_config.PII_DATA_STEP,
 )
 def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_chat_logs: pd.DataFrame) -> pd.DataFrame:
     """The auditor's view of redaction: one row per raw chat message with a keyed, non-reversible ``audit_id``

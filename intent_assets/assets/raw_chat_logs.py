@@ -57,7 +57,7 @@ class RawChatLogsConfig(dg.Config):
         ),
     },
     group_name="data",
-    op_tags=k8s_config.DATA_STEP,
+    op_tags=k8s_config.PII_DATA_STEP,
 )
 def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, chat_log_source: ChatLogSource):
     """Reads historical support chat logs from the configured location and validates every record (pandera).

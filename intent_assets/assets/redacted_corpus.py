@@ -20,7 +20,7 @@ class RedactedCorpusConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
-    op_tags=k8s_config.DATA_STEP,
+    op_tags=k8s_config.PII_DATA_STEP,
     owners=PRIVACY_OWNERS,
     kinds={"pandas", "parquet", "scrubadub"},
     tags=PII_REDACTED,
