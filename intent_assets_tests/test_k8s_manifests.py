@@ -2,20 +2,19 @@
 the package, offline), pods are non-root with read-only root filesystems, no secret is written anywhere, and the
 Helm values, instance file and Dockerfiles agree with the code."""
 
+import json
 import re
 
-import kubernetes_validate
 import pytest
 import yaml
 from dagster._config import process_config
 from dagster_k8s import K8sRunLauncher
 
+from intent_assets import k8s_config
 from intent_assets.paths import PROJECT_DIR
+from intent_assets_tests.k8s_checks import assert_hardened, assert_no_secret, is_builtin, pod_spec, validate
 
 K8S = PROJECT_DIR / "k8s"
-K8S_VERSION = "1.33.0"  # EKS 1.33
-CUSTOM_RESOURCES = {"karpenter.sh/v1": {"NodePool"}, "karpenter.k8s.aws/v1": {"EC2NodeClass"}}
-SECRET_NAMES = re.compile(r"password|secret|api_?key|access_?key|(^|_)token(_|$)", re.I)
 
 
 def _documents():
@@ -26,33 +25,25 @@ def _documents():
 
 
 DOCS = _documents()
-
-
-def _pod_spec(doc):
-    if doc["kind"] in ("Deployment", "DaemonSet", "StatefulSet", "Job"):
-        return doc["spec"]["template"]["spec"]
-    return None
-
-
 # Karpenter's custom resources have no schema in kubernetes-validate: their fields are checked in their own test
-BUILTIN = [(n, d) for n, d in DOCS if d["kind"] not in CUSTOM_RESOURCES.get(d["apiVersion"], ())]
+BUILTIN = [(n, d) for n, d in DOCS if is_builtin(d)]
 
 
 def test_only_karpenter_resources_lack_a_builtin_schema():
     assert {(d["apiVersion"], d["kind"]) for n, d in DOCS if (n, d) not in BUILTIN} <= {
-        (api, kind) for api, kinds in CUSTOM_RESOURCES.items() for kind in kinds}
+        ("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2NodeClass")}
 
 
 @pytest.mark.parametrize("name,doc", BUILTIN, ids=[f"{n}:{d['kind']}/{d['metadata']['name']}" for n, d in BUILTIN])
 def test_every_manifest_passes_kubernetes_validate_strict(name, doc):
-    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    validate(doc)
 
 
 def test_the_manifests_cover_the_issue():
+    # vLLM serving (Deployment, Service, HPA, ...) is the chart k8s/charts/intent-router: test_k8s_chart.py
     kinds = {(d["kind"], d["metadata"]["name"]) for _, d in DOCS}
-    assert {("Deployment", "intent-router-vllm"), ("Service", "intent-router"),
-            ("HorizontalPodAutoscaler", "intent-router-vllm"), ("DaemonSet", "nvidia-device-plugin-daemonset"),
-            ("NodePool", "gpu"), ("NodePool", "cpu"), ("EC2NodeClass", "gpu")} <= kinds
+    assert {("DaemonSet", "nvidia-device-plugin-daemonset"), ("NodePool", "gpu"), ("NodePool", "cpu"),
+            ("EC2NodeClass", "gpu"), ("ServiceAccount", k8s_config.PII_SERVICE_ACCOUNT)} <= kinds
 
 
 def test_karpenter_gpu_pool_offers_a10g_or_a100_behind_the_nvidia_taint():
@@ -65,61 +56,17 @@ def test_karpenter_gpu_pool_offers_a10g_or_a100_behind_the_nvidia_taint():
     assert {p["spec"]["template"]["spec"]["nodeClassRef"]["name"] for p in pools.values()} <= classes
 
 
-@pytest.mark.parametrize("name,doc", [(n, d) for n, d in DOCS if _pod_spec(d)], ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"])
+@pytest.mark.parametrize("name,doc", [(n, d) for n, d in DOCS if pod_spec(d)], ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"])
 def test_pods_run_non_root_with_a_read_only_root_filesystem(name, doc):
-    spec = _pod_spec(doc)
-    for container in spec.get("initContainers", []) + spec["containers"]:
-        ctx = container.get("securityContext", {})
-        assert ctx.get("readOnlyRootFilesystem") is True, container["name"]
-        assert ctx.get("allowPrivilegeEscalation") is False, container["name"]
-        if doc["kind"] != "DaemonSet":  # the device plugin needs root for the kubelet socket
-            assert spec["securityContext"]["runAsNonRoot"] is True
-
-
-def test_vllm_serves_the_awq_model_with_prefix_caching_on_a_gpu():
-    (deploy,) = [d for _, d in DOCS if d["kind"] == "Deployment" and d["metadata"]["name"] == "intent-router-vllm"]
-    spec = deploy["spec"]["template"]["spec"]
-    (vllm,) = spec["containers"]
-    assert "--enable-prefix-caching" in vllm["args"] and vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    (fetch,) = spec["initContainers"]
-    assert fetch["command"][-2:] == ["intent_assets.s3_artifacts", "download"]  # verified against the manifest
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-
-
-def _walk(node, path=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, (*path, str(key)))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _walk(value, (*path, str(i)))
-    else:
-        yield path, node
-
-
-def _dicts(node):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _dicts(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _dicts(value)
+    assert_hardened(doc)
 
 
 def test_no_secret_is_written_in_manifests_values_or_instance():
-    assert not [d for _, d in DOCS if d["kind"] == "Secret"]
-    files = [K8S / "helm" / "values.yaml", K8S / "dagster.yaml", *(K8S / "manifests").glob("*.yaml")]
+    files = [*(K8S / "helm").glob("*.yaml"), K8S / "dagster.yaml", *(K8S / "manifests").glob("*.yaml"),
+             *(K8S / "charts").glob("*/values.yaml")]
     for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
-            for keys, value in _walk(doc):
-                if not any(SECRET_NAMES.search(k) for k in keys):
-                    continue
-                # allowed: a reference ({env: VAR}) or the name of a Kubernetes Secret, never a value
-                assert keys[-1] == "env" or isinstance(value, bool) or str(value).startswith(("dagster-", "intent-assets-")), (path.name, keys, "<value hidden>")
-            for entry in _dicts(doc):  # env entries {name: X, value: Y}: no secret-looking X with a literal Y
-                if "value" in entry and SECRET_NAMES.search(str(entry.get("name", ""))):
-                    raise AssertionError(f"{path.name}: env {entry['name']} set in a manifest")
+            assert_no_secret(doc, path.name)
 
 
 def test_helm_values_use_postgres_s3_logs_irsa_and_the_k8s_run_launcher():
@@ -162,13 +109,67 @@ def test_images_run_as_a_non_root_user_and_install_from_the_lock(dockerfile):
         assert text.startswith("#") and "FROM nvidia/cuda:" in text and '".[gpu]"' in text
 
 
-def test_iam_policies_keep_raw_pii_away_from_the_model_server():
-    import json
+ACCOUNT = "123456789012"
+ARTIFACTS, RAW = f"intent-assets-artifacts-{ACCOUNT}", f"intent-assets-raw-pii-{ACCOUNT}"
 
-    dagster = json.loads((K8S / "iam" / "dagster-s3-policy.json").read_text())
-    vllm = json.loads((K8S / "iam" / "vllm-s3-read-policy.json").read_text())
-    vllm_resources = [r for st in vllm["Statement"] for r in st["Resource"]]
-    assert all("raw-pii" not in r for r in vllm_resources)
-    assert {a for st in vllm["Statement"] for a in st["Action"]} == {"s3:ListBucket", "s3:GetObject"}
-    assert any("raw-pii" in r for st in dagster["Statement"] for r in st["Resource"])
-    assert all("*" != r for st in dagster["Statement"] + vllm["Statement"] for r in st["Resource"])
+
+def _policy(name: str) -> dict:
+    return json.loads((K8S / "iam" / name).read_text().replace("__ACCOUNT_ID__", ACCOUNT))
+
+
+def _allowed(policy: dict, action: str, bucket: str, key: str | None = None, prefix: str | None = None) -> bool:
+    """IAM's answer for one S3 request under an identity policy of Allow statements (Action, Resource, StringLike)."""
+    from fnmatch import fnmatchcase
+
+    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow" and set(st) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        if action not in st["Action"] or not any(fnmatchcase(resource, r) for r in st["Resource"]):
+            continue
+        like = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if like is None or (prefix is not None and any(fnmatchcase(prefix, p) for p in like)):
+            return True
+    return False
+
+
+def test_iam_roles_give_raw_pii_only_to_the_pii_steps():
+    """What each role may do with the keys the prod resources really use (raw tables, corrections files, redacted
+    tables, model prefixes, compute logs); the pii steps are the ones k8s_config puts under that ServiceAccount."""
+    from intent_assets.resources import prod_resources
+
+    resources = prod_resources()
+    raw_table = f"{resources['raw_io_manager'].prefix}/raw_chat_logs.parquet"
+    corrections = f"{resources['corrections'].location}/2026-11-25.jsonl"
+    redacted_table = f"{resources['io_manager'].prefix}/redacted_corpus.parquet"
+    awq = f"{resources['artifacts'].prefix}/awq_model/abc/quantized/model.safetensors"
+    adapter = f"{resources['artifacts'].prefix}/lora_adapter/abc/adapter/adapter_model.safetensors"
+    logs = yaml.safe_load((K8S / "helm" / "values.yaml").read_text())["computeLogManager"]["config"][
+        "s3ComputeLogManager"]["prefix"] + "/run/step.out"
+    dagster, pii, vllm = _policy("dagster-s3-policy.json"), _policy("pii-s3-policy.json"), _policy("vllm-s3-read-policy.json")
+
+    for key in (raw_table, corrections):  # raw PII: only the pii role reads it
+        assert _allowed(pii, "s3:GetObject", RAW, key)
+        assert not _allowed(dagster, "s3:GetObject", RAW, key) and not _allowed(vllm, "s3:GetObject", RAW, key)
+    assert _allowed(pii, "s3:PutObject", RAW, raw_table) and not _allowed(dagster, "s3:PutObject", RAW, raw_table)
+    assert not _allowed(pii, "s3:PutObject", RAW, corrections)  # agents' files are read, never rewritten
+    # the corrections sensor (code server, role dagster) lists new files without reading them
+    assert _allowed(dagster, "s3:ListBucket", RAW, prefix=corrections.rsplit("/", 1)[0] + "/")
+    assert not _allowed(dagster, "s3:ListBucket", RAW, prefix="raw/")
+    for role in (dagster, pii):  # both write redacted tables, models and step logs
+        for key in (redacted_table, awq, adapter, logs):
+            assert _allowed(role, "s3:GetObject", ARTIFACTS, key) and _allowed(role, "s3:PutObject", ARTIFACTS, key)
+    # the model server reads the 4-bit models and nothing else
+    assert _allowed(vllm, "s3:GetObject", ARTIFACTS, awq)
+    assert _allowed(vllm, "s3:ListBucket", ARTIFACTS, prefix=awq.rsplit("/", 1)[0] + "/")
+    for key in (adapter, redacted_table, logs):
+        assert not _allowed(vllm, "s3:GetObject", ARTIFACTS, key)
+    assert not _allowed(vllm, "s3:PutObject", ARTIFACTS, awq)
+    assert all("*" != r for p in (dagster, pii, vllm) for st in p["Statement"] for r in st["Resource"])
+
+
+def test_the_pii_service_account_is_the_one_its_role_trusts():
+    (sa,) = [d for _, d in DOCS if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == k8s_config.PII_SERVICE_ACCOUNT]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/intent-assets-pii")
+    assert sa["automountServiceAccountToken"] is False  # step pods do not call the Kubernetes API
+    readme = (K8S / "README.md").read_text()
+    assert "--name intent-assets-pii" in readme and "pii-s3-policy.json" in readme

@@ -1,6 +1,8 @@
 """The ``prod`` resources against a moto S3 server: tables through dagster-aws, raw and redacted in separate
 buckets, model directories published and fetched with a verified manifest."""
 
+import shutil
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -85,6 +87,28 @@ def test_artifact_store_publishes_a_model_directory_and_another_pod_fetches_it_v
             store.publish(store.path("agent_corrections", "batches", name))
         assert other_pod.children(other_root / "agent_corrections" / "batches") == ["batch-a", "batch-b"]
         assert other_pod.children(other_root / "nothing") == []
+
+
+def test_champion_uri_names_the_s3_prefix_of_the_champion_for_the_serving_chart(prod_env, tmp_path, monkeypatch, capsys):
+    """What k8s/README.md step 9 runs in the code-server pod: the registry is fetched from S3 in a fresh pod and the
+    champion's model prefix is printed, as the intent-router chart's model.uri."""
+    from intent_assets.cli import main
+    from intent_assets.registry import GateDecision, ModelRegistry
+
+    monkeypatch.setenv("INTENT_ASSETS_ENV", "prod")
+    monkeypatch.setenv("INTENT_ASSETS_DATA_DIR", str(tmp_path / "scratch"))  # every pod's scratch data folder
+    assert main(["champion-uri"]) == 1 and "has no champion yet" in capsys.readouterr().err
+
+    with dg.build_resources({"artifacts": prod_env["artifacts"]}) as resources:  # the pod that ran model_promotion
+        store = resources.artifacts
+        model = store.path("awq_model", "rk1", "quantized")
+        registry = ModelRegistry(store.path("registry"))
+        entry = registry.register(str(model), "rk1", {"macro_f1": 0.8}, {})
+        registry.decide(entry["version"], GateDecision(promote=True, reasons=["first model"]))
+        store.publish(registry.root)
+    shutil.rmtree(tmp_path / "scratch")  # the code server is another pod: nothing local, the registry comes from S3
+    assert main(["champion-uri"]) == 0
+    assert capsys.readouterr().out.strip() == f"s3://{REDACTED}/artifacts/awq_model/rk1/quantized/"
 
 
 def test_prod_is_selected_by_the_environment_variable_and_local_stays_the_default(monkeypatch):
