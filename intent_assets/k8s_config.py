@@ -5,7 +5,7 @@ this tag from the step's op, so it is set on the asset itself (job-level tags ar
 materializations and backfills). On the embedded default the tag is inert.
 
 * GPU steps (``lora_adapter``, ``awq_model``, ``eval_report``): one ``nvidia.com/gpu``, the GPU image, a node from
-  the Karpenter ``gpu`` NodePool restricted to A10G / A100 instances (``k8s/karpenter-gpu-nodepool.yaml``), the
+  the Karpenter ``gpu`` NodePool restricted to A10G / A100 instances (``k8s/manifests/40-karpenter-nodepools.yaml``), the
   NVIDIA taint tolerated, requests sized for an 8B QLoRA run on a g5 node (A10G 24 GB).
 * CPU steps (every data asset and ``base_model``): the user-code image (inherited from the code location), a node
   from the ``cpu`` NodePool, their own requests.
@@ -16,7 +16,8 @@ materializations and backfills). On the embedded default the tag is inert.
   cannot read a raw object (``k8s/iam/dagster-s3-policy.json``: it may only list ``corrections/`` for the sensor).
 
 Every step pod runs as a non-root user with a read-only root filesystem; everything it writes goes to the
-``scratch`` emptyDir (``HOME``, ``TMPDIR``, caches, ``INTENT_ASSETS_DATA_DIR``); results are kept in S3.
+``scratch`` emptyDir (``HOME``, caches, ``INTENT_ASSETS_DATA_DIR``) or the ``tmp`` emptyDir (``/tmp``); results are
+kept in S3.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ NVIDIA_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSch
 SCRATCH = "/scratch"
 _SCRATCH_ENV = [
     {"name": "HOME", "value": SCRATCH},
-    {"name": "TMPDIR", "value": f"{SCRATCH}/tmp"},
+    {"name": "TMPDIR", "value": "/tmp"},
+    {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{SCRATCH}/inductor"},
+    {"name": "TRITON_CACHE_DIR", "value": f"{SCRATCH}/triton"},
     {"name": "HF_HOME", "value": f"{SCRATCH}/hf"},
     {"name": "INTENT_ASSETS_DATA_DIR", "value": f"{SCRATCH}/data"},
     {"name": "MPLCONFIGDIR", "value": f"{SCRATCH}/mpl"},
 ]
+# /scratch and a writable /tmp (Python's tempfile, the S3 compute-log manager's staging): exactly as the Helm values
+# write them for the code server and the run launcher, so dagster-k8s merges them into one volume each (it drops only
+# identical duplicates). Disk is capped by the container's ephemeral-storage limit, which counts emptyDirs.
+SCRATCH_VOLUMES = [{"name": "scratch", "empty_dir": {}}, {"name": "tmp", "empty_dir": {}}]
+SCRATCH_MOUNTS = [{"name": "scratch", "mount_path": SCRATCH}, {"name": "tmp", "mount_path": "/tmp"}]
 _CONTAINER_SECURITY = {
     "run_as_non_root": True,
     "allow_privilege_escalation": False,
@@ -63,9 +71,9 @@ def _step_config(*, cpu: str, memory: str, ephemeral: str, scratch: str, nodepoo
         "resources": {"requests": {"cpu": cpu, "memory": memory, "ephemeral-storage": ephemeral}, "limits": limits},
         "env": list(_SCRATCH_ENV),
         "security_context": dict(_CONTAINER_SECURITY),
-        "volume_mounts": [{"name": "scratch", "mount_path": SCRATCH}],
+        "volume_mounts": [dict(m) for m in SCRATCH_MOUNTS],
     }
-    volumes = [{"name": "scratch", "empty_dir": {"size_limit": scratch}}]
+    volumes = [dict(v) for v in SCRATCH_VOLUMES]
     if shm:  # PyTorch data loaders and NCCL use /dev/shm; the container default (64 MiB) is too small
         container["volume_mounts"].append({"name": "dshm", "mount_path": "/dev/shm"})
         volumes.append({"name": "dshm", "empty_dir": {"medium": "Memory", "size_limit": shm}})
@@ -82,10 +90,9 @@ def _step_config(*, cpu: str, memory: str, ephemeral: str, scratch: str, nodepoo
                 {"key": "karpenter.k8s.aws/instance-gpu-name", "operator": "In", "values": list(GPU_NAMES)},
             ]}],
         }}}
-    config = {"container_config": container, "pod_spec_config": pod_spec}
-    if gpus:  # Karpenter must not consolidate a node away from under a training run
-        config["pod_template_spec_metadata"] = {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}
-    return config
+    # Karpenter must not consolidate a node away from under a running step (a training run or a 16 GB copy alike)
+    return {"container_config": container, "pod_spec_config": pod_spec,
+            "pod_template_spec_metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}
 
 
 def gpu_step(*, cpu: str, memory: str, ephemeral: str, scratch: str, shm: str = "8Gi") -> dict:

@@ -435,6 +435,7 @@ def quantize_awq(
     settings: QuantizationSettings | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> QuantizationResult:
     """Quantize the (merged) model in ``model_dir`` to int4 AWQ and save it in compressed-tensors format to ``out_dir``.
 
@@ -443,8 +444,8 @@ def quantize_awq(
     ``add_generation_prompt=True`` (see :func:`render_calibration_text`). At most ``settings.num_calibration_samples``
     are used (seeded subset), each truncated to ``settings.max_calibration_tokens`` tokens.
 
-    Written atomically (temporary sibling folder, renamed at the end) with the tokenizer and ``manifest.json``.
-    With ``log``, progress (decoder layer i/n, ETA) is logged as llm-compressor's sequential pipeline reaches each
+    Written atomically (temporary sibling folder, renamed at the end) with the tokenizer, ``extra_files`` (name ->
+    text, e.g. the serving info) and ``manifest.json``. With ``log``, progress (decoder layer i/n, ETA) is logged as llm-compressor's sequential pipeline reaches each
     layer.
     """
     import torch
@@ -491,6 +492,8 @@ def quantize_awq(
             warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
             model.save_pretrained(tmp, save_compressed=True)
         tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         expected_group = None if settings.group_size == -1 else settings.group_size
         qconfig = check_quantized_config(tmp, bits=settings.bits, group_size=expected_group)
         manifest_path = write_manifest(

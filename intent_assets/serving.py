@@ -28,6 +28,8 @@ __all__ = [
     "load_classifier",
     "serving_spec",
     "write_serving_info",
+    "serving_info_text",
+    "labels_from_prompt",
 ]
 
 SERVING_INFO = "intent_assets.json"
@@ -86,10 +88,20 @@ class ServingSpec:
         return {"labels": self.labels, "system_prompt": self.system_prompt}
 
 
+def labels_from_prompt(system_prompt: str) -> list[str]:
+    """The intent names a training system prompt lists (its ``- name`` or ``- name: description`` lines)."""
+    return [line[2:].split(": ", 1)[0] for line in system_prompt.split("\n") if line.startswith("- ")]
+
+
+def serving_info_text(labels: Sequence[str], system_prompt: str) -> str:
+    """The content of ``intent_assets.json``: what a client of the served model needs (labels, system prompt)."""
+    return json.dumps({"labels": list(labels), "system_prompt": system_prompt}, indent=1) + "\n"
+
+
 def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], system_prompt: str) -> Path:
     """Write the labels and the training system prompt next to a model's weights (``intent_assets.json``)."""
     path = Path(model_dir) / SERVING_INFO
-    path.write_text(json.dumps({"labels": list(labels), "system_prompt": system_prompt}, indent=1), encoding="utf-8")
+    path.write_text(serving_info_text(labels, system_prompt), encoding="utf-8")
     return path
 
 
@@ -112,8 +124,7 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
         with train.open(encoding="utf-8") as fh:
             first = json.loads(fh.readline())
         prompt = first["messages"][0]["content"]
-        labels = [line[2:] for line in prompt.split("\n") if line.startswith("- ")]
-        labels = [label.split(": ", 1)[0] for label in labels]
+        labels = labels_from_prompt(prompt)
         if labels:
             return ServingSpec(model_dir, labels, prompt)
     taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)

@@ -43,7 +43,7 @@ def _render(helm: str, *sets: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def docs(helm) -> list[dict]:
-    return _render(helm, f"model.uri={URI}", "metrics.podMonitor.enabled=true", "networkPolicy.allowNamespaces={gateway}")
+    return _render(helm, f"model.uri={URI}", "metrics.podMonitor.enabled=true", "networkPolicy.allowNamespaces={monitoring,gateway}")
 
 
 def _one(docs, kind):
@@ -119,6 +119,9 @@ def test_service_pdb_policy_and_monitor_select_the_vllm_pods(docs):
     (rule,) = _one(docs, "NetworkPolicy")["spec"]["ingress"]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}} in rule["from"]
     assert _one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    assert _one(docs, "PodMonitor")["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # the stack's selector
+    # Prometheus (namespace monitoring) may scrape the server, or the HPA never gets its metric
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in rule["from"]
 
 
 def test_the_hpa_scales_on_the_metric_prometheus_adapter_serves(docs):

@@ -9,12 +9,14 @@ import json
 import kubernetes
 import kubernetes_validate
 import pytest
+import yaml
 from dagster._config import process_config
 from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_k8s_job_name, get_user_defined_k8s_config
 
 from intent_assets import k8s_config
+from intent_assets.paths import PROJECT_DIR
 from intent_assets.definitions import ASSETS, CHECKS, PROD_EXECUTOR_CONFIG, executor_for
 
 USER_CODE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-assets:0.1.0"
@@ -22,17 +24,43 @@ GPU_ASSETS = {"lora_adapter", "awq_model", "eval_report", "pii_memorization"}
 K8S_VERSION = "1.33.0"
 
 
-def _step_job(asset_def) -> dict:
-    """The Job manifest (camelCase, as sent to the API server) for the step that materializes ``asset_def`` (an
-    asset or an asset check)."""
-    op = asset_def.node_def
-    step_key = op.name
-    executor_context = K8sContainerContext(
-        service_account_name="intent-assets-dagster",  # the Helm chart's global.serviceAccountName (k8s/helm)
-        labels=PROD_EXECUTOR_CONFIG["labels"],
-        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(PROD_EXECUTOR_CONFIG.get("step_k8s_config", {})),
+VALUES = yaml.safe_load((PROJECT_DIR / "k8s" / "helm" / "values.yaml").read_text())
+_RUN_K8S_KEYS = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
+                 "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
+                 "jobMetadata": "job_metadata"}
+
+
+def _names(entries) -> list[str]:
+    return [e["name"] for e in entries or []]
+
+
+def _run_context() -> K8sContainerContext:
+    """What a run carries in prod, as ``K8sContainerContext.create_for_run`` builds it: the K8sRunLauncher's
+    settings (k8s/helm/values.yaml runLauncher, as the official chart renders them), then the code location's
+    container context (the chart's includeConfigInLaunchedRuns: dagsterUserDeployments.k8sContainerContext)."""
+    launcher = VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+    launcher_context = K8sContainerContext(
+        service_account_name=VALUES["global"]["serviceAccountName"],
+        env_config_maps=_names(launcher.get("envConfigMaps")),
+        env_secrets=_names(launcher.get("envSecrets")),
+        volumes=launcher.get("volumes"),
+        volume_mounts=launcher.get("volumeMounts"),
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
+            {_RUN_K8S_KEYS[k]: v for k, v in launcher.get("runK8sConfig", {}).items()}),
     )
-    context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op.tags)))
+    (deployment,) = VALUES["dagster-user-deployments"]["deployments"]
+    code_location = {"image_pull_policy": deployment["image"]["pullPolicy"],
+                     "env_config_maps": [f"dagster-{deployment['name']}-user-env", *_names(deployment.get("envConfigMaps"))],
+                     "env_secrets": _names(deployment.get("envSecrets")),
+                     "namespace": "intent-assets", "service_account_name": VALUES["global"]["serviceAccountName"]}
+    for key, name in (("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("resources", "resources"),
+                      ("labels", "labels")):
+        if deployment.get(key):
+            code_location[name] = deployment[key]
+    return launcher_context.merge(K8sContainerContext.create_from_config({"k8s": code_location}))
+
+
+def _job(context: K8sContainerContext, name: str, component: str) -> dict:
     job_config = DagsterK8sJobConfig(  # what the Helm chart's K8sRunLauncher supplies
         job_image=USER_CODE_IMAGE,
         dagster_home="/opt/dagster/dagster_home",
@@ -42,12 +70,47 @@ def _step_job(asset_def) -> dict:
     job = construct_dagster_k8s_job(
         job_config=job_config,
         args=["dagster", "api", "execute_step"],
-        job_name=f"dagster-step-{get_k8s_job_name('0123abcd-run', step_key)}",  # as K8sStepHandler names it
-        component="step_worker",
+        job_name=name,
+        component=component,
         user_defined_k8s_config=context.run_k8s_config,
-        labels={"dagster/op": step_key},
+        labels={"dagster/job": "x"},
     )
     return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def _step_job(asset_def) -> dict:
+    """The Job manifest (camelCase, as sent to the API server) for the step that materializes ``asset_def`` (an
+    asset or an asset check): the run's context, then the k8s_job_executor's, then the step's op tags, as
+    ``K8sStepHandler._get_container_context`` merges them."""
+    op = asset_def.node_def
+    executor_context = K8sContainerContext(
+        labels=PROD_EXECUTOR_CONFIG["labels"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(PROD_EXECUTOR_CONFIG.get("step_k8s_config", {})),
+    )
+    context = _run_context().merge(executor_context).merge(
+        K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op.tags)))
+    # named as K8sStepHandler names it
+    return _job(context, f"dagster-step-{get_k8s_job_name('0123abcd-run', op.name)}", "step_worker")
+
+
+def _assert_unique_volumes(job: dict) -> None:
+    """The API server refuses a pod with two volumes of one name or two mounts at one path (dagster-k8s only
+    drops duplicates that are identical)."""
+    pod = job["spec"]["template"]["spec"]
+    names = [v["name"] for v in pod.get("volumes", [])]
+    assert len(names) == len(set(names)), names
+    for container in pod["containers"]:
+        paths = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        assert len(paths) == len(set(paths)), paths
+        assert set(m["name"] for m in container.get("volumeMounts", [])) <= set(names)
+
+
+def test_the_run_worker_pod_is_valid_with_one_scratch_and_one_tmp():
+    job = _job(_run_context(), "dagster-run-0123abcd", "run_worker")
+    _assert_unique_volumes(job)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {k8s_config.SCRATCH, "/tmp"}
+    kubernetes_validate.validate(json.loads(json.dumps(job)), K8S_VERSION, strict=True)
 
 
 def _assets_by_name():
@@ -100,6 +163,9 @@ def test_every_step_job_is_non_root_read_only_and_valid_kubernetes(name):
     # the postgres password reaches the pod from a Kubernetes Secret, never as a literal
     pg = next(e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD")
     assert "value" not in pg and pg["valueFrom"]["secretKeyRef"]["name"] == "dagster-postgresql-secret"
+    _assert_unique_volumes(job)
+    # a writable temporary directory (Python's tempfile, torch's caches, the S3 compute-log manager's staging)
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"] and env["TMPDIR"] == "/tmp"
     kubernetes_validate.validate(json.loads(json.dumps(job)), K8S_VERSION, strict=True)
 
 

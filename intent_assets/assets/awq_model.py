@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
+from intent_assets.serving import SERVING_INFO, labels_from_prompt, serving_info_text
 from intent_assets.resources import ArtifactStore, TrainerBackend
 
 
@@ -45,8 +46,9 @@ def awq_model(
     """The adapter merged into the base model, quantized to 4-bit AWQ with llm-compressor (int4 weights, one
     scale per group, activations 16-bit) and saved in the compressed-tensors format vLLM loads.
 
-    Calibrated on redacted training prompts (system + user, as served). Metadata: size before and after,
-    calibration samples, wall time.
+    Calibrated on redacted training prompts (system + user, as served). The model directory also carries
+    ``intent_assets.json`` (the labels and the training system prompt) for its clients: ``intent-assets classify``
+    and any OpenAI client of the vLLM server. Metadata: size before and after, calibration samples, wall time.
     """
     wanted = {"num_calibration_samples": config.num_calibration_samples, "max_calibration_tokens": config.max_calibration_tokens}
     caps = trainer.calibration_budget()  # the environment's caps only ever lower the run config's values
@@ -63,7 +65,10 @@ def awq_model(
     if out.exists():
         shutil.rmtree(out)
     context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
-    result = quantize_awq(merged, prompts, out, settings, log=context.log.info)
+    # the served model carries what a client needs: its labels and the system prompt it was trained with
+    system_prompt = prompts[0][0]["content"]
+    info = {SERVING_INFO: serving_info_text(labels_from_prompt(system_prompt), system_prompt)}
+    result = quantize_awq(merged, prompts, out, settings, log=context.log.info, extra_files=info)
     context.add_output_metadata(
         {
             "model_dir": dg.MetadataValue.path(str(result.out_dir)),

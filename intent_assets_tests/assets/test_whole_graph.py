@@ -133,6 +133,13 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert awq["size_mb_after"] < 0.6 * awq["size_mb_before"]
     config = json.loads((data_root / "artifacts" / "awq_model").glob("*/quantized/config.json").__next__().read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    # the served model carries its labels and the exact system prompt it was trained with (for any client)
+    quantized = next((data_root / "artifacts" / "awq_model").glob("*/quantized"))
+    info = json.loads((quantized / "intent_assets.json").read_text())
+    train = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet").query("split == 'train'")
+    assert info["system_prompt"] == json.loads(train["messages"].iloc[0])[0]["content"]
+    assert set(train["intent"]) <= set(info["labels"]) and len(info["labels"]) == len(set(info["labels"]))
+    assert "intent_assets.json" in {f["path"] for f in json.loads((quantized / "manifest.json").read_text())["files"]}
     report = meta("eval_report")
     # the first model of an empty registry is promoted only if it beats the zero-shot base model
     promotion = meta("model_promotion")
