@@ -31,6 +31,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # sets the real registry path through this variable (k8s/helm/values.yaml), read when the code location loads
 GPU_IMAGE = os.environ.get("INTENT_ASSETS_GPU_IMAGE", "intent-assets-gpu:0.1.0")
 GPU_NODEPOOL = "gpu"
+# Dagster concurrency pool of the GPU steps: at most ``concurrency.pools.default_limit`` of them at once across all
+# runs (k8s/helm/values.yaml, k8s/dagster.yaml), whatever job or UI materialization they come from
+GPU_POOL = "gpu"
 CPU_NODEPOOL = "cpu"
 # the ServiceAccount (IRSA role) of the steps that touch raw PII; the others inherit the chart's intent-assets-dagster
 PII_SERVICE_ACCOUNT = "intent-assets-pii"

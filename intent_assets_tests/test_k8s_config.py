@@ -190,6 +190,12 @@ def test_only_the_steps_that_read_raw_pii_run_under_the_pii_identity(name):
     assert pod["serviceAccountName"] == expected
 
 
+@pytest.mark.parametrize("name", sorted(_assets_by_name()))
+def test_gpu_steps_share_one_concurrency_pool(name):
+    """Two GPU steps at most at once, from any run (a UI "Materialize all" has no job tag to limit by)."""
+    assert _assets_by_name()[name].op.pool == (k8s_config.GPU_POOL if name in GPU_ASSETS else None)
+
+
 def test_the_raw_pii_steps_are_the_expected_ones():
     assert {n for n, d in STEPS.items() if _reads_raw_pii(d)} == {
         "raw_chat_logs", "redacted_corpus", "pii_audit_log", "agent_corrections",

@@ -48,6 +48,9 @@ def test_the_prod_instance_keeps_runs_events_and_schedules_in_postgres(prod_inst
     assert isinstance(prod_instance.schedule_storage, PostgresScheduleStorage)
     assert prod_instance.run_storage.postgres_url.startswith("postgresql+psycopg2://")
     assert type(prod_instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    concurrency = prod_instance.get_concurrency_config()
+    assert concurrency.pool_config.default_pool_limit == 2  # the GPU steps' pool (k8s_config.GPU_POOL)
+    assert concurrency.run_queue_config.max_concurrent_runs == 8
 
     @dg.asset
     def tiny() -> int:

@@ -72,6 +72,7 @@ def test_no_secret_is_written_in_manifests_values_or_instance():
 def test_helm_values_use_postgres_s3_logs_irsa_and_the_k8s_run_launcher():
     values = yaml.safe_load((K8S / "helm" / "values.yaml").read_text())
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["concurrency"]["pools"] == {"defaultLimit": 2, "granularity": "op"}  # the "gpu" pool
     assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     assert values["computeLogManager"]["type"] == "S3ComputeLogManager"

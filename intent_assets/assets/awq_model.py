@@ -31,6 +31,7 @@ class AwqModelConfig(dg.Config):
 @dg.asset(
     group_name="model",
     op_tags=k8s_config.AWQ_MODEL,
+    pool=k8s_config.GPU_POOL,
     owners=MODEL_OWNERS,
     kinds={"llmcompressor", "safetensors"},
     tags={**PII_REDACTED, "compute": "gpu"},

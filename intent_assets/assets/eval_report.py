@@ -43,6 +43,7 @@ class EvalReportConfig(dg.Config):
 @dg.asset(
     group_name="model",
     op_tags=k8s_config.EVAL_REPORT,
+    pool=k8s_config.GPU_POOL,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "scikitlearn", "markdown"},
     tags={**PII_REDACTED, "compute": "gpu"},

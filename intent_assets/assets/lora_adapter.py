@@ -107,6 +107,7 @@ def _fingerprint(*parts: str) -> str:
 @dg.asset(
     group_name="model",
     op_tags=k8s_config.LORA_ADAPTER,
+    pool=k8s_config.GPU_POOL,
     owners=MODEL_OWNERS,
     kinds={"pytorch", "peft", "huggingface"},
     tags={**PII_REDACTED, "compute": "gpu"},

@@ -29,6 +29,7 @@ class PiiMemorizationConfig(dg.Config):
     kinds={"pytorch"},
     tags={**PII_REDACTED, "compute": "gpu"},
     op_tags=k8s_config.PII_MEMORIZATION,
+    pool=k8s_config.GPU_POOL,
     check_specs=[dg.AssetCheckSpec("no_canary_completed", asset="pii_memorization",
                                    description="The fine-tuned model completes none of the canary PII values.")],
 )
