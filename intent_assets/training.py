@@ -596,6 +596,33 @@ def run_fingerprint(base_model_dir: Path, train_jsonl: Path, config: LoraTrainin
     }
 
 
+def common_trainer_args(config, *, bf16: bool, device: str) -> dict:
+    """The ``TrainingArguments`` that SFT (``build_trainer``) and DPO (``preference.train_dpo``) share: batch and
+    accumulation, schedule (epochs, steps, learning rate, scheduler, warmup), precision, CPU/GPU, seeds, logging
+    and data loading. ``config`` is a ``LoraTrainingConfig`` or a ``preference.DpoConfig`` (same field names)."""
+    use_cpu = not device.startswith("cuda")
+    return dict(
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a value below 1 is a share of the steps
+        logging_strategy="steps",
+        bf16=bf16,
+        fp16=False,
+        use_cpu=use_cpu,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=not use_cpu,
+        dataloader_num_workers=0,
+        max_length=config.max_seq_length,
+    )
+
+
 def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path | None, output_dir: Path,
                   config: LoraTrainingConfig, *, log: Callable[[str], None] = print):
     """Everything ``train_lora`` runs, set up but not started: returns ``(trainer, info)``.
@@ -650,31 +677,13 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         log("share_prompt_prefix and gradient_checkpointing are both off: activations of long prompts take a lot "
             "of memory (batch 8 x 1,550 tokens needed > 22 GB on CPU)")
 
-    use_cpu = not device.startswith("cuda")
     args = SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS_DIR),
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
+        **common_trainer_args(config, bf16=bf16, device=device),
         weight_decay=config.weight_decay,
-        logging_strategy="steps",
         logging_steps=config.logging_steps,
         save_total_limit=config.save_total_limit,
-        bf16=bf16,
-        fp16=False,
-        use_cpu=use_cpu,
         gradient_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_pin_memory=not use_cpu,
-        dataloader_num_workers=0,
-        max_length=config.max_seq_length,
         completion_only_loss=True,
         packing=False,
         save_only_model=False,
