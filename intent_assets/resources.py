@@ -27,7 +27,7 @@ from dagster_openai import OpenAIResource
 from pydantic import Field
 
 from intent_assets.paths import data_dir
-from intent_assets.s3_artifacts import download_directory, read_manifest, upload_directory
+from intent_assets.s3_artifacts import delete_directory, download_directory, read_manifest, upload_directory
 
 
 TABLE_SUFFIXES = (".parquet", ".json")
@@ -118,6 +118,10 @@ class ArtifactStore(dg.ConfigurableResource):
         """Make a finished directory durable; returns its URI where it is stored elsewhere than ``directory``."""
         return None
 
+    def unpublish(self, directory: str | os.PathLike) -> None:
+        """Withdraw a published directory (e.g. a checkpoint the trainer rotated away); here: nothing to do, the local
+        directory is the only copy and whoever deleted it already withdrew it."""
+
     def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
         """Make a published directory present (and verified) at ``directory``; returns it."""
         directory = Path(directory)
@@ -159,6 +163,9 @@ class S3ArtifactStore(ArtifactStore):
 
     def uri(self, directory: str | os.PathLike) -> str:
         return f"s3://{self.bucket}/{self._prefix(directory)}/"
+
+    def unpublish(self, directory: str | os.PathLike) -> None:
+        delete_directory(self.s3.get_client(), self.bucket, self._prefix(directory))
 
     def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path:
         if missing_ok and not self._inside(directory):

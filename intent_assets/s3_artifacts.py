@@ -86,6 +86,19 @@ def upload_directory(client, bucket: str, prefix: str, directory: str | os.PathL
     return manifest
 
 
+def delete_directory(client, bucket: str, prefix: str) -> int:
+    """Remove ``s3://bucket/prefix/``: the manifest first (from then on readers see it as incomplete), then the rest.
+    Returns the number of objects deleted."""
+    keys = list_keys(client, bucket, prefix)
+    manifest = _key(prefix, MANIFEST_KEY)
+    if manifest in keys:
+        client.delete_object(Bucket=bucket, Key=manifest)
+    rest = [key for key in keys if key != manifest]
+    for start in range(0, len(rest), 1000):
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in rest[start:start + 1000]]})
+    return len(keys)
+
+
 def list_keys(client, bucket: str, prefix: str) -> list[str]:
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_key(prefix, "")):

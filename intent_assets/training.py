@@ -3,7 +3,8 @@
 ``train_lora(base_model_dir, train_jsonl, validation_jsonl, output_dir, config)`` trains a LoRA adapter with TRL's
 ``SFTTrainer`` on the chat records written by ``instructions.write_jsonl``: every record becomes a
 prompt/completion pair (system + user → assistant), so the loss covers the assistant answer and its end-of-turn
-token only. Checkpoints go to ``output_dir/checkpoints`` (a second call resumes from the last one), the adapter
+token only. Checkpoints go to ``output_dir/checkpoints`` (a second call resumes from the last one; an
+``on_checkpoint`` callback sees each one as soon as it is written, e.g. to upload it), the adapter
 (PEFT format) to ``output_dir/adapter`` and a summary to ``output_dir/training_summary.json``.
 
 Three backends behind ``load_model_for_training``: ``peft`` (plain LoRA, CPU or GPU), ``qlora`` (4-bit NF4 base
@@ -556,6 +557,34 @@ def _progress_callback(log: Callable[[str], None]):
     return Progress()
 
 
+def _checkpoint_callback(on_checkpoint: Callable[[Path], None], run_file: Path):
+    """Calls ``on_checkpoint(checkpoint_dir)`` after each checkpoint is saved, with a copy of ``run_file`` (the run's
+    fingerprint) inside it so that the checkpoint says on its own which run it belongs to.
+
+    ``Trainer._save_checkpoint`` writes the model, optimizer, scheduler, RNG and ``trainer_state.json`` and rotates
+    older checkpoints away (``save_total_limit``) before ``on_save`` runs: the directory is complete by then.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class CheckpointSaved(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if not (checkpoint / "trainer_state.json").is_file():
+                return
+            if run_file.is_file():
+                shutil.copyfile(run_file, checkpoint / RUN_FILE)
+            on_checkpoint(checkpoint)
+
+    return CheckpointSaved()
+
+
+def _checkpoint_step(checkpoint: str | Path) -> int:
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+
+
 def _last_checkpoint(checkpoints_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -596,8 +625,36 @@ def run_fingerprint(base_model_dir: Path, train_jsonl: Path, config: LoraTrainin
     }
 
 
+def common_trainer_args(config, *, bf16: bool, device: str) -> dict:
+    """The ``TrainingArguments`` that SFT (``build_trainer``) and DPO (``preference.train_dpo``) share: batch and
+    accumulation, schedule (epochs, steps, learning rate, scheduler, warmup), precision, CPU/GPU, seeds, logging
+    and data loading. ``config`` is a ``LoraTrainingConfig`` or a ``preference.DpoConfig`` (same field names)."""
+    use_cpu = not device.startswith("cuda")
+    return dict(
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a value below 1 is a share of the steps
+        logging_strategy="steps",
+        bf16=bf16,
+        fp16=False,
+        use_cpu=use_cpu,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=not use_cpu,
+        dataloader_num_workers=0,
+        max_length=config.max_seq_length,
+    )
+
+
 def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path | None, output_dir: Path,
-                  config: LoraTrainingConfig, *, log: Callable[[str], None] = print):
+                  config: LoraTrainingConfig, *, log: Callable[[str], None] = print,
+                  on_checkpoint: Callable[[Path], None] | None = None):
     """Everything ``train_lora`` runs, set up but not started: returns ``(trainer, info)``.
 
     ``trainer.train_dataset`` holds the tokenized examples with their ``labels`` (-100 outside the answer).
@@ -650,31 +707,13 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         log("share_prompt_prefix and gradient_checkpointing are both off: activations of long prompts take a lot "
             "of memory (batch 8 x 1,550 tokens needed > 22 GB on CPU)")
 
-    use_cpu = not device.startswith("cuda")
     args = SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS_DIR),
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
+        **common_trainer_args(config, bf16=bf16, device=device),
         weight_decay=config.weight_decay,
-        logging_strategy="steps",
         logging_steps=config.logging_steps,
         save_total_limit=config.save_total_limit,
-        bf16=bf16,
-        fp16=False,
-        use_cpu=use_cpu,
         gradient_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_pin_memory=not use_cpu,
-        dataloader_num_workers=0,
-        max_length=config.max_seq_length,
         completion_only_loss=True,
         packing=False,
         save_only_model=False,
@@ -687,6 +726,8 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         early_callback = EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience,
                                                early_stopping_threshold=config.early_stopping_threshold)
         callbacks.append(early_callback)
+    if on_checkpoint is not None:
+        callbacks.append(_checkpoint_callback(on_checkpoint, output_dir / CHECKPOINTS_DIR / RUN_FILE))
 
     trainer_class = _make_trainer_class()
     bars = datasets_progress_bars(False)
@@ -737,11 +778,17 @@ def _atomic_save_adapter(model, tokenizer, adapter_dir: Path) -> None:
 
 
 def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path | None, output_dir: Path,
-               config: LoraTrainingConfig | None = None, *, log: Callable[[str], None] = print) -> TrainingResult:
+               config: LoraTrainingConfig | None = None, *, log: Callable[[str], None] = print,
+               on_checkpoint: Callable[[Path], None] | None = None) -> TrainingResult:
     """Fine-tune a LoRA adapter on ``train_jsonl`` (early stopping on ``validation_jsonl``'s loss).
 
-    Resumes from the last checkpoint in ``output_dir/checkpoints`` when there is one. Writes the adapter to
-    ``output_dir/adapter`` and ``output_dir/training_summary.json``; returns a ``TrainingResult``.
+    Resumes from the last checkpoint in ``output_dir/checkpoints`` when there is one and it belongs to this run
+    (``checkpoints/run.json``, else the copy inside the last checkpoint, matches ``run_fingerprint``). Writes the
+    adapter to ``output_dir/adapter`` and ``output_dir/training_summary.json``; returns a ``TrainingResult``.
+
+    ``on_checkpoint(checkpoint_dir)``, when given, is called as soon as each checkpoint is complete on disk (with
+    the run's ``run.json`` copied into it), while training goes on: e.g. to upload it before the machine is
+    preempted. What it raises stops the training.
     """
     config = config or LoraTrainingConfig()
     started = time.perf_counter()
@@ -749,10 +796,15 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = output_dir / CHECKPOINTS_DIR
     fingerprint = json.loads(json.dumps(run_fingerprint(base_model_dir, train_jsonl, config)))
-    try:
-        previous = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
+    previous = None
+    last = _last_checkpoint(checkpoints)
+    # the run's file, else the copy a checkpoint carries (one fetched alone from an artifact store)
+    for candidate in [checkpoints / RUN_FILE] + ([Path(last) / RUN_FILE] if last else []):
+        try:
+            previous = json.loads(candidate.read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            continue
     if checkpoints.exists() and previous != fingerprint:
         if _last_checkpoint(checkpoints):
             log(f"checkpoints in {checkpoints} come from another base model, training file or configuration: "
@@ -760,14 +812,27 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
     (checkpoints / RUN_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
-    trainer, info = build_trainer(base_model_dir, train_jsonl, validation_jsonl, output_dir, config, log=log)
+    trainer, info = build_trainer(base_model_dir, train_jsonl, validation_jsonl, output_dir, config, log=log,
+                                  on_checkpoint=on_checkpoint)
     resume = _last_checkpoint(checkpoints)
     log(f"training LoRA r={config.r} ({config.backend}, {info['device']}, {info['dtype']}"
         f"{', shared prompt prefix' if info['share_prefix'] else ''}) on {info['train_examples']} examples"
         f" ({info['eval_examples']} for validation), batch {config.per_device_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation"
         + (f"; resuming from {resume}" if resume else ""))
-    trainer.train(resume_from_checkpoint=resume)
+    if resume and config.max_steps is not None and _checkpoint_step(resume) >= config.max_steps:
+        # a run that ended (its last checkpoint saved) before its adapter was: Trainer.train would still take one
+        # more step when max_steps is not on an epoch boundary; load the weights (the best ones when kept) instead
+        from transformers import TrainerState
+
+        log(f"{resume} already holds all {config.max_steps} steps: nothing left to train")
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        best = trainer.state.best_model_checkpoint
+        if trainer.args.load_best_model_at_end and best and (Path(best) / "trainer_state.json").is_file():
+            trainer._load_best_model()
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
 
     adapter_dir = output_dir / ADAPTER_DIR

@@ -252,8 +252,20 @@ def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
     out = tmp_path / "lora"
     lines: list[str] = []
     config = tiny(learning_rate=2e-3, max_train_examples=4, max_eval_examples=4)
-    first = train_lora(smollm2_dir, chat_files[0], chat_files[1], out, config, log=lines.append)
+    saved = []  # on_checkpoint sees each checkpoint complete on disk (with the run's fingerprint) while training runs
+
+    def on_checkpoint(path):
+        saved.append((path.name, sorted(p.name for p in path.iterdir()), (out / "adapter").exists()))
+
+    first = train_lora(smollm2_dir, chat_files[0], chat_files[1], out, config, log=lines.append,
+                       on_checkpoint=on_checkpoint)
     assert first.steps == 2 and first.resumed_from is None and not first.stopped_early
+    assert [name for name, _, _ in saved] == ["checkpoint-1", "checkpoint-2"]
+    for _, files, adapter_written in saved:
+        assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "run.json"} <= set(files)
+        assert not adapter_written
+    assert json.loads((out / "checkpoints" / "checkpoint-1" / "run.json").read_text()) == json.loads(
+        (out / "checkpoints" / "run.json").read_text())
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert [s for s, _ in first.train_loss_history] == [1, 2]
     assert [s for s, _ in first.eval_loss_history] == [1, 2]
