@@ -131,7 +131,6 @@ def main(argv=None) -> int:
         from intent_assets.instructions import build_records, write_jsonl
         from intent_assets.paths import TAXONOMY_DIR
         from intent_assets.quantization import merge_adapter
-        from intent_assets.paths import data_dir
         from intent_assets.serving import load_classifier, write_serving_info
         from intent_assets.taxonomy import load_taxonomy
         from intent_assets.training import LoraTrainingConfig, train_lora
@@ -145,10 +144,34 @@ def main(argv=None) -> int:
         rows += [(t, g, "validation") for t, g in subsample(splits["val"], 128, 32, args.seed + 1)]
         frame = pd.DataFrame({"record_id": [f"c{i}" for i in range(len(rows))], "text": [r[0] for r in rows],
                               "intent": [r[1] for r in rows], "split": [r[2] for r in rows], "synthetic": False})
+        # the same training subset for the classical baselines: what the LLM is up against with as little data
+        sub_texts = [r[0] for r in rows if r[2] == "train"]
+        sub_labels = [r[1] for r in rows if r[2] == "train"]
+        t0 = time.perf_counter()
+        small = tfidf_baseline(sub_texts, sub_labels)
+        p, c = sklearn_confidence(small, tt)
+        vp, vc = sklearn_confidence(small, vt)
+        evaluate(f"TF-IDF + linear SVM (train: {len(by_intent)} x {args.train_per_intent}, the LLM's subset)", tg, p, c,
+                 vg, vp, vc, result["systems"], time.perf_counter() - t0)
+        if args.minilm:
+            t0 = time.perf_counter()
+            mini_small = minilm_baseline(sub_texts, sub_labels)
+            proba = mini_small.classifier.predict_proba(emb)
+            classes = list(mini_small.classifier.classes_)
+            vproba = mini_small.classifier.predict_proba(mini_small.embed(vt))
+            evaluate(f"MiniLM-L6 + logistic regression (train: {len(by_intent)} x {args.train_per_intent}, the LLM's "
+                     "subset)", tg, [classes[i] for i in proba.argmax(1)], proba.max(1).tolist(), vg,
+                     [classes[i] for i in vproba.argmax(1)], vproba.max(1).tolist(), result["systems"],
+                     time.perf_counter() - t0)
         work = Path(args.work)
         paths = write_jsonl(build_records(frame, taxonomy), work / "instructions")
-        base_dir = Path(args.base_model) if args.base_model else \
-            next((data_dir() / "artifacts" / "base_model").glob("*/model.safetensors")).parent
+        if args.base_model:
+            base_dir = Path(args.base_model)
+        else:  # the pipeline's converted base model, converted here from the shipped GGUF when missing
+            from intent_assets.base_model import materialize_base_model
+
+            base_dir = work / "base_model"
+            materialize_base_model(base_dir)
         config = LoraTrainingConfig(max_steps=args.max_steps, learning_rate=args.learning_rate,
                                     effective_batch_size=args.batch_size, per_device_batch_size=args.batch_size,
                                     num_epochs=1, checkpoint_steps=args.max_steps, early_stopping_patience=0,
