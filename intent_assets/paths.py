@@ -20,6 +20,12 @@ DEFAULT_CHAT_LOGS = SAMPLE_DIR / "banking77_chat_logs.jsonl"
 DEFAULT_TAXONOMY = TAXONOMY_DIR / "banking77.json"
 
 
+def project_path(value: str | os.PathLike) -> Path:
+    """``value`` as given when absolute, else relative to the project folder (how run config names shipped files)."""
+    path = Path(value)
+    return path if path.is_absolute() else PROJECT_DIR / path
+
+
 def data_dir() -> Path:
     """Root of everything a run writes: ``$INTENT_ASSETS_DATA_DIR`` or ``<project>/data``."""
     return Path(os.environ.get("INTENT_ASSETS_DATA_DIR", PROJECT_DIR / "data")).resolve()

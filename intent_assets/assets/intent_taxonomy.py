@@ -1,13 +1,11 @@
 """``intent_taxonomy``: the versioned intent schema the model routes to."""
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS
-from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR
+from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR, project_path
 from intent_assets.taxonomy import load_taxonomy
 
 class TaxonomyConfig(dg.Config):
@@ -19,8 +17,7 @@ class TaxonomyConfig(dg.Config):
     @field_validator("path")
     @classmethod
     def _is_file(cls, value: str) -> str:
-        path = Path(value) if Path(value).is_absolute() else PROJECT_DIR / value
-        if not path.is_file():
+        if not project_path(value).is_file():
             raise ValueError(f"no taxonomy file at {value!r} (relative paths are from {PROJECT_DIR})")
         return value
 
@@ -37,7 +34,7 @@ def intent_taxonomy(context: dg.AssetExecutionContext, config: TaxonomyConfig) -
     Labels outside it are quarantined from training data (see ``quarantined_labels``). The system prompt of
     ``instruction_dataset`` is built from it.
     """
-    path = Path(config.path) if Path(config.path).is_absolute() else PROJECT_DIR / config.path
+    path = project_path(config.path)
     taxonomy = load_taxonomy(path)
     context.add_output_metadata(
         {

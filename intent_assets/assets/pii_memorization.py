@@ -8,7 +8,7 @@ from pydantic import Field
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
 from intent_assets.memorization import hf_generator, load_canaries, memorization_check
-from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR
+from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR, project_path
 from intent_assets.resources import ArtifactStore, InferenceEngine
 
 
@@ -39,11 +39,7 @@ def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationC
     be in the raw chat logs) and counts how many it completes greedily (goal: 0). A completion would mean raw PII
     reached training. Metadata and logs hold entity types and counts only, never the canary values.
     """
-    from pathlib import Path
-
-    path = Path(config.canaries_path)
-    path = path if path.is_absolute() else PROJECT_DIR / path
-    canaries = load_canaries(path, limit=inference.cap("canaries", config.max_canaries))
+    canaries = load_canaries(project_path(config.canaries_path), limit=inference.cap("canaries", config.max_canaries))
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
     model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
     result = memorization_check(hf_generator(model, tokenizer, config.max_new_tokens, inference.batch_size), canaries,

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_RAW, counts_table
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
-from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR
+from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
 
 ChatLogsType = pandera_schema_to_dagster_type(CHAT_LOG_SCHEMA)
@@ -29,14 +29,12 @@ class RawChatLogsConfig(dg.Config):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: str) -> str:
-        path = Path(value) if Path(value).is_absolute() else PROJECT_DIR / value
-        if not path.exists():
+        if not project_path(value).exists():
             raise ValueError(f"no file or folder at {value!r} (relative paths are from {PROJECT_DIR})")
         return value
 
     def resolved_path(self) -> Path:
-        path = Path(self.path)
-        return path if path.is_absolute() else PROJECT_DIR / path
+        return project_path(self.path)
 
 @dg.multi_asset(
     outs={
