@@ -32,11 +32,15 @@ def _helm(helm: str, command: str, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-config"})
 
 
-def _render(helm: str, *sets: str) -> list[dict]:
+def _template(helm: str, *sets: str) -> subprocess.CompletedProcess:
     args = ["intent-router", str(CHART), "-n", "intent-assets"]
     for s in sets:
         args += ["--set", s]
-    result = _helm(helm, "template", *args)
+    return _helm(helm, "template", *args)
+
+
+def _render(helm: str, *sets: str) -> list[dict]:
+    result = _template(helm, *sets)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -64,10 +68,7 @@ def test_helm_lint_strict_passes(helm):
     ((f"model.uri={URI}", "vllm.extraArgs={enable-lora}"), "/vllm/extraArgs"),
 ])
 def test_a_missing_or_malformed_value_is_refused_with_its_name(helm, sets, message):
-    args = ["intent-router", str(CHART), "-n", "intent-assets"]
-    for s in sets:
-        args += ["--set", s]
-    result = _helm(helm, "template", *args)
+    result = _template(helm, *sets)
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
