@@ -2,11 +2,10 @@
 
 :func:`current_model_dir` is the ONE place that decides which model is "the current champion": every consumer
 (``intent-assets classify``, ``intent-assets serve`` / ``make serve``, :func:`load_classifier`) goes through it.
-For now it is the newest finished ``awq_model`` artifact (falling back to the converted base model when no run has
-finished); the model registry's ``champion`` alias plugs in here.
+It is the model registry's ``champion`` (see that function for the fall-backs).
 
-A model directory served here carries ``intent_assets.json`` (written by :func:`write_serving_info` next to the
-weights) or is accompanied by an ``instruction_dataset`` under the same artifacts root: the labels and the exact
+A model directory served here carries ``intent_assets.json`` (``awq_model`` writes it next to the weights, as
+:func:`write_serving_info` does) or is accompanied by an ``instruction_dataset`` under the same artifacts root: the labels and the exact
 system prompt the model was trained with. Serving must prompt exactly as training did.
 """
 
