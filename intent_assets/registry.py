@@ -4,6 +4,9 @@
 split, and its lineage: adapter run, instruction dataset and corrections ledger versions), two aliases
 (``champion``: the model that serves; ``challenger``: the latest candidate) and a history of every decision
 (promoted, refused, rolled back) with its reasons.
+
+The gate (:func:`promotion_gate`) also weighs the classical baselines of the same evaluation: a fine-tuned LLM that
+does not beat a linear classifier on the same test examples is not worth serving (unless the policy says otherwise).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,11 +33,28 @@ class GateDecision:
     checks: dict[str, bool] = field(default_factory=dict)
 
 
+def best_baseline(baselines: Mapping[str, dict] | None, metric: str) -> tuple[str, float] | None:
+    """(name, score) of the best of ``baselines`` (system name -> metrics dict) on ``metric``; None if there is none."""
+    present = {name: m[metric] for name, m in (baselines or {}).items() if m is not None and metric in m}
+    if not present:
+        return None
+    name = max(present, key=present.get)
+    return name, present[name]
+
+
 def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | None, *, margin: float,
-                   max_intent_f1_drop: float, metric: str = "macro_f1") -> GateDecision:
+                   max_intent_f1_drop: float, baselines: Mapping[str, dict] | None, metric: str = "macro_f1",
+                   require_beating_baselines: bool = True, baseline_margin: float = 0.0) -> GateDecision:
     """Promote only if the challenger beats the champion by ``margin`` on ``metric``, beats the zero-shot base model,
-    and no intent's F1 drops by more than ``max_intent_f1_drop`` against the champion. Each argument is a metrics
-    dict of ``metrics.classification_report`` computed on the same test examples (``None``: not available)."""
+    scores at least the best classical baseline (+ ``baseline_margin``), and no intent's F1 drops by more than
+    ``max_intent_f1_drop`` against the champion. Each argument is a metrics dict of
+    ``metrics.classification_report`` computed on the same test examples (``None``: not available); ``baselines``
+    maps each classical baseline's system name to its metrics (empty or None: the report has none).
+
+    ``require_beating_baselines=False`` (``RetrainPolicy.require_beating_baselines``) keeps the baseline
+    comparison in the reasons but no longer lets it refuse the challenger. When required and the report has no
+    baseline, the challenger is refused: nothing shows it is better than a linear classifier.
+    """
     checks: dict[str, bool] = {}
     reasons: list[str] = []
     ours = challenger[metric]
@@ -44,8 +65,9 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
         checks["beats_zero_shot"] = ours > zero_shot[metric]
         reasons.append(f"{metric} {ours:.4f} vs zero-shot {zero_shot[metric]:.4f}: "
                        + ("beats it" if checks["beats_zero_shot"] else "does not beat it"))
+    reasons.append(_baseline_reason(ours, baselines, metric, require_beating_baselines, baseline_margin, checks))
     if champion is None:
-        reasons.append("no champion yet: the challenger only has to beat the zero-shot base model")
+        reasons.append("no champion yet: the challenger has no champion to beat")
     else:
         need = champion[metric] + margin
         checks["beats_champion_by_margin"] = ours >= need
@@ -61,6 +83,29 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
         reasons.append(f"largest per-intent F1 drop {worst[1]:.4f} ({worst[0]}) vs allowed {max_intent_f1_drop:.4f}: "
                        + ("ok" if checks["no_intent_f1_drop"] else "too large"))
     return GateDecision(all(checks.values()), reasons, checks)
+
+
+RELAXED = "baseline check relaxed by RetrainPolicy.require_beating_baselines=False"
+
+
+def _baseline_reason(ours: float, baselines: Mapping[str, dict] | None, metric: str, required: bool, margin: float,
+                     checks: dict[str, bool]) -> str:
+    """The classical-baseline comparison: sets ``checks["beats_classical_baselines"]`` only when it is required."""
+    best = best_baseline(baselines, metric)
+    if best is None:
+        if required:
+            checks["beats_classical_baselines"] = False
+            return ("no classical baseline (TF-IDF + SVM, MiniLM + LR) in this report: cannot show the challenger "
+                    "beats them (RetrainPolicy.require_beating_baselines=False to promote anyway)")
+        return f"{RELAXED}; no classical baseline in this report to compare with"
+    name, score = best
+    need = score + margin
+    beats = ours >= need
+    than = f"best baseline {name} {score:.4f}" + (f" + margin {margin:.4f} = {need:.4f}" if margin else "")
+    if required:
+        checks["beats_classical_baselines"] = beats
+        return f"{metric} {ours:.4f} vs {than}: " + ("at least as good" if beats else "below it")
+    return f"{RELAXED}: challenger {metric} {ours:.4f} " + (">=" if beats else "<") + f" {than}"
 
 
 def _now() -> str:

@@ -380,6 +380,8 @@ class RetrainPolicy(dg.ConfigurableResource):
     promotion_metric: str = Field(default="macro_f1", description="macro_f1, micro_f1 or accuracy.")
     promotion_margin: float = Field(default=0.005, ge=0, le=1, description="How much the challenger must beat the champion by.")
     max_intent_f1_drop: float = Field(default=0.10, ge=0, le=1, description="Largest F1 drop allowed on any single intent.")
+    require_beating_baselines: bool = Field(default=True, description="Refuse a challenger that scores below the best classical baseline (TF-IDF + SVM, MiniLM + LR) of its own eval_report on promotion_metric, or when the report has none. False: the comparison stays in the decision's reasons but does not block.")
+    baseline_margin: float = Field(default=0.0, ge=-1, le=1, description="The challenger must reach the best baseline's score + this margin (negative: tolerate being that much below it).")
 
 
 class ChatLogSource(dg.ConfigurableResource):

@@ -8,9 +8,10 @@ import dagster as dg
 from pydantic import Field
 
 from intent_assets import k8s_config
+from intent_assets.quality import CLASSICAL_BASELINES
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.assets.eval_report import ZERO_SHOT, registry_for
-from intent_assets.registry import GateDecision, promotion_gate
+from intent_assets.registry import GateDecision, best_baseline, promotion_gate
 from intent_assets.resources import ArtifactStore, RetrainPolicy
 
 LINEAGE_ASSETS = ["agent_corrections", "instruction_dataset", "lora_adapter", "awq_model", "eval_report"]
@@ -52,8 +53,10 @@ def model_promotion(
     awq_model: dict,
 ):
     """Registers the new 4-bit model as ``challenger`` and promotes it to ``champion`` only if, on the frozen test
-    split of this very run, it beats the champion by the policy's margin, beats the zero-shot base model, and no
-    intent's F1 drops by more than the policy allows. Otherwise the champion stays. Every decision, with its reasons,
+    split of this very run, it beats the champion by the policy's margin, beats the zero-shot base model, scores at
+    least the best classical baseline of the same report (TF-IDF + SVM, MiniLM + LR; ``require_beating_baselines``
+    and ``baseline_margin`` relax that), and no intent's F1 drops by more than the policy allows. Otherwise the
+    champion stays. Every decision, with its reasons,
     scores and the lineage to the data versions, is kept in the registry (``artifacts/registry/registry.json``).
     Roll back with ``rollback_job``.
     """
@@ -61,6 +64,8 @@ def model_promotion(
     systems, metric = report["systems"], retrain_policy.promotion_metric
     challenger = systems[report["fine_tuned"]]["metrics"]
     zero_shot = systems.get(ZERO_SHOT, {}).get("metrics")
+    baselines = {name: systems[name]["metrics"] for name in CLASSICAL_BASELINES if name in systems}
+    best = best_baseline(baselines, metric)
     registry = registry_for(artifacts)
     champion = registry.alias("champion")
     entry = registry.register(awq_model["model_dir"], awq_model["run_key"], _scores(challenger, report["n"]), _lineage(context))
@@ -72,7 +77,9 @@ def model_promotion(
     else:
         champion_metrics = systems[report["champion"]["system"]]["metrics"] if report.get("champion") else None
         decision = promotion_gate(challenger, champion_metrics, zero_shot, margin=retrain_policy.promotion_margin,
-                                  max_intent_f1_drop=retrain_policy.max_intent_f1_drop, metric=metric)
+                                  max_intent_f1_drop=retrain_policy.max_intent_f1_drop, metric=metric,
+                                  baselines=baselines, require_beating_baselines=retrain_policy.require_beating_baselines,
+                                  baseline_margin=retrain_policy.baseline_margin)
     event = registry.decide(entry["version"], decision)
     artifacts.publish(registry.root)
     after = registry.alias("champion")
@@ -89,6 +96,9 @@ def model_promotion(
             "challenger_version": entry["version"],
             "champion_version": after["version"] if after else 0,
             f"challenger_{metric}": round(challenger[metric], 4),
+            "best_baseline": best[0] if best else "none in the report",
+            f"best_baseline_{metric}": round(best[1], 4) if best else dg.MetadataValue.null(),
+            "baseline_check": "required" if retrain_policy.require_beating_baselines else "relaxed",
             "gate": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
             "history": dg.MetadataValue.table(
                 records=[dg.TableRecord({"at": h["at"], "event": h["event"], "version": int(h["version"]),

@@ -43,7 +43,10 @@ def meta(result, key):
 @pytest.mark.slow
 def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    resources = {**local_resources(data_root), "retrain_policy": RetrainPolicy(min_new_corrections=50)}
+    # the baseline check is relaxed: the tiny challengers are below TF-IDF anyway, and what this test shows is that
+    # the champion comparison alone refuses the sabotaged model (test_model_promotion covers the baseline check)
+    resources = {**local_resources(data_root),
+                 "retrain_policy": RetrainPolicy(min_new_corrections=50, require_beating_baselines=False)}
     with dg.instance_for_test() as instance:
         first = dg.materialize(ASSETS, selection=dg.AssetSelection.all() - NOT_AUDIT, resources=resources,
                                run_config={"ops": TINY}, instance=instance)
@@ -86,6 +89,9 @@ def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, mon
     assert "champion v1 (4-bit)" in report["systems"]  # the champion was scored on the same split, in the same run
     promotion = meta(result, "model_promotion")
     assert promotion["decision"] == "refused" and promotion["champion_version"] == 1
+    assert promotion["baseline_check"] == "relaxed" and "baseline check relaxed by" in promotion["gate"]
+    assert promotion["best_baseline"] == "TF-IDF + linear SVM"  # include_minilm is false here
+    assert "vs champion" in promotion["gate"]
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["challenger_promoted"] is False
     data = registry.load()
