@@ -10,6 +10,10 @@ for ``champion-uri``, which reads the registry through the environment's artifac
 
 ``classify`` reads one message per line: plain text, or a JSON object with ``text`` (other fields, e.g. ``id``,
 are copied to the output), or a JSON string. It writes one JSON line per input line, in order.
+
+Without ``--model``, ``classify`` and ``serve`` use :func:`intent_assets.serving.current_model_dir`: the registry's
+champion. When there is none (nothing promoted yet, no model at all) or ``--model`` is not a model directory, they
+print one line on stderr and exit with code 2; the base model is never served in the champion's place.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator
 
-from intent_assets.serving import current_model_dir, load_classifier, serving_spec
+from intent_assets.serving import NoModelError, check_model_dir, current_model_dir, load_classifier, serving_spec
 
 
 def _parse(line: str) -> tuple[str, dict]:
@@ -50,15 +54,20 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[tuple[str, dict]]
         yield batch
 
 
+def _model_dir(args):
+    """``--model`` if it is a model directory, else the current champion (NoModelError when neither)."""
+    return check_model_dir(args.model, "--model ") if args.model else current_model_dir()
+
+
 def classify_main(args) -> int:
+    model_dir = _model_dir(args)
     if args.server:
         from intent_assets.vllm_server import OpenAIClassifier
 
-        model_dir = args.model or current_model_dir()
         spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
         clf = OpenAIClassifier.connect(args.server, spec.labels, spec.system_prompt, model=args.served_model)
     else:
-        clf = load_classifier(args.model, taxonomy_path=args.taxonomy, dtype=args.dtype)
+        clf = load_classifier(model_dir, taxonomy_path=args.taxonomy, dtype=args.dtype)
     out = sys.stdout
     for batch in _batches(sys.stdin, args.batch_size):
         preds = clf.classify([t for t, _ in batch], batch_size=args.batch_size)
@@ -71,7 +80,7 @@ def classify_main(args) -> int:
 def serve_main(args) -> int:
     from intent_assets.vllm_server import VLLMServer
 
-    model_dir = args.model or current_model_dir()
+    model_dir = _model_dir(args)
     server = VLLMServer(model_dir, host="127.0.0.1", port=args.port, max_model_len=args.max_model_len,
                         kv_cache_gb=args.kv_cache_gb, enforce_eager=not args.compile)
     print(f"starting vLLM for {model_dir} on {server.base_url} (log: {server.log_path})", file=sys.stderr)
@@ -113,7 +122,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("classify", help="classify stdin (lines or JSON lines) -> JSON lines on stdout")
-    c.add_argument("--model", help="model directory (default: the current champion)")
+    c.add_argument("--model", help="model directory (default: the current champion; none promoted: exit code 2)")
     c.add_argument("--taxonomy", help="taxonomy JSON, when the model directory carries no intent_assets.json")
     c.add_argument("--server", help="an OpenAI-compatible server (vLLM) URL, e.g. http://127.0.0.1:8000/v1; "
                    "default: in-process transformers")
@@ -122,7 +131,7 @@ def main(argv=None) -> int:
     c.add_argument("--dtype", default="bfloat16")
     c.set_defaults(func=classify_main)
     s = sub.add_parser("serve", help="start vLLM (its own environment, .venv-vllm) for the champion on 127.0.0.1")
-    s.add_argument("--model", help="model directory (default: the current champion)")
+    s.add_argument("--model", help="model directory (default: the current champion; none promoted: exit code 2)")
     s.add_argument("--taxonomy")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-model-len", type=int, default=2048)
@@ -134,7 +143,11 @@ def main(argv=None) -> int:
     u.add_argument("--alias", default="champion", choices=["champion", "challenger"])
     u.set_defaults(func=champion_uri_main)
     args = ap.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except NoModelError as err:  # nothing to serve: one line, like argparse's usage errors (exit code 2)
+        print(f"intent-assets: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

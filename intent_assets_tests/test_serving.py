@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
-from intent_assets.serving import current_model_dir, serving_spec, write_serving_info
+from intent_assets.serving import NoModelError, current_model_dir, serving_spec, write_serving_info
 from intent_assets.vllm_server import OpenAIClassifier, VLLMServer, default_vllm_python
 from intent_assets_tests.openai_server import CannedOpenAIServer
 
@@ -33,32 +33,86 @@ def _fake_model(path: Path, quantized: bool = False) -> Path:
     return path
 
 
-def test_current_model_dir_is_the_champion_else_the_newest_awq_model_else_the_base(tmp_path, monkeypatch):
+def test_current_model_dir_is_the_champion_else_the_newest_awq_model_never_silently_the_base(tmp_path, monkeypatch):
     monkeypatch.delenv("INTENT_ASSETS_SERVE_MODEL", raising=False)
     root = tmp_path / "artifacts"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NoModelError, match="no model to serve under .*no model registry and no finished awq_model"):
         current_model_dir(root)
     base = _fake_model(root / "base_model" / "smollm2")
-    assert current_model_dir(root) == base
-    with pytest.raises(FileNotFoundError):
-        current_model_dir(root, fallback_to_base=False)
+    with pytest.raises(NoModelError):  # the zero-shot base model is not served in a champion's place
+        current_model_dir(root)
+    assert current_model_dir(root, fallback_to_base=True) == base  # unless asked for
     old = _fake_model(root / "awq_model" / "aaa" / "quantized", quantized=True)
     (root / "awq_model" / "bbb" / "quantized").mkdir(parents=True)  # unfinished run: no weights
     assert current_model_dir(root) == old
     new = _fake_model(root / "awq_model" / "ccc" / "quantized", quantized=True)
     os.utime(old / "config.json", (time.time() - 100, time.time() - 100))
     assert current_model_dir(root) == new
-    # once a registry exists, its champion serves; a registry without a champion serves the base model
+    # once a registry exists, its champion serves; a registry without a champion serves nothing
     from intent_assets.registry import GateDecision, ModelRegistry
 
     registry = ModelRegistry(root / "registry")
     v1 = registry.register(str(old), "aaa", {}, {})
     registry.decide(v1["version"], GateDecision(False, ["refused"]))
-    assert current_model_dir(root) == base
+    with pytest.raises(NoModelError, match="no model has been promoted yet.*INTENT_ASSETS_SERVE_MODEL=<dir>"):
+        current_model_dir(root)  # not the newest awq_model either: the gate refused it
+    assert current_model_dir(root, fallback_to_base=True) == base
     registry.rollback(v1["version"])
     assert current_model_dir(root) == old
     monkeypatch.setenv("INTENT_ASSETS_SERVE_MODEL", str(new))
     assert current_model_dir(root) == new
+    monkeypatch.setenv("INTENT_ASSETS_SERVE_MODEL", str(tmp_path / "nowhere"))
+    with pytest.raises(NoModelError, match="INTENT_ASSETS_SERVE_MODEL=.*nowhere does not exist"):
+        current_model_dir(root)
+    monkeypatch.delenv("INTENT_ASSETS_SERVE_MODEL")
+    # the champion's directory is gone: an error naming it, not another model
+    for f in old.iterdir():
+        f.unlink()
+    with pytest.raises(NoModelError, match="champion v1's model directory .* is not a model directory"):
+        current_model_dir(root)
+
+
+@pytest.mark.parametrize("command", ["classify", "serve"])
+def test_cli_without_a_model_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys, command):
+    from intent_assets.cli import main
+    from intent_assets.registry import GateDecision, ModelRegistry
+
+    monkeypatch.delenv("INTENT_ASSETS_SERVE_MODEL", raising=False)
+    monkeypatch.setenv("INTENT_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "data" / "artifacts"
+    _fake_model(root / "base_model" / "smollm2")
+
+    def error(*args):
+        assert main([command, *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("intent-assets: error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "no model registry and no finished awq_model" in error()
+    refused = _fake_model(root / "awq_model" / "aaa" / "quantized", quantized=True)
+    registry = ModelRegistry(root / "registry")
+    registry.decide(registry.register(str(refused), "aaa", {}, {})["version"], GateDecision(False, ["below TF-IDF"]))
+    err = error()
+    assert "no model has been promoted yet" in err and "--model <dir>" in err and "INTENT_ASSETS_SERVE_MODEL=<dir>" in err
+    assert "--model " + str(tmp_path / "nowhere") + " does not exist" in error("--model", str(tmp_path / "nowhere"))
+    assert "is not a model directory" in error("--model", str(tmp_path))
+    monkeypatch.setenv("INTENT_ASSETS_SERVE_MODEL", str(tmp_path / "nowhere"))
+    assert "INTENT_ASSETS_SERVE_MODEL=" in error()
+
+
+def test_cli_without_a_model_as_a_subprocess(tmp_path):
+    """What a user sees: no traceback, one line on stderr, exit code 2."""
+    import subprocess
+    import sys
+
+    from intent_assets.paths import PROJECT_DIR
+
+    env = {k: v for k, v in os.environ.items() if k != "INTENT_ASSETS_SERVE_MODEL"}
+    env.update({"PYTHONPATH": str(PROJECT_DIR), "INTENT_ASSETS_DATA_DIR": str(tmp_path / "data")})
+    run = subprocess.run([sys.executable, "-m", "intent_assets.cli", "classify"], input="I lost my card\n",
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert run.stderr.startswith("intent-assets: error: no model to serve under ") and run.stderr.count("\n") == 1
 
 
 def test_serving_spec_prefers_the_models_own_info(tmp_path):
