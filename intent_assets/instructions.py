@@ -29,7 +29,8 @@ SYSTEM_TEMPLATE = (
 
 def system_prompt(taxonomy: Taxonomy, describe_intents: bool = False) -> str:
     if describe_intents:
-        lines = "\n".join(f"- {name}: {description}" for name, description in taxonomy.intents)
+        # a derived taxonomy has no descriptions: such an intent is listed by name only
+        lines = "\n".join(f"- {name}: {description}" if description else f"- {name}" for name, description in taxonomy.intents)
     else:
         lines = "\n".join(f"- {name}" for name in taxonomy.names)
     return SYSTEM_TEMPLATE.format(name=taxonomy.name, version=taxonomy.version, lines=lines)

@@ -2,6 +2,11 @@
 
 A taxonomy file is JSON: ``{"name", "version", "source", "intents": [{"name", "description"}, ...]}``.
 Labels outside it never reach training data: :func:`partition_by_taxonomy` sets them aside with a reason.
+
+A taxonomy may also be **derived** from the labels of the data (:func:`derive_taxonomy`): the distinct labels of
+the labelled customer messages, sorted, with a content version ``derived-<hash of the labels>`` and no
+descriptions (``"derived": true`` in its JSON; a derived taxonomy is the only kind whose descriptions may be
+empty). :func:`resolve_taxonomy` chooses between a file and a derived taxonomy (``auto``, ``derive`` or a path).
 """
 
 from __future__ import annotations
@@ -9,10 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+AUTO, DERIVE = "auto", "derive"
+# auto: a shipped taxonomy is used when it holds the labels of at least this share of the labelled messages
+AUTO_MIN_COVERAGE = 0.5
+_SPLIT_STEMS = {"train", "validation", "val", "dev", "test", "data_full"}
 
 _NAME = re.compile(r"^[^\s\"\\{}]+$")  # labels go into JSON answers: no whitespace, quotes, backslashes, braces
 
@@ -27,6 +38,7 @@ class Taxonomy:
     version: str
     intents: tuple[tuple[str, str], ...]  # (name, description), in file order
     source: str = ""
+    derived: bool = False  # derived from the data's labels: descriptions may be empty
 
     @property
     def names(self) -> list[str]:
@@ -46,6 +58,7 @@ class Taxonomy:
             "name": self.name,
             "version": self.version,
             "source": self.source,
+            **({"derived": True} if self.derived else {}),
             "intents": [{"name": n, "description": d} for n, d in self.intents],
         }
 
@@ -55,6 +68,7 @@ class Taxonomy:
             if key not in data:
                 raise TaxonomyError(f"{origin}: missing field '{key}'")
         intents, seen = [], set()
+        derived = data.get("derived") is True
         for i, item in enumerate(data["intents"]):
             name = item.get("name") if isinstance(item, dict) else None
             if not isinstance(name, str) or not _NAME.match(name):
@@ -62,13 +76,13 @@ class Taxonomy:
             if name in seen:
                 raise TaxonomyError(f"{origin}: intents[{i}].name {name!r} is duplicated")
             description = item.get("description", "")
-            if not isinstance(description, str) or not description.strip():
+            if not isinstance(description, str) or not (description.strip() or derived):
                 raise TaxonomyError(f"{origin}: intents[{i}].description of {name!r} is empty")
             seen.add(name)
             intents.append((name, description.strip()))
         if not intents:
             raise TaxonomyError(f"{origin}: no intents")
-        return cls(str(data["name"]), str(data["version"]), tuple(intents), str(data.get("source", "")))
+        return cls(str(data["name"]), str(data["version"]), tuple(intents), str(data.get("source", "")), derived)
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
@@ -87,3 +101,94 @@ def partition_by_taxonomy(frame: pd.DataFrame, taxonomy: Taxonomy) -> tuple[pd.D
     outside["field"] = "intent"
     outside["reason"] = [f"intent {v!r} is not in taxonomy {taxonomy.name} v{taxonomy.version}" for v in outside["intent"]]
     return frame[known].copy(), outside
+
+
+def labelled_messages(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are training data: customer messages with a label."""
+    return frame[(frame["speaker"] == "customer") & (frame["intent"] != "")]
+
+
+def coverage(taxonomy: Taxonomy, labels: pd.Series) -> float:
+    """Share of the labelled messages (``labels``: one label per message) whose label is in ``taxonomy``."""
+    return float(labels.isin(set(taxonomy.names)).mean()) if len(labels) else 0.0
+
+
+def dataset_name(source: str | Path | None) -> str:
+    """A derived taxonomy's name: the data file's stem, or its folder's name when the stem is a split name or
+    CLINC150's ``data_full`` (``.../banking77/train.csv`` -> ``banking77``)."""
+    if not source:
+        return "derived"
+    path = Path(str(source))
+    stem = Path(path.name.removesuffix(".gz")).stem
+    if stem.lower() in _SPLIT_STEMS and path.parent.name:
+        stem = path.parent.name
+    return stem or "derived"
+
+
+def derive_taxonomy(labelled: pd.DataFrame, name: str, source: str = "") -> Taxonomy:
+    """The taxonomy of the labels of ``labelled`` (columns ``intent`` and ``record_id``): sorted, no descriptions,
+    version ``derived-<hash of the sorted labels>``. A label that cannot be an intent name (whitespace, quotes,
+    backslashes, braces: the model answers it inside JSON) is an error naming it and a record that carries it."""
+    if labelled.empty:
+        raise TaxonomyError("cannot derive a taxonomy: no labelled customer messages (field intent) in the data")
+    first = labelled.drop_duplicates("intent")
+    bad = [(label, rid) for label, rid in zip(first["intent"], first["record_id"]) if not _NAME.match(str(label))]
+    if bad:
+        listed = "; ".join(f"{label!r} (record {rid})" for label, rid in bad[:10])
+        raise TaxonomyError(
+            f"cannot derive a taxonomy: {len(bad)} label(s) in field intent are not intent names (no whitespace, "
+            f"quotes, backslashes or braces): {listed}. Rename them in the data, or give a taxonomy file."
+        )
+    labels = sorted(str(label) for label in first["intent"])
+    digest = hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:12]
+    return Taxonomy(name, f"derived-{digest}", tuple((label, "") for label in labels), source, derived=True)
+
+
+def resolve_taxonomy(
+    choice: str,
+    labelled: pd.DataFrame | None,
+    shipped: Sequence[str | Path],
+    *,
+    name: str = "derived",
+    source: str = "",
+    min_coverage: float = AUTO_MIN_COVERAGE,
+) -> tuple[Taxonomy, dict]:
+    """The taxonomy for ``choice`` (a file path, ``derive`` or ``auto``) and how it was chosen.
+
+    ``labelled``: the labelled customer messages (``intent``, ``record_id``), None when not known yet.
+    ``shipped``: the shipped taxonomy files, the default first (``auto`` keeps it when no labels are known).
+
+    * a path: that file, as always (labels outside it are quarantined downstream);
+    * ``derive``: derived from the labels;
+    * ``auto``: the shipped file that holds the labels of most labelled messages when it holds at least
+      ``min_coverage`` of them, else derived from the labels.
+    """
+    labels = labelled["intent"] if labelled is not None else pd.Series(dtype=str)
+    if choice == DERIVE:
+        if labelled is None:
+            raise TaxonomyError("derive: the labels come from redacted_corpus, which is not materialized yet")
+        taxonomy = derive_taxonomy(labelled, name, source)
+        return taxonomy, {"mode": DERIVE, "reason": "derived from the labels of the data (configured)",
+                          "coverage": coverage(taxonomy, labels)}
+    if choice != AUTO:
+        taxonomy = load_taxonomy(choice)
+        return taxonomy, {"mode": "file", "reason": "configured file", "source_file": str(choice),
+                          "coverage": coverage(taxonomy, labels) if len(labels) else None}
+    if not shipped:
+        raise TaxonomyError("auto: no shipped taxonomy files")
+    if not len(labels):
+        taxonomy = load_taxonomy(shipped[0])
+        return taxonomy, {"mode": AUTO, "source_file": str(shipped[0]), "coverage": None,
+                          "reason": "no labelled messages known yet (redacted_corpus not materialized, or unlabelled): "
+                                    "the default file"}
+    scored = [(coverage(t, labels), str(path), t) for path, t in ((p, load_taxonomy(p)) for p in shipped)]
+    best = max(scored, key=lambda item: item[0])  # the first (the default) on ties
+    candidates = {Path(path).name: round(share, 4) for share, path, _ in scored}
+    if best[0] >= min_coverage:
+        return best[2], {"mode": AUTO, "source_file": best[1], "coverage": best[0], "candidates": candidates,
+                         "reason": f"{Path(best[1]).name} holds the labels of {best[0]:.1%} of the labelled messages "
+                                   f"(at least {min_coverage:.0%})"}
+    taxonomy = derive_taxonomy(labelled, name, source)
+    return taxonomy, {"mode": AUTO, "coverage": coverage(taxonomy, labels), "candidates": candidates,
+                      "reason": f"no shipped taxonomy holds the labels of {min_coverage:.0%} of the labelled messages "
+                                f"(best {best[0]:.1%}): derived from the labels"}
