@@ -9,6 +9,22 @@ Two input shapes are accepted, in JSONL (optionally gzipped), CSV or Parquet, fr
   the file name and the text, so the hash-based test split does not move when rows are reordered or appended.
   CLINC150's ``data_full.json`` (an object of ``[text, label]`` lists) is read the same way.
 
+Either shape may say which split a record belongs to (an official test set, the folds of a benchmark):
+
+* a ``split`` column (``train``, ``validation`` or ``test``; ``val`` and ``dev`` mean validation; case and
+  surrounding spaces ignored; empty means not given). Any other value quarantines the record (field ``split``);
+* CLINC150's keys: ``train`` / ``val`` / ``test``, and ``oos_train`` / ``oos_val`` / ``oos_test`` into the same
+  splits (their label is ``oos``); any other key quarantines its records (field ``split``);
+* otherwise the file name: a file without a split column whose name (without its extensions) is ``train``,
+  ``validation``, ``val``, ``dev`` or ``test`` (Banking77's ``train.csv`` and ``test.csv``) gives that split to
+  all its records.
+
+The valid rows carry ``split`` (normalized, or empty) and ``split_source`` (``input column``, ``file names`` or
+empty); ``intent_assets.splits`` decides what the graph does with them. A labelled row with a split from its
+input has the split as written in its conversation id (``<file>-<split>-<text hash>``, ``-2``, ``-3``... for a
+repeat within that split), so the same text in two official splits (CLINC150 has a few), or twice in one, is two
+records, not a duplicate: an official test set reaches the graph whole.
+
 Every record is validated with a pandera schema. A record that fails is never dropped: it goes to the quarantine
 frame with the failing ``field``, a ``reason`` and its ``source`` (file and line), so that
 ``rows_in == len(valid) + len(quarantined)`` always holds. A file that cannot be read at all (unparseable CSV or
@@ -26,7 +42,9 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 
-CHAT_LOG_COLUMNS = ["conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel"]
+from intent_assets.splits import FILE_NAMES, INPUT_COLUMN, SPLIT_SOURCES, SPLITS, normalize_split
+
+CHAT_LOG_COLUMNS = ["conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel", "split"]
 LABEL_COLUMNS = ("intent", "label", "category")
 SPEAKERS = ("customer", "agent")
 DEFAULT_MAX_TEXT_CHARS = 10_000
@@ -38,6 +56,10 @@ class ChatLogLoadError(ValueError):
     """A file could not be read at all (as opposed to single bad records, which are quarantined)."""
 
 
+class LabelListFile(ChatLogLoadError):
+    """A JSON list of label names (Banking77's ``categories.json``): no records. Skipped in a folder."""
+
+
 @dataclass
 class LoadResult:
     valid: pd.DataFrame
@@ -45,6 +67,7 @@ class LoadResult:
     rows_in: int
     input_kind: str  # "chat_logs" or "labelled"
     files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # label lists found in a folder (no records)
 
     @property
     def reasons(self) -> dict[str, int]:
@@ -91,6 +114,14 @@ def _is_timestamp(value) -> bool:
         return False
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value)) or value == ""
+
+
+def _is_split(value) -> bool:
+    return _missing(value) or normalize_split(value) is not None
+
+
 def raw_record_schema(max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pa.DataFrameSchema:
     """Element-wise pandera schema over the raw (object-typed) records, so every failure names a row."""
 
@@ -112,6 +143,7 @@ def raw_record_schema(max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pa.DataFr
             "text": pa.Column(object, text_checks),
             "intent": pa.Column(object, [check(lambda v: isinstance(v, str), "intent must be a string"), check(_valid_utf8, "intent is not valid UTF-8")], nullable=True),
             "channel": pa.Column(object, [check(lambda v: isinstance(v, str), "channel must be a string"), check(_valid_utf8, "channel is not valid UTF-8")], nullable=True),
+            "split": pa.Column(object, check(_is_split, "split must be train, validation (or val, dev) or test"), nullable=True),
         },
         strict=False,
         coerce=False,
@@ -129,6 +161,9 @@ CHAT_LOG_SCHEMA = pa.DataFrameSchema(
         "text": pa.Column(str, pa.Check.str_length(min_value=1)),
         "intent": pa.Column(str),
         "channel": pa.Column(str),
+        # optional, so that tables written before splits were read still validate
+        "split": pa.Column(str, pa.Check.isin(["", *SPLITS]), required=False),
+        "split_source": pa.Column(str, pa.Check.isin(["", *SPLIT_SOURCES]), required=False),
     },
     unique=["conversation_id", "turn"],
     strict=True,
@@ -210,14 +245,19 @@ def _read_clinc_json(path: Path) -> pd.DataFrame:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ChatLogLoadError(f"{path}: malformed JSON: {exc}") from exc
+    if isinstance(data, list) and all(isinstance(v, str) for v in data):
+        raise LabelListFile(f"{path}: a list of {len(data)} label names, not records (point at the data files)")
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise ChatLogLoadError(f"{path}: expected an object of [text, label] lists (CLINC150 layout)")
     rows = []
     for part, pairs in data.items():
         for i, pair in enumerate(pairs):
             ok = isinstance(pair, list) and len(pair) == 2
-            rows.append({"text": pair[0] if ok else None, "label": pair[1] if ok else None, "_source": f"{path.name}:{part}[{i}]"})
-    return pd.DataFrame(rows)
+            rows.append({"text": pair[0] if ok else None, "label": pair[1] if ok else None,
+                         "split": part.removeprefix("oos_"), "_part": part, "_source": f"{path.name}:{part}[{i}]"})
+    frame = pd.DataFrame(rows, columns=["text", "label", "split", "_part", "_source"])
+    frame["_split_source"] = INPUT_COLUMN
+    return frame
 
 
 def _stem(path: Path) -> str:
@@ -228,25 +268,52 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _with_split(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Adds ``split`` and ``_split_source``: the file's own split column, else the file name when it is a split."""
+    if "_split_source" in frame:  # CLINC150 keys
+        return frame
+    if "split" in frame:
+        frame["_split_source"] = [None if _missing(v) else INPUT_COLUMN for v in frame["split"]]
+    elif normalize_split(_stem(path)) is not None:
+        frame["split"], frame["_split_source"] = _stem(path), FILE_NAMES
+    else:
+        frame["split"], frame["_split_source"] = None, None
+    return frame
+
+
 def _labelled_to_chat_logs(frame: pd.DataFrame, path: Path, label_column: str) -> pd.DataFrame:
     stem = _stem(path)
+    # the split as written, when the file's rows say it (a file-name split is in the stem already)
+    parts = frame["_part"] if "_part" in frame else [
+        str(v).strip().lower() if source == INPUT_COLUMN else "" for v, source in zip(frame["split"], frame["_split_source"])
+    ]
 
-    def conv_id(text) -> str:
+    # a text repeated within one given split is kept as another record (an official test set stays whole; the
+    # corpus deduplicates train and validation later); without a given split a repeat is a duplicate record
+    given = frame["_split_source"].notna().to_numpy()
+    repeat = pd.DataFrame({"part": list(parts), "text": frame["text"].astype(str).to_numpy()}).groupby(["part", "text"]).cumcount()
+
+    def conv_id(text, part, n) -> str:
         digest = hashlib.sha256(str(text).encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        return f"{stem}-{digest}"
+        return (f"{stem}-{part}-{digest}" if part else f"{stem}-{digest}") + (f"-{n + 1}" if n else "")
 
     return pd.DataFrame(
         {
-            "conversation_id": [conv_id(t) for t in frame["text"]],
+            "conversation_id": [conv_id(t, p, n if g else 0) for t, p, n, g in zip(frame["text"], parts, repeat, given)],
             "turn": 0,
             "timestamp": None,
             "speaker": "customer",
             "text": frame["text"],
             "intent": frame[label_column],
             "channel": "dataset",
+            "split": frame["split"],
+            "_split_source": frame["_split_source"],
             "_source": frame["_source"],
         }
     )
+
+
+_INTERNAL = ["_split_source", "_source"]  # columns the readers add, never part of the output
 
 
 def read_file(path: Path) -> tuple[pd.DataFrame, list[dict], str]:
@@ -263,16 +330,17 @@ def read_file(path: Path) -> tuple[pd.DataFrame, list[dict], str]:
     else:
         frame = _read_clinc_json(path)
 
-    columns = set(frame.columns)
+    columns = set(frame.columns) - {"_part", "_split_source"}
     if frame.empty and rejects:
-        return pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, "_source"]), rejects, "chat_logs"
+        return pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, *_INTERNAL]), rejects, "chat_logs"
     if "text" not in columns:
         raise ChatLogLoadError(f"{path}: no 'text' column (found: {sorted(columns - {'_source'})})")
+    frame = _with_split(frame, path)
     if {"conversation_id", "turn", "speaker"} <= columns:
         for optional in ("timestamp", "intent", "channel"):
             if optional not in columns:
                 frame[optional] = None
-        return frame[[*CHAT_LOG_COLUMNS, "_source"]], rejects, "chat_logs"
+        return frame[[*CHAT_LOG_COLUMNS, *_INTERNAL]], rejects, "chat_logs"
     label = next((c for c in LABEL_COLUMNS if c in columns), None)
     if label is None:
         raise ChatLogLoadError(
@@ -331,6 +399,8 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
             "text": ok["text"],
             "intent": ok["intent"].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).strip()),
             "channel": ok["channel"].map(lambda v: "unknown" if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else str(v)),
+            "split": ok["split"].map(lambda v: normalize_split(v) or ""),
+            "split_source": ok["_split_source"].map(lambda v: v if isinstance(v, str) else ""),
             "_source": ok["_source"],
         }
     )
@@ -348,16 +418,26 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
 def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, limit: int | None = None) -> LoadResult:
     """Read every supported file at ``location``; validate; return valid rows and quarantined rows.
 
-    ``limit`` keeps the first N records (before validation), for tiny configurations.
+    ``limit`` keeps the first N records (before validation), for tiny configurations. In a folder, a JSON list of
+    label names (Banking77's ``categories.json``) is not data: it is skipped and listed in ``skipped``.
     """
-    frames, rejects, kinds, files = [], [], set(), []
+    frames, rejects, kinds, files, skipped = [], [], set(), [], []
+    in_folder = Path(location).is_dir()
     for path in list_input_files(location):
-        frame, file_rejects, kind = read_file(path)
+        try:
+            frame, file_rejects, kind = read_file(path)
+        except LabelListFile:
+            if not in_folder:
+                raise
+            skipped.append(str(path))
+            continue
         frames.append(frame)
         rejects.extend(file_rejects)
         kinds.add(kind)
         files.append(str(path))
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, "_source"])
+    if not frames:
+        raise ChatLogLoadError(f"{location}: no records, only label lists ({', '.join(Path(s).name for s in skipped)})")
+    frame = pd.concat(frames, ignore_index=True)
     if limit is not None:
         frame = frame.head(limit)
         rejects = rejects[: max(0, limit - len(frame))]
@@ -369,4 +449,4 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
     rows_in = len(frame) + len(rejects)
     if rows_in != len(valid) + len(quarantined):
         raise RuntimeError(f"loader lost records: {rows_in} in, {len(valid)} valid, {len(quarantined)} quarantined")
-    return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files)
+    return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files, skipped)

@@ -18,7 +18,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from intent_assets import pii
 
 REDACTED_COLUMNS = [
-    "record_id", "conversation_key", "turn", "timestamp", "speaker", "text", "intent", "channel", "pii_types", "pii_count",
+    "record_id", "conversation_key", "turn", "timestamp", "speaker", "text", "intent", "channel", "split", "split_source",
+    "pii_types", "pii_count",
 ]
 _PLACEHOLDER = re.compile(r"\{\{[A-Z_]+\}\}")
 _NON_WORD = re.compile(r"[^\w{}]+")
@@ -44,6 +45,9 @@ def redact_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
             "text": [r.text for r in redactions],
             "intent": frame["intent"].to_numpy(),
             "channel": frame["channel"].to_numpy(),
+            # the split the input gives (empty when none; older raw tables have no such column)
+            "split": frame["split"].to_numpy() if "split" in frame else "",
+            "split_source": frame["split_source"].to_numpy() if "split_source" in frame else "",
             "pii_types": [",".join(sorted({s.entity_type for s in r.spans})) for r in redactions],
             "pii_count": np.array([len(r.spans) for r in redactions], dtype="int64"),
         }
@@ -63,30 +67,37 @@ def deduplicate(frame: pd.DataFrame, near_threshold: float = 0.9) -> tuple[pd.Da
     * near: cosine similarity of character 3–5-gram TF-IDF vectors >= ``near_threshold`` with an earlier kept
       customer message of the same intent.
 
+    When the input gives splits (column ``split``), duplicates are looked for within a split only, and rows of a
+    given test split are never removed: an official test set stays whole, so figures on it compare with published
+    ones (a text in both an official train and test split stays in both, as in the benchmark). Rows without a
+    given split form one group, deduplicated as a whole before the hash split assigns them.
+
     Returns (kept rows, removed rows with ``record_id``, ``duplicate_of``, ``kind``, ``label_conflict``).
     """
     removed: list[dict] = []
     is_customer = (frame["speaker"] == "customer").to_numpy()
+    scopes = frame["split"].fillna("").astype(str).to_numpy() if "split" in frame else np.full(len(frame), "")
+    candidate = is_customer & (scopes != "test")  # a given test split is never deduplicated
     keys = [normalize(t) for t in frame["text"]]
-    first_by_key: dict[str, int] = {}
+    first_by_key: dict[tuple[str, str], int] = {}
     keep = np.ones(len(frame), dtype=bool)
     ids, intents = frame["record_id"].to_numpy(), frame["intent"].to_numpy()
     for i, key in enumerate(keys):
-        if not is_customer[i]:
+        if not candidate[i]:
             continue
-        j = first_by_key.setdefault(key, i)
+        j = first_by_key.setdefault((scopes[i], key), i)
         if j != i:
             keep[i] = False
             removed.append({"record_id": ids[i], "duplicate_of": ids[j], "kind": "exact", "label_conflict": intents[i] != intents[j]})
 
-    candidates = np.flatnonzero(keep & is_customer)
+    candidates = np.flatnonzero(keep & candidate)
     if near_threshold < 1.0 and len(candidates) > 1:
         vectors = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True).fit_transform(
             [keys[i] for i in candidates]
         )
-        by_intent: dict[str, list[int]] = {}
+        by_intent: dict[tuple[str, str], list[int]] = {}
         for pos, i in enumerate(candidates):
-            by_intent.setdefault(intents[i], []).append(pos)
+            by_intent.setdefault((scopes[i], intents[i]), []).append(pos)
         for positions in by_intent.values():
             if len(positions) < 2:
                 continue

@@ -32,7 +32,7 @@ def test_valid_chat_logs_are_typed_and_reconcile(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [msg(turn=0, speaker="agent", text="Hello!", intent=""), msg(turn=1)])
     result = load_chat_logs(path)
     assert result.rows_in == 2 and len(result.valid) == 2 and result.quarantined.empty
-    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS]
+    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS, "split_source"]
     assert result.valid["turn"].dtype == "int64"
     assert str(result.valid["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert result.valid.loc[1, "record_id"] == record_id("c1", 1)
@@ -160,3 +160,91 @@ def test_shipped_sample_and_plain_file_load_cleanly():
     assert (sample.valid["intent"] != "").sum() > 0
     plain = load_chat_logs(SAMPLE_DIR / "plain_labelled.csv")
     assert plain.input_kind == "labelled" and plain.quarantined.empty and len(plain.valid) > 0
+
+
+# ------------------------------------------------------------------------------------------ splits in the input
+def test_a_split_column_is_normalized_and_any_other_value_quarantined(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text,label,split\na,x,Train\nb,x, VAL \nc,x,dev\nd,y,test\ne,y,holdout\nf,y,\n")
+    result = load_chat_logs(path)
+    assert result.rows_in == 6 == len(result.valid) + len(result.quarantined)
+    assert dict(zip(result.valid["text"], result.valid["split"])) == {
+        "a": "train", "b": "validation", "c": "validation", "d": "test", "f": ""}
+    assert dict(zip(result.valid["text"], result.valid["split_source"]))["a"] == "input column"
+    assert dict(zip(result.valid["text"], result.valid["split_source"]))["f"] == ""
+    bad = result.quarantined.iloc[0]
+    assert (bad["field"], bad["source"], bad["split"]) == ("split", "export.csv:6", "holdout")
+    assert bad["reason"] == "split must be train, validation (or val, dev) or test"
+
+
+def test_a_split_column_in_chat_logs(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [msg(cid="c1", split="test"), msg(cid="c2", split=7), msg(cid="c3")])
+    result = load_chat_logs(path)
+    assert dict(zip(result.valid["conversation_id"], result.valid["split"])) == {"c1": "test", "c3": ""}
+    assert reasons_by_record(result)["c2/0"][0] == "split"
+
+
+def test_file_names_give_the_split_when_there_is_no_split_column(tmp_path):
+    # Banking77's layout: train.csv and test.csv, text + category, no split column
+    (tmp_path / "train.csv").write_text("text,category\nwhere is my card,card_arrival\nI lost my card,lost_card\n")
+    (tmp_path / "test.csv").write_text("text,category\nwhere is my card,card_arrival\n")
+    (tmp_path / "extra.csv").write_text("text,category\nmore text,card_arrival\n")
+    (tmp_path / "dev.jsonl").write_text(json.dumps(msg(cid="d1")) + "\n")
+    result = load_chat_logs(tmp_path)
+    got = {(t, s, src) for t, s, src in zip(result.valid["text"], result.valid["split"], result.valid["split_source"])}
+    assert got == {("where is my card", "train", "file names"), ("I lost my card", "train", "file names"),
+                   ("where is my card", "test", "file names"), ("more text", "", ""),
+                   ("I am still waiting on my card?", "validation", "file names")}
+    assert result.quarantined.empty  # the same text in train.csv and test.csv is two records
+
+
+def test_a_split_column_wins_over_the_file_name(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_text("text,label,split\na,x,train\n")
+    assert list(load_chat_logs(path).valid["split"]) == ["train"]
+
+
+def test_clinc150_keys_give_the_split_and_the_same_text_in_two_splits_is_two_records(tmp_path):
+    path = tmp_path / "data_full.json"
+    path.write_text(json.dumps({
+        "train": [["what is my balance", "balance"], ["where did you grow up", "how_old_are_you"]],
+        "val": [["balance please", "balance"]],
+        "test": [["where did you grow up", "where_are_you_from"]],
+        "oos_train": [["fly me to mars", "oos"]], "oos_val": [["sing", "oos"]], "oos_test": [["dance", "oos"]],
+        "extra": [["stray", "balance"]],
+    }))
+    result = load_chat_logs(path)
+    got = sorted(zip(result.valid["text"], result.valid["intent"], result.valid["split"]))
+    assert got == sorted([
+        ("what is my balance", "balance", "train"), ("where did you grow up", "how_old_are_you", "train"),
+        ("balance please", "balance", "validation"), ("where did you grow up", "where_are_you_from", "test"),
+        ("fly me to mars", "oos", "train"), ("sing", "oos", "validation"), ("dance", "oos", "test")])
+    assert set(result.valid["split_source"]) == {"input column"}
+    bad = result.quarantined.iloc[0]
+    assert len(result.quarantined) == 1 and (bad["field"], bad["source"]) == ("split", "data_full.json:extra[0]")
+    assert result.rows_in == 8 == len(result.valid) + len(result.quarantined)
+
+
+def test_conversation_ids_without_a_split_are_unchanged(tmp_path):
+    """The hash split of a file without splits must not move: its conversation ids are as before."""
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["one"], "label": ["x"]}).to_csv(path, index=False)
+    import hashlib
+
+    assert load_chat_logs(path).valid.loc[0, "conversation_id"] == "d-" + hashlib.sha256(b"one").hexdigest()[:12]
+
+
+def test_a_text_repeated_in_a_given_split_is_kept_as_two_records(tmp_path):
+    (tmp_path / "test.csv").write_text("text,category\nwhere is my card,card_arrival\nwhere is my card,card_arrival\n")
+    result = load_chat_logs(tmp_path / "test.csv")
+    assert result.quarantined.empty and list(result.valid["split"]) == ["test", "test"]
+    assert result.valid["conversation_id"].nunique() == 2
+
+
+def test_a_label_list_in_a_folder_is_skipped_and_named_alone_it_is_an_error(tmp_path):
+    (tmp_path / "test.csv").write_text("text,category\nwhere is my card,card_arrival\n")
+    (tmp_path / "categories.json").write_text(json.dumps(["card_arrival", "lost_card"]))
+    result = load_chat_logs(tmp_path)
+    assert len(result.valid) == 1 and [p.split("/")[-1] for p in result.skipped] == ["categories.json"]
+    with pytest.raises(ChatLogLoadError, match="categories.json: a list of 2 label names"):
+        load_chat_logs(tmp_path / "categories.json")

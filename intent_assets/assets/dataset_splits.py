@@ -8,14 +8,24 @@ from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, counts_table, image
 from intent_assets.plots import bar_chart
 from intent_assets.resources import ArtifactStore
-from intent_assets.splits import SPLITS, assign_splits, split_counts
-from intent_assets.taxonomy import Taxonomy, partition_by_taxonomy
+from intent_assets.splits import DEFAULT_VALIDATION_SHARE, SPLITS, resolve_splits, split_counts
+from intent_assets.taxonomy import Taxonomy, labelled_messages, partition_by_taxonomy
 
 SPLIT_COLUMNS = ["record_id", "conversation_key", "text", "intent", "split"]
 
 class DatasetSplitsConfig(dg.Config):
-    fractions: list[float] = Field(default=[0.8, 0.1, 0.1], description="Train, validation and test shares (sum to 1).")
+    fractions: list[float] = Field(
+        default=[0.8, 0.1, 0.1],
+        description="Train, validation and test shares (sum to 1) of the hash split, used when the input gives no test split.",
+    )
     salt: str = Field(default="intent-assets-v1", description="Changing it reshuffles every split: do not, once a test split is in use.")
+    validation_share: float = Field(
+        default=DEFAULT_VALIDATION_SHARE,
+        ge=0.0,
+        lt=1.0,
+        description="When the input gives train and test splits but no validation: the share of the given train rows "
+        "that become validation (by the hash of their conversation, never taken from test).",
+    )
 
     @field_validator("fractions")
     @classmethod
@@ -33,7 +43,8 @@ class DatasetSplitsConfig(dg.Config):
             kinds={"pandas", "parquet"},
         ),
         "quarantined_labels": dg.AssetOut(
-            description="Labelled messages whose intent is not in the taxonomy, kept out of training with a reason.",
+            description="Labelled messages kept out of training with a reason: intent not in the taxonomy (field "
+            "intent), or no split while the input gives splits for the other rows (field split).",
             owners=DATA_OWNERS,
             tags=PII_REDACTED,
             kinds={"pandas", "parquet"},
@@ -49,20 +60,28 @@ def dataset_splits(
     redacted_corpus: pd.DataFrame,
     intent_taxonomy: dict,
 ):
-    """Stratified train/validation/test assignment by a stable hash of the conversation.
+    """Train/validation/test: the input's own split when it gives a test split, else a stable hash of the conversation.
 
-    The test split does not change when new rows arrive and no conversation is in two splits. Only customer
-    messages with a label are training data; labels outside the taxonomy go to ``quarantined_labels``.
+    An official split (a ``split`` column, CLINC150's keys, Banking77's ``train.csv`` / ``test.csv``) is kept as
+    given, so figures compare with published ones; without a given validation split, ``validation_share`` of the
+    given train rows become validation. Otherwise the hash split: the test split does not change when new rows
+    arrive and no conversation is in two splits. Only customer messages with a label are training data; labels
+    outside the taxonomy (and rows without a split when the others have one) go to ``quarantined_labels``.
+    Metadata ``split_source`` says which source was used.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
-    labelled = redacted_corpus[(redacted_corpus["speaker"] == "customer") & (redacted_corpus["intent"] != "")]
+    labelled = labelled_messages(redacted_corpus)
     known, outside = partition_by_taxonomy(labelled, taxonomy)
-    splits = assign_splits(known, tuple(config.fractions), config.salt)[SPLIT_COLUMNS].reset_index(drop=True)
+    assigned, unsplit, source = resolve_splits(known, tuple(config.fractions), config.salt, config.validation_share)
+    outside = pd.concat([outside, unsplit], ignore_index=True) if len(unsplit) else outside
+    splits = assigned[SPLIT_COLUMNS].reset_index(drop=True)
     table = split_counts(splits)
     per_split = splits["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
     missing = [n for n in taxonomy.names if n not in table.index]
     plots = artifacts.path("plots")
-    context.log.info(f"{len(splits)} labelled rows: {per_split}; {len(outside)} outside the taxonomy")
+    context.log.info(f"{len(splits)} labelled rows ({source['split_source']}): {per_split}; {len(outside)} set aside")
+    if source["note"]:
+        context.log.warning(source["note"])
     yield dg.Output(
         splits,
         output_name="dataset_splits",
@@ -73,6 +92,9 @@ def dataset_splits(
             "rows_out": len(splits),
             "rows_quarantined": len(outside),
             "reconciles": len(labelled) == len(splits) + len(outside),
+            "split_source": source["split_source"],
+            "validation_source": source["validation_source"],
+            **({"split_note": source["note"]} if source["note"] else {}),
             **{f"rows_{k}": int(v) for k, v in per_split.items()},
             "intents_present": int(table.shape[0]),
             "intents_without_examples": dg.MetadataValue.json(missing),
@@ -86,7 +108,7 @@ def dataset_splits(
             "dagster/row_count": len(splits),
             "dagster/column_lineage": column_lineage({
                 **{c: [("redacted_corpus", c)] for c in ("record_id", "conversation_key", "text", "intent")},
-                "split": [("redacted_corpus", "conversation_key")],
+                "split": [("redacted_corpus", "split"), ("redacted_corpus", "conversation_key")],
             }),
         },
     )
@@ -96,6 +118,7 @@ def dataset_splits(
         metadata={
             "rows": len(outside),
             "by_label": counts_table(outside["intent"].value_counts().to_dict(), "label", "rows"),
+            "by_field": counts_table(outside["field"].value_counts().to_dict(), "field", "rows"),
             "dagster/row_count": len(outside),
         },
     )

@@ -76,6 +76,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
         metadata={
             "source": dg.MetadataValue.path(str(path)),
             "input_kind": result.input_kind,
+            **({"files_skipped": dg.MetadataValue.json(result.skipped)} if result.skipped else {}),
             "record_limit": limit if limit is not None else "none",
             "rows_in": result.rows_in,
             "rows_out": len(valid),

@@ -31,7 +31,8 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
     Redaction: scrubadub plus the project's detectors (``intent_assets.pii.redact``): Luhn-checked cards,
     IBAN, SSN, phone numbers, emails (also obfuscated), account and order numbers after cue words, names after
     self-introductions, street addresses, usernames and passwords. Conversation ids are pseudonymised.
-    Deduplication (customer messages only): exact on normalized text, near-duplicates within an intent.
+    Deduplication (customer messages only): exact on normalized text, near-duplicates within an intent; when the
+    input gives splits, within a split only, and never in a given test split (it stays whole, as published).
     Nothing past this asset ever sees raw text; a blocking check re-scans it with an independent pass.
     """
     redacted, by_type = redact_frame(raw_chat_logs)
@@ -59,7 +60,7 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
                 "text": [("raw_chat_logs", "text")],
                 "pii_types": [("raw_chat_logs", "text")],
                 "pii_count": [("raw_chat_logs", "text")],
-                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel")},
+                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel", "split", "split_source")},
             }),
         }
     )

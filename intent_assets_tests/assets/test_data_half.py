@@ -161,3 +161,67 @@ def test_shipped_sample_counts_reconcile(shipped_sample_run):
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True,
                       "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}
+
+
+# --------------------------------------------------------------------- another data set: one path, its own splits
+def _csv(path, rows):
+    pd.DataFrame(rows, columns=["text", "category"]).to_csv(path, index=False)
+
+
+def test_a_labelled_folder_with_train_and_test_files_switches_by_one_path(data_root, tmp_path, monkeypatch):
+    """Banking77's layout (train.csv, test.csv, no split column) with labels no shipped taxonomy knows: the
+    taxonomy is derived, the files' names are the splits, validation comes out of train, test stays whole."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    folder = tmp_path / "weather_bot"
+    folder.mkdir()
+    topics = {"rain_forecast": "will it rain", "snow_forecast": "is snow coming", "wind_speed": "how windy is it"}
+    places = ["in the park", "at the beach", "near the school", "on the hill", "by the river", "in town",
+              "at the lake", "over the bridge", "in the valley", "on the coast"]
+    _csv(folder / "train.csv", [(f"{q} {p} tomorrow", label) for label, q in topics.items() for p in places])
+    test_rows = [(f"{q} {p} tonight", label) for label, q in topics.items() for p in places[:3]]
+    test_rows += [test_rows[0], ("will it rain in the park tomorrow", "rain_forecast")]  # a duplicate, a train text
+    _csv(folder / "test.csv", test_rows)
+    _csv(folder / "more.csv", [("windy on the pier?", "wind_speed")])  # no split: set aside, never hashed into test
+
+    result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(folder)}}}})
+    taxonomy = output_meta(result, "intent_taxonomy")
+    assert (taxonomy["taxonomy_source"], taxonomy["descriptions"], taxonomy["mode"]) == ("derived", "derived", "auto")
+    assert taxonomy["name"] == "weather_bot" and taxonomy["version"].startswith("derived-") and taxonomy["intents"] == 3
+    info = output_meta(result, "dataset_splits")
+    assert (info["split_source"], info["validation_source"]) == ("file names", "hash (10% of the given train rows)")
+    assert info["reconciles"] and info["rows_quarantined"] == 1
+    assert info["rows_test"] == len(test_rows) == 11  # the official test set, duplicates included
+    splits = pd.read_parquet(data_root / "redacted" / "dataset_splits.parquet")
+    assert set(splits.loc[splits["split"] == "validation", "text"]) <= {t for t, _ in pd.read_csv(folder / "train.csv").values}
+    assert info["rows_validation"] > 0 and info["rows_train"] + info["rows_validation"] == 30
+    aside = pd.read_parquet(data_root / "redacted" / "quarantined_labels.parquet")
+    assert list(aside["text"]) == ["windy on the pier?"] and list(aside["field"]) == ["split"]
+    prompt = json.loads(pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")["messages"].iloc[0])[0]["content"]
+    assert prompt.endswith("- rain_forecast\n- snow_forecast\n- wind_speed") and f"v{taxonomy['version']})" in prompt
+
+
+def test_clinc150_layout_uses_its_split_keys_and_the_shipped_taxonomy(data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    questions = {"translate": "how do you say {} in french", "weather": "what is the weather like in {}",
+                 "timer": "set a timer for {} minutes"}
+    words = ["cat", "dog", "house", "paris", "rome", "oslo", "five", "ten", "twelve", "madrid", "tree", "lima"]
+    pairs = lambda ws: [[q.format(w), label] for label, q in questions.items() for w in ws]  # noqa: E731
+    path = tmp_path / "data_full.json"
+    path.write_text(json.dumps({
+        "train": pairs(words[:8]), "val": pairs(words[8:10]), "test": pairs(words[10:]),
+        "oos_train": [["sing me a song about boats", "oos"]], "oos_val": [["who won the game", "oos"]],
+        "oos_test": [["book me a haircut", "oos"], ["what is love", "oos"]],
+        "unlabelled_extras": [["stray line", "timer"]],
+    }))
+    result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
+    raw = output_meta(result, "raw_chat_logs")
+    assert (raw["rows_in"], raw["rows_quarantined"]) == (41, 1)
+    quarantined = pd.read_parquet(data_root / "raw" / "quarantined_records.parquet")
+    assert list(quarantined["field"]) == ["split"] and list(quarantined["split"]) == ["unlabelled_extras"]
+    taxonomy = output_meta(result, "intent_taxonomy")
+    assert (taxonomy["name"], taxonomy["taxonomy_source"], taxonomy["descriptions"]) == ("clinc150", "file", "given")
+    info = output_meta(result, "dataset_splits")
+    assert (info["split_source"], info["validation_source"]) == ("input column", "input column")
+    assert (info["rows_train"], info["rows_validation"], info["rows_test"]) == (25, 7, 8)
+    splits = pd.read_parquet(data_root / "redacted" / "dataset_splits.parquet")
+    assert sorted(splits.loc[splits["intent"] == "oos", "split"]) == ["test", "test", "train", "validation"]
