@@ -47,6 +47,20 @@ CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 
 
+# The recipes ``lora_adapter`` starts from (its run config's ``recipe``); set fields win, the environment's caps apply
+# after. SEED: the seed design, as the project started (QLoRA paper defaults). TUNED: what bench/recipe_sweep.py
+# measured best (BENCHMARKS.md, "The fine-tuned router against its baselines"): a larger update scale (alpha = 2r),
+# no LoRA dropout (a short schedule does not overfit, and dropout is a third of a CPU step), every intent seen
+# equally often when the environment caps the examples, and no backward pass through the shared prompt prefix.
+SEED_RECIPE = {"r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
+               "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
+               "prefix_gradients": True}
+TUNED_RECIPE = {"r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
+                "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
+                "train_sampling": "balanced", "prefix_gradients": False}
+RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
+
+
 class TrainingBackendUnavailable(RuntimeError):
     """The chosen backend cannot run here (package missing, no GPU, ...); the message says what to install."""
 
@@ -66,6 +80,8 @@ class LoraTrainingConfig(BaseModel):
     r: int = Field(64, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16, gt=0, le=4096, description="LoRA alpha (the update is scaled by alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout. 0 is markedly faster on CPU.")
+    use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale the update by alpha / sqrt(r) instead "
+                             "of alpha / r.")
     target_modules: str | list[str] = Field(
         "all-linear", description="Modules that get LoRA weights: 'all-linear' or a list of module names.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
@@ -80,6 +96,10 @@ class LoraTrainingConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     max_train_examples: int | None = Field(None, ge=1, description="Train on a seeded random subset of this size.")
     max_eval_examples: int | None = Field(None, ge=1, description="Evaluate on a seeded random subset of this size.")
+    train_sampling: Literal["random", "balanced"] = Field(
+        "random", description="How max_train_examples picks its subset: random (seeded) or balanced (round-robin "
+        "over intents, so every intent is seen about max_train_examples / intents times; small intents give all "
+        "they have).")
     max_seq_length: int = Field(2048, ge=16, le=131072, description="Sequences are cut to this many tokens "
                                 "(examples whose answer falls entirely beyond it are dropped).")
     checkpoint_steps: int = Field(20, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
@@ -103,6 +123,13 @@ class LoraTrainingConfig(BaseModel):
     share_prompt_prefix: bool = Field(
         True, description="Compute the prompt prefix shared by a micro-batch's rows once (exact, much faster when "
         "the system prompt is long). peft and qlora backends only.")
+    attn_implementation: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel while training: auto = eager on CPU (PyTorch's CPU flash-attention "
+        "backward is slow for short rows over a long cached prefix: measured in bench/train_step.py), sdpa on GPU.")
+    prefix_gradients: bool = Field(
+        True, description="With share_prompt_prefix: backpropagate through the shared prompt prefix (exact "
+        "gradients). False computes the prefix without autograd: same loss, the adapter learns from each row's own "
+        "tokens only, and the ~700-token prefix costs a forward pass instead of a forward and a backward.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     seed: int = Field(42, ge=0, description="Seed for subsets, shuffling, LoRA init and dropout.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for PyTorch (None: its default, "
@@ -200,6 +227,13 @@ def resolve_device(device: str) -> str:
         raise TrainingBackendUnavailable(str(exc)) from exc
 
 
+def resolve_attention(config: "LoraTrainingConfig", device: str) -> str:
+    """The attention kernel for training: the config's, or for ``auto`` eager on CPU and sdpa on GPU."""
+    if config.attn_implementation != "auto":
+        return config.attn_implementation
+    return "sdpa" if device.startswith("cuda") else "eager"
+
+
 def resolve_bf16(setting: bool | str, device: str) -> bool:
     import torch
 
@@ -240,16 +274,42 @@ def to_prompt_completion(record: dict) -> dict:
     return {"prompt": clean[:-1], "completion": clean[-1:]}
 
 
-def load_chat_dataset(path: Path, limit: int | None = None, seed: int = 42):
-    """The JSONL chat records at ``path`` as a prompt/completion ``datasets.Dataset`` (a seeded random subset of
-    ``limit`` records when given; order kept otherwise)."""
+def balanced_indices(labels: list, limit: int, seed: int = 42) -> list[int]:
+    """``limit`` indices taken round-robin over the distinct ``labels`` (each label's own order seeded-shuffled):
+    every label gets ``limit // labels`` or one more, a label with fewer rows gives all it has and the rest goes
+    to the others. Sorted, so the file's order is kept."""
+    rng = random.Random(seed)
+    by_label: dict = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    queues = []
+    for label in sorted(by_label, key=str):
+        rows = by_label[label]
+        rng.shuffle(rows)
+        queues.append(rows)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues):
+        for rows in queues:
+            if depth < len(rows) and len(chosen) < limit:
+                chosen.append(rows[depth])
+        depth += 1
+    return sorted(chosen)
+
+
+def load_chat_dataset(path: Path, limit: int | None = None, seed: int = 42, sampling: str = "random"):
+    """The JSONL chat records at ``path`` as a prompt/completion ``datasets.Dataset`` (a seeded subset of ``limit``
+    records when given, ``random`` or ``balanced`` over the records' ``intent``; order kept otherwise)."""
     from datasets import Dataset
 
     records = _read_jsonl(Path(path))
     if not records:
         raise ValueError(f"{path} holds no records")
     if limit is not None and limit < len(records):
-        indices = sorted(random.Random(seed).sample(range(len(records)), limit))
+        if sampling == "balanced":
+            indices = balanced_indices([r.get("intent") for r in records], limit, seed)
+        else:
+            indices = sorted(random.Random(seed).sample(range(len(records)), limit))
         records = [records[i] for i in indices]
     return Dataset.from_list([to_prompt_completion(r) for r in records])
 
@@ -268,16 +328,22 @@ def _common_prefix_length(input_ids, attention_mask) -> int:
     return int(run.sum().item())
 
 
-def enable_shared_prefix(backbone, min_prefix: int = 16) -> None:
+def enable_shared_prefix(backbone, min_prefix: int = 16, prefix_gradients: bool = True) -> None:
     """Patch a decoder backbone (e.g. ``LlamaModel``) so that a batch whose rows share a prefix computes that
     prefix once (batch 1) and the rest of every row against it through the KV cache.
 
     The result is the same hidden states (hence loss and gradients) as the plain forward, with the prefix's share
     of the compute divided by the batch size. Calls that bring their own cache or embeddings (generation) go
     through unchanged.
+
+    ``prefix_gradients=False`` computes the shared prefix without autograd (``torch.no_grad``): the forward pass, hence
+    the loss, is unchanged, but the backward pass stops at the prefix's keys and values, so the adapter learns from
+    the rows' own tokens only and the ~700-token prefix costs a forward pass instead of a forward and a backward.
     """
     if getattr(backbone, "_shared_prefix_enabled", False):
+        backbone._shared_prefix_gradients = prefix_gradients
         return
+    import torch
     from transformers.cache_utils import DynamicCache
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -299,11 +365,12 @@ def enable_shared_prefix(backbone, min_prefix: int = 16) -> None:
             return self._shared_prefix_original(**plain)
         extra = {k: v for k, v in kwargs.items() if k not in ("cache_position",)}
         cache = DynamicCache(config=self.config)
-        head = self._shared_prefix_original(
-            input_ids=input_ids[:1, :prefix],
-            attention_mask=None if attention_mask is None else attention_mask[:1, :prefix],
-            position_ids=None if position_ids is None else position_ids[:1, :prefix],
-            past_key_values=cache, use_cache=True, **extra)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._shared_prefix_gradients):
+            head = self._shared_prefix_original(
+                input_ids=input_ids[:1, :prefix],
+                attention_mask=None if attention_mask is None else attention_mask[:1, :prefix],
+                position_ids=None if position_ids is None else position_ids[:1, :prefix],
+                past_key_values=cache, use_cache=True, **extra)
         cache = head.past_key_values
         cache.batch_repeat_interleave(batch)
         tail = self._shared_prefix_original(
@@ -317,6 +384,23 @@ def enable_shared_prefix(backbone, min_prefix: int = 16) -> None:
     backbone.forward = types.MethodType(forward, backbone)
     backbone._shared_prefix_enabled = True
     backbone._shared_prefix_original = original_forward
+    backbone._shared_prefix_gradients = prefix_gradients
+
+
+def keep_adapter_inputs_bf16(model) -> int:
+    """Stop PEFT from casting each LoRA layer's input to the adapter's fp32 dtype (under bf16 autocast).
+
+    PEFT keeps LoRA weights in fp32 over a bf16 base and casts every input to fp32 before the adapter; autocast then
+    casts it straight back to bf16 for the matmul: two copies of the activations per adapted layer and an fp32
+    dropout, for the same bf16 product. Training and evaluation run under autocast (accelerate wraps the forward),
+    which casts the fp32 weights once per step instead. Returns the number of layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "cast_input_dtype_enabled", None) is True and hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False
+            changed += 1
+    return changed
 
 
 def disable_shared_prefix(backbone) -> None:
@@ -402,7 +486,8 @@ def _lora_config(config: LoraTrainingConfig):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias="none", task_type="CAUSAL_LM",
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.use_rslora, bias="none",
+        task_type="CAUSAL_LM",
         target_modules=config.target_modules,
     )
 
@@ -432,7 +517,8 @@ def load_model_for_training(backend: str, base_model_dir: Path, config: LoraTrai
         from transformers import AutoModelForCausalLM
 
         dtype = torch.bfloat16 if bf16 else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype,
+                                                     attn_implementation=resolve_attention(config, device))
         model.config.use_cache = False
         # autocast_adapter_dtype (default) keeps the LoRA weights in fp32 over a bf16 base.
         model = get_peft_model(model, _lora_config(config))
@@ -521,6 +607,7 @@ def _progress_callback(log: Callable[[str], None]):
 
     class Progress(TrainerCallback):
         def __init__(self):
+            self.early_stopping = False
             self.started = None
             self.first_step = 0
             self.step_seconds = 0.0
@@ -550,7 +637,8 @@ def _progress_callback(log: Callable[[str], None]):
                 done = max(step - self.first_step, 1)
                 elapsed = time.perf_counter() - (self.started or time.perf_counter())
                 eta = int(round(elapsed / done * max(total - step, 0)))
-                log(f"step {step}/{total} loss {logs['loss']:.4f} eta {eta}s")
+                log(f"step {step}/{total} loss {logs['loss']:.4f} eta {eta}s"
+                    + (" (at most: early stopping may end sooner)" if self.early_stopping else ""))
             if "eval_loss" in logs:
                 log(f"eval at step {step}/{total}: validation loss {logs['eval_loss']:.4f}")
 
@@ -601,7 +689,8 @@ def _last_checkpoint(checkpoints_dir: Path) -> str | None:
 # Settings that shape the weights or the optimizer state: checkpoints written under other values cannot be resumed.
 _RESUME_FIELDS = ("backend", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
                   "warmup_ratio", "weight_decay", "effective_batch_size", "per_device_batch_size",
-                  "max_train_examples", "max_seq_length", "seed", "bf16")
+                  "max_train_examples", "max_seq_length", "seed", "bf16", "train_sampling", "prefix_gradients",
+                  "use_rslora")
 RUN_FILE = "run.json"
 
 
@@ -672,7 +761,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
     if config.backend == "qlora" and not device.startswith("cuda"):
         log("backend qlora on CPU: bitsandbytes' CPU fallback is slow (use peft on CPU)")
 
-    train = load_chat_dataset(train_jsonl, config.max_train_examples, config.seed)
+    train = load_chat_dataset(train_jsonl, config.max_train_examples, config.seed, config.train_sampling)
     evaluation = None
     if validation_jsonl is not None:
         evaluation = load_chat_dataset(validation_jsonl, config.max_eval_examples, config.seed)
@@ -681,7 +770,9 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         config.backend, base_model_dir, config, device=device, bf16=bf16)
     share_prefix = config.share_prompt_prefix and config.backend in ("peft", "qlora")
     if share_prefix:
-        enable_shared_prefix(_find_backbone(model))
+        enable_shared_prefix(_find_backbone(model), prefix_gradients=config.prefix_gradients)
+    if bf16 and config.backend == "peft":
+        keep_adapter_inputs_bf16(model)
 
     early = bool(config.early_stopping_patience) and evaluation is not None
     eval_kwargs: dict[str, Any] = {"eval_strategy": "no"}
@@ -721,6 +812,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         **eval_kwargs,
     )
     callbacks = [_progress_callback(log)]
+    callbacks[0].early_stopping = early
     early_callback = None
     if early:
         early_callback = EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience,

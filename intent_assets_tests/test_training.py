@@ -16,6 +16,7 @@ import torch
 
 from intent_assets import base_model as bm
 from intent_assets.training import (
+    balanced_indices,
     LoraTrainingConfig,
     TrainingBackendUnavailable,
     build_trainer,
@@ -243,6 +244,44 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(smollm2_dir, chat_files
     assert len(calls) == 2 and calls[0][0] == 1 and calls[1][0] == 3  # prefix once, then every row's rest
     torch.testing.assert_close(shared_loss, full_loss, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(shared_grad, full_grad, rtol=1e-3, atol=1e-5)
+
+    # prefix_gradients=False: the same forward (loss), a backward that stops at the prefix's keys and values
+    enable_shared_prefix(backbone, prefix_gradients=False)
+    calls.clear()
+    grad_enabled = []
+    backbone._shared_prefix_original = lambda **kw: (calls.append(kw["input_ids"].shape),
+                                                     grad_enabled.append(torch.is_grad_enabled()))[0] or original(**kw)
+    detached_loss, detached_grad = loss_and_grad()
+    backbone._shared_prefix_original = original
+    disable_shared_prefix(backbone)
+    assert grad_enabled == [False, True]  # the prefix without autograd, the rows with it
+    torch.testing.assert_close(detached_loss, full_loss, rtol=1e-4, atol=1e-4)
+    assert detached_grad.abs().sum() > 0 and not torch.allclose(detached_grad, full_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_balanced_sampling_sees_every_intent_about_equally():
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 3 + ["d"] * 17
+    chosen = balanced_indices(labels, 20, seed=1)
+    counts = {label: sum(labels[i] == label for i in chosen) for label in "abcd"}
+    assert len(chosen) == 20 and chosen == sorted(set(chosen))
+    assert counts == {"a": 6, "b": 6, "c": 3, "d": 5}  # c gives all it has, the rest is spread round-robin
+    assert balanced_indices(labels, 20, seed=1) == chosen and balanced_indices(labels, 20, seed=2) != chosen
+    assert sorted(balanced_indices(labels, 1000)) == list(range(100))  # more than there is: everything
+
+
+def test_training_step_settings(smollm2_dir, chat_files, tmp_path):
+    """bf16 training keeps LoRA inputs in bf16 (no fp32 round trip), eager attention on CPU, the recipe's sampling."""
+    from intent_assets.training import resolve_attention
+
+    assert resolve_attention(tiny(), "cpu") == "eager" and resolve_attention(tiny(), "cuda") == "sdpa"
+    assert resolve_attention(tiny(attn_implementation="sdpa"), "cpu") == "sdpa"
+    trainer, _ = build_trainer(smollm2_dir, chat_files[0], None, tmp_path, tiny(bf16=True, max_train_examples=8,
+                                                                                  train_sampling="balanced"),
+                               log=lambda _: None)
+    lora_layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "cast_input_dtype_enabled")]
+    assert lora_layers and not any(m.cast_input_dtype_enabled for m in lora_layers)
+    assert trainer.model.get_base_model().config._attn_implementation == "eager"
+    assert len(trainer.train_dataset) == 8
 
 
 def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
