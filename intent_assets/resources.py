@@ -223,7 +223,7 @@ class ParaphraseLLM(OpenAIResource):
 
 
 # run-config fields of lora_adapter that, when left unset, take the trainer resource's value
-TRAINER_DEFAULTED = ("learning_rate", "per_device_batch_size")
+TRAINER_DEFAULTED = ("learning_rate", "per_device_batch_size", "checkpoint_steps")
 # the trainer resource's caps on lora_adapter's recipe (the calibration caps apply to awq_model instead)
 TRAINING_CAPS = ("max_train_examples", "max_eval_examples", "max_steps", "max_effective_batch_size", "max_lora_r",
                  "max_checkpoint_steps")
@@ -250,6 +250,7 @@ class TrainerBackend(dg.ConfigurableResource):
     max_calibration_tokens: Optional[int] = Field(default=None, ge=16, description="Cap on tokens per calibration prompt.")
     learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Learning rate where the run config sets none.")
     per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Micro-batch where the run config sets none.")
+    checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Steps between checkpoints (and validations) where the run config sets none.")
 
     def budget(self) -> dict:
         """Caps on the training recipe."""
@@ -421,6 +422,10 @@ LOCAL_TRAINING_BUDGET = {
     # 2e-4 (measured: bench/lr_sweep.py, BENCHMARKS.md); micro-batch = effective batch is 1.18x faster on CPU
     "learning_rate": 3e-3, "per_device_batch_size": 16,
 }
+# INTENT_ASSETS_ENV=full: the full-data switch on one machine. No caps on data, steps or rank: every training
+# message, epochs until early stopping. Validation on a seeded 256 every 100 steps (a validation pass over ~1,000
+# messages every 20 steps would cost as much as the training).
+FULL_TRAINING_BUDGET = {"max_eval_examples": 256, "checkpoint_steps": 100}
 
 
 def _paraphrase_llm() -> ParaphraseLLM:
@@ -474,6 +479,13 @@ def tiny_resources(root: Path | None = None) -> dict:
     }
 
 
+def full_resources(root: Path | None = None) -> dict:
+    """``local`` without the CPU demo's caps (``INTENT_ASSETS_ENV=full``): all training data, the tuned recipe's
+    epochs until early stopping, the whole test split. The run log's ETA (``lora_adapter``: step, loss, ETA) says
+    how long training will take at most."""
+    return {**local_resources(root), "trainer": TrainerBackend(**FULL_TRAINING_BUDGET)}
+
+
 def s3_resource() -> S3Resource:
     """dagster-aws's S3 client. Credentials come from the pod's IRSA role (or the standard AWS environment), never
     from config; ``AWS_REGION`` and, for an S3-compatible store, ``INTENT_ASSETS_S3_ENDPOINT_URL``."""
@@ -511,7 +523,7 @@ def _prod_corrections(s3: S3Resource) -> CorrectionsSource:
     return FileCorrections(location="corrections", bucket=dg.EnvVar("INTENT_ASSETS_RAW_BUCKET"), s3=s3)
 
 
-ENVIRONMENTS = {"local": local_resources, "tiny": tiny_resources, "prod": prod_resources}
+ENVIRONMENTS = {"local": local_resources, "tiny": tiny_resources, "full": full_resources, "prod": prod_resources}
 
 
 def environment_name(environment: str | None = None) -> str:

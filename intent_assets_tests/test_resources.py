@@ -132,3 +132,22 @@ def test_paraphrase_llm_without_credentials_tears_down_cleanly(monkeypatch):
     llm.setup_for_execution(context)
     assert not llm.configured
     llm.teardown_after_execution(context)  # dagster-openai's closes a client that was never made: AttributeError
+
+
+def test_full_data_switch_lifts_the_cpu_caps_and_keeps_the_tuned_recipe(monkeypatch, tmp_path):
+    """INTENT_ASSETS_ENV=full: every training message, epochs until early stopping, the whole test split."""
+    from intent_assets.assets.lora_adapter import LoraAdapterConfig
+
+    monkeypatch.setenv("INTENT_ASSETS_ENV", "full")
+    monkeypatch.setenv("INTENT_ASSETS_DATA_DIR", str(tmp_path))
+    full = resources_for()
+    assert type(full["io_manager"]).__name__ == "LocalTableIOManager"
+    trainer, inference = full["trainer"], full["inference"]
+    recipe = LoraAdapterConfig().training_config(trainer.budget(), trainer.defaults())
+    assert recipe.max_train_examples is None and recipe.max_steps is None and recipe.early_stopping_patience >= 1
+    assert recipe.num_epochs > 1 and recipe.checkpoint_steps == 100 and recipe.max_eval_examples == 256
+    assert inference.cap("test_examples", None) is None and full["chat_log_source"].cap(None) is None
+    monkeypatch.setenv("INTENT_ASSETS_ENV", "local")
+    local = resources_for()["trainer"]
+    capped = LoraAdapterConfig().training_config(local.budget(), local.defaults())
+    assert capped.max_train_examples and capped.max_steps  # the embedded default stays a CPU-sized run

@@ -17,7 +17,7 @@ from intent_assets.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.plots import line_chart
 from intent_assets.preference import DpoConfig, pairs_digest, select_pairs, train_dpo
 from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
-from intent_assets.training import CHECKPOINTS_DIR, LoraTrainingConfig, train_lora
+from intent_assets.training import CHECKPOINTS_DIR, RECIPES, LoraTrainingConfig, train_lora
 
 DPO_FIELDS = {  # run config field -> DpoConfig field
     "dpo_beta": "beta", "dpo_learning_rate": "learning_rate", "dpo_num_epochs": "num_epochs",
@@ -27,21 +27,27 @@ DPO_FIELDS = {  # run config field -> DpoConfig field
 
 
 class LoraAdapterConfig(dg.Config):
-    """The fine-tuning recipe. Defaults are the seed design (QLoRA r=64, alpha=16, dropout 0.1, lr 2e-4,
-    effective batch 128, up to 3 epochs with early stopping on validation loss); the environment's
-    ``trainer`` resource may cap sizes to what its machine affords, and fills the fields left unset here
-    (learning rate, micro-batch) with its own values: a capped short schedule needs a higher learning rate."""
+    """The fine-tuning recipe. ``recipe`` picks the starting point: ``tuned`` (default: alpha = 2r, no dropout,
+    lr 1e-3, batch 16, class-balanced subsets, no backward pass through the shared prompt prefix; measured in
+    bench/recipe_sweep.py) or ``seed`` (the seed design: r=64, alpha=16, dropout 0.1, lr 2e-4, effective batch 128,
+    up to 3 epochs). Every field set here wins over the recipe; fields left unset take the ``trainer`` resource's
+    values where it has some, else the recipe's. The environment's ``trainer`` resource then caps sizes to what its
+    machine affords (a cap only lowers a value)."""
 
+    recipe: Literal["tuned", "seed"] = Field(default="tuned", description="Starting point for every field left unset: tuned (what bench/recipe_sweep.py measured best) or seed (the seed design: r=64, alpha=16, dropout 0.1, lr 2e-4, effective batch 128, 3 epochs).")
     backend: Literal["peft", "qlora", "unsloth"] = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes, GPU), unsloth (GPU).")
-    r: int = Field(default=64, ge=1, le=1024, description="LoRA rank (1-1024).")
-    alpha: float = Field(default=16, gt=0, le=4096, description="LoRA alpha (update scaled by alpha / r).")
-    dropout: float = Field(default=0.1, ge=0, lt=1, description="LoRA dropout, in [0, 1).")
-    learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Peak learning rate, in (0, 1]. Unset: the trainer resource's (the embedded CPU demo's short schedule), else the seed's 2e-4.")
-    effective_batch_size: int = Field(default=128, ge=1, description="Examples per optimizer step (gradient accumulation).")
-    per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per forward/backward pass; must divide effective_batch_size. Unset: the trainer resource's, else 8.")
-    num_epochs: float = Field(default=3, gt=0, le=100, description="Epochs, at most (early stopping may end sooner).")
+    r: Optional[int] = Field(default=None, ge=1, le=1024, description="LoRA rank (1-1024). Unset: the recipe's (64).")
+    alpha: Optional[float] = Field(default=None, gt=0, le=4096, description="LoRA alpha (update scaled by alpha / r). Unset: the recipe's (tuned 128, seed 16).")
+    dropout: Optional[float] = Field(default=None, ge=0, lt=1, description="LoRA dropout, in [0, 1). Unset: the recipe's (tuned 0, seed 0.1).")
+    use_rslora: Optional[bool] = Field(default=None, description="Rank-stabilized LoRA (scale alpha / sqrt(r)). Unset: the recipe's (off).")
+    learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Peak learning rate, in (0, 1]. Unset: the trainer resource's, else the recipe's (tuned 1e-3, seed 2e-4).")
+    effective_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per optimizer step (gradient accumulation). Unset: the recipe's (tuned 16, seed 128).")
+    per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per forward/backward pass; must divide effective_batch_size. Unset: the trainer resource's, else the recipe's (tuned 16, seed 8).")
+    num_epochs: Optional[float] = Field(default=None, gt=0, le=100, description="Epochs, at most (early stopping may end sooner). Unset: the recipe's (3).")
+    train_sampling: Literal["recipe", "random", "balanced"] = Field(default="recipe", description="How a capped training subset is picked: random, or balanced (every intent about equally often); recipe: the recipe's (tuned balanced, seed random).")
+    prefix_gradients: Optional[bool] = Field(default=None, description="Backpropagate through the system prompt shared by a micro-batch (exact gradients, slower) or not (same loss; the adapter learns from each message's own tokens). Unset: the recipe's (tuned off, seed on).")
     early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
-    checkpoint_steps: int = Field(default=20, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one.")
+    checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one. Unset: the trainer resource's, else 20.")
     max_steps: Optional[int] = Field(default=None, ge=1, description="Stop after N optimizer steps.")
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="Train on a seeded subset of this size (the data set size, subset).")
     max_eval_examples: Optional[int] = Field(default=None, ge=1, description="Validate on a seeded subset of this size.")
@@ -71,12 +77,19 @@ class LoraAdapterConfig(dg.Config):
                          seed=self.seed)
 
     def training_config(self, budget: Optional[dict] = None, defaults: Optional[dict] = None) -> LoraTrainingConfig:
-        """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the seed
-        defaults of ``LoraTrainingConfig``; finally the environment's ``budget`` caps."""
-        values = {k: v for k, v in self.model_dump().items() if k not in DPO_FIELDS and k != "dpo_from_corrections"}
-        for key in TRAINER_DEFAULTED:
-            if values[key] is None:
-                values[key] = (defaults or {}).get(key, LoraTrainingConfig.model_fields[key].default)
+        """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the chosen
+        ``recipe`` (``training.RECIPES``); finally the environment's ``budget`` caps."""
+        values = {k: v for k, v in self.model_dump().items() if k not in DPO_FIELDS and k not in ("dpo_from_corrections", "recipe")}
+        preset = RECIPES[self.recipe]
+        if values["train_sampling"] == "recipe":
+            values["train_sampling"] = None
+        for key, value in values.items():
+            if value is None and key in TRAINER_DEFAULTED and (defaults or {}).get(key) is not None:
+                values[key] = defaults[key]
+            elif value is None and key in preset:
+                values[key] = preset[key]
+            elif value is None:
+                values[key] = LoraTrainingConfig.model_fields[key].default
         bf16 = values.pop("bf16")
         if bf16 not in ("auto", "true", "false"):
             raise ValueError(f"bf16 must be 'auto', 'true' or 'false', got {bf16!r}")

@@ -4,10 +4,23 @@ from intent_assets.assets.lora_adapter import LoraAdapterConfig
 from intent_assets.resources import LOCAL_TRAINING_BUDGET, TrainerBackend
 
 
-def test_seed_recipe_without_environment():
-    recipe = LoraAdapterConfig().training_config()
+def test_seed_recipe_is_one_config_away():
+    recipe = LoraAdapterConfig(recipe="seed").training_config()
     assert (recipe.r, recipe.alpha, recipe.dropout, recipe.learning_rate) == (64, 16, 0.1, 2e-4)
     assert (recipe.effective_batch_size, recipe.per_device_batch_size, recipe.num_epochs) == (128, 8, 3)
+    assert (recipe.train_sampling, recipe.prefix_gradients) == ("random", True)
+
+
+def test_tuned_recipe_is_the_default():
+    from intent_assets.training import TUNED_RECIPE
+
+    recipe = LoraAdapterConfig().training_config()
+    assert {k: getattr(recipe, k) for k in TUNED_RECIPE} == TUNED_RECIPE
+    assert recipe.alpha / recipe.r >= 1 and recipe.dropout == 0.0  # not the seed's 0.25 update scale
+    # a field set in the run config wins over the recipe, under either recipe
+    assert LoraAdapterConfig(alpha=32, train_sampling="random").training_config().alpha == 32
+    assert LoraAdapterConfig(recipe="seed", dropout=0.0).training_config().dropout == 0.0
+    assert LoraAdapterConfig(train_sampling="random").training_config().train_sampling == "random"
 
 
 def test_environment_fills_only_unset_fields_and_caps_only_lower():
