@@ -26,7 +26,10 @@ from intent_assets.taxonomy import Taxonomy
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data"))
-    parser.add_argument("--variants", nargs="+", default=["64:16:128"], help="group_size:samples:tokens")
+    parser.add_argument("--variants", nargs="+", default=["64:16:128"],
+                        help="group_size:samples:tokens[:ignore], ignore a comma-separated list of modules kept 16-bit "
+                             "(names or re:<regex>), e.g. 32:16:128:re:.*layers\\.(0|29)\\..*")
+    parser.add_argument("--merged", type=Path, default=None, help="The merged 16-bit model (default: the newest awq_model's).")
     parser.add_argument("--test-examples", type=int, default=300)
     args = parser.parse_args()
 
@@ -36,7 +39,7 @@ def main() -> None:
     test = real[real["split"] == "test"]
     test = test.sample(n=min(args.test_examples, len(test)), random_state=0)
     prompts = [json.loads(m)[:2] for m in real[real["split"] == "train"]["messages"]]
-    merged = max((args.root / "artifacts" / "awq_model").glob("*/merged"), key=lambda p: p.stat().st_mtime)
+    merged = args.merged or max((args.root / "artifacts" / "awq_model").glob("*/merged"), key=lambda p: p.stat().st_mtime)
     engine = InferenceEngine()
 
     def score(model_dir: Path, quantized: bool) -> dict:
@@ -51,12 +54,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print(f"| merged bf16 | {reference['accuracy']:.3f} | {reference['macro_f1']:.3f} | 1.00x | | |")
     for variant in args.variants:
-        group_size, samples, tokens = (int(x) for x in variant.split(":"))
-        settings = QuantizationSettings(group_size=group_size, num_calibration_samples=samples, max_calibration_tokens=tokens)
+        group_size, samples, tokens, *rest = variant.split(":", 3)
+        group_size, samples, tokens = int(group_size), int(samples), int(tokens)
+        ignore = ["lm_head", *(rest[0].split(",") if rest else [])]
+        settings = QuantizationSettings(group_size=group_size, num_calibration_samples=samples, max_calibration_tokens=tokens,
+                                        ignore=ignore)
         with tempfile.TemporaryDirectory() as tmp:
             result = quantize_awq(merged, prompts, Path(tmp) / "q", settings)
             r = score(Path(tmp) / "q", quantized=True)
-        print(f"| AWQ W4A16 group {group_size}, {samples} x {tokens} calibration tokens | {r['accuracy']:.3f} | "
+        kept = f", 16-bit: {', '.join(ignore[1:])}" if len(ignore) > 1 else ""
+        print(f"| AWQ W4A16 group {group_size}, {samples} x {tokens} calibration tokens{kept} | {r['accuracy']:.3f} | "
               f"{r['macro_f1']:.3f} | {r['accuracy'] / reference['accuracy']:.2f}x | "
               f"{result.size_bytes_after / 1e6:.1f} | {result.wall_seconds:.0f} |", flush=True)
 

@@ -161,8 +161,24 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
     return ServingSpec(model_dir, taxonomy.names, system_prompt(taxonomy))
 
 
-def load_model(model_dir: str | os.PathLike, dtype: str = "bfloat16", device: str = "cpu"):
-    """(model, tokenizer) for a plain or compressed-tensors (AWQ) model directory."""
+def in_process_model_dir(model_dir: str | os.PathLike) -> Path:
+    """The directory the in-process engine loads for ``model_dir``: for an ``awq_model`` output
+    (``<run key>/quantized``) the same model's merged 16-bit weights beside it (``<run key>/merged``) when they are
+    there, since transformers dequantizes the 4-bit weights to 16-bit at load time anyway (no speed on a CPU, and
+    the rounding costs accuracy: BENCHMARKS.md); vLLM loads the 4-bit directory itself. Otherwise ``model_dir``."""
+    model_dir = Path(model_dir)
+    merged = model_dir.parent / "merged"
+    if model_dir.name == "quantized" and _is_model_dir(merged) and is_quantized_dir(model_dir):
+        return merged
+    return model_dir
+
+
+def load_model(model_dir: str | os.PathLike, dtype: str = "bfloat16", device: str = "cpu", *,
+               prefer_16bit: bool = True):
+    """(model, tokenizer) for a plain or compressed-tensors (AWQ) model directory; with ``prefer_16bit`` (default) an
+    AWQ model's merged 16-bit weights when they lie beside it (``in_process_model_dir``)."""
+    if prefer_16bit:
+        model_dir = in_process_model_dir(model_dir)
     if is_quantized_dir(model_dir):
         from intent_assets.quantization import load_quantized_for_inference
 

@@ -18,6 +18,7 @@ from intent_assets.resources import ArtifactStore, TrainerBackend
 class AwqModelConfig(dg.Config):
     num_calibration_samples: int = Field(default=16, ge=1, description="Redacted training prompts used for AWQ calibration (cost grows linearly).")
     max_calibration_tokens: int = Field(default=128, ge=16, description="Tokens kept per calibration prompt (its end: user message and answer header).")
+    ignore: list[str] = Field(default=["lm_head"], description="Modules kept in 16-bit (names, or 're:<regex>' as llm-compressor takes them), e.g. the most sensitive layers: 're:.*layers\\.0\\..*' keeps the first decoder layer dense. lm_head (tied to the embeddings) always stays dense.")
     group_size: int = Field(default=32, ge=-1, description="Input channels per quantization scale; must divide the hidden size (576 for SmolLM2: 32, 64 or 192); -1: one scale per output channel.")
 
     @field_validator("group_size")
@@ -47,13 +48,17 @@ def awq_model(
     """The adapter merged into the base model, quantized to 4-bit AWQ with llm-compressor (int4 weights, one
     scale per group, activations 16-bit) and saved in the compressed-tensors format vLLM loads.
 
+    The merged 16-bit model is kept beside it (``merged/``): the in-process engine serves those weights (it would
+    dequantize the 4-bit ones to 16-bit anyway), vLLM the 4-bit ones; ``eval_report`` scores both.
+
     Calibrated on redacted training prompts (system + user, as served). The model directory also carries
     ``intent_assets.json`` (the labels and the training system prompt) for its clients: ``intent-assets classify``
     and any OpenAI client of the vLLM server. Metadata: size before and after, calibration samples, wall time.
     """
     wanted = {"num_calibration_samples": config.num_calibration_samples, "max_calibration_tokens": config.max_calibration_tokens}
     caps = trainer.calibration_budget()  # the environment's caps only ever lower the run config's values
-    settings = QuantizationSettings(**{k: min(v, caps.get(k, v)) for k, v in wanted.items()}, group_size=config.group_size)
+    ignore = list(dict.fromkeys(["lm_head", *config.ignore]))
+    settings = QuantizationSettings(**{k: min(v, caps.get(k, v)) for k, v in wanted.items()}, group_size=config.group_size, ignore=ignore)
     root = artifacts.path("awq_model", lora_adapter["run_key"])
     merged = root / "merged"
     if not (merged / "config.json").is_file():
@@ -69,6 +74,8 @@ def awq_model(
     # the served model carries what a client needs: its labels and the system prompt it was trained with
     system_prompt = prompts[0][0]["content"]
     info = {SERVING_INFO: serving_info_text(labels_from_prompt(system_prompt), system_prompt)}
+    # the in-process engine serves these merged 16-bit weights of the same model (serving.in_process_model_dir)
+    (merged / SERVING_INFO).write_text(info[SERVING_INFO], encoding="utf-8")
     result = quantize_awq(merged, prompts, out, settings, log=context.log.info, extra_files=info)
     context.add_output_metadata(
         {
@@ -84,6 +91,7 @@ def awq_model(
         }
     )
     uri = artifacts.publish(result.out_dir)
+    merged_uri = artifacts.publish(merged)
     if uri:
-        context.add_output_metadata({"model_uri": dg.MetadataValue.url(uri)})
+        context.add_output_metadata({"model_uri": dg.MetadataValue.url(uri), "merged_model_uri": dg.MetadataValue.url(merged_uri)})
     return {"model_dir": str(result.out_dir), "merged_dir": str(merged), "run_key": lora_adapter["run_key"]}

@@ -61,24 +61,29 @@ def synthetic_share_within_cap(context: dg.AssetCheckExecutionContext, instructi
                                metadata={**details, "max_share_from": source, "intents_over_cap": dg.MetadataValue.json(over)})
 
 
-def _versus(eval_report: dict, baselines: tuple[str, ...]) -> dg.AssetCheckResult:
-    passed, details = quality.compare_systems(eval_report["summary"], FINE_TUNED, baselines)
-    baseline_scores = details.pop("baselines", {})
-    return dg.AssetCheckResult(passed=passed, severity=WARN,
-                               metadata={**details, "baseline_scores": dg.MetadataValue.json(baseline_scores)})
+def _versus(eval_report: dict, baselines: tuple[str, ...], metrics: tuple[str, ...] = ("macro_f1",)) -> dg.AssetCheckResult:
+    # the model as served (report["fine_tuned"]); reports written before both precisions were scored: the 4-bit row
+    candidate = eval_report.get("fine_tuned", FINE_TUNED)
+    results = {metric: quality.compare_systems(eval_report["summary"], candidate, baselines, metric) for metric in metrics}
+    metadata: dict = {}
+    for metric, (_, details) in results.items():
+        baseline_scores = details.pop("baselines", {})
+        prefix = "" if len(metrics) == 1 else f"{metric}_"
+        metadata.update({f"{prefix}{k}" if k != "candidate" else k: v for k, v in details.items()})
+        metadata[f"{prefix}baseline_scores"] = dg.MetadataValue.json(baseline_scores)
+    return dg.AssetCheckResult(passed=all(passed for passed, _ in results.values()), severity=WARN, metadata=metadata)
 
 
-@dg.asset_check(asset="eval_report", description="The fine-tuned 4-bit model's macro-F1 is at least the base model's "
+@dg.asset_check(asset="eval_report", description="The fine-tuned model's macro-F1, as served, is at least the base model's "
                 "zero-shot macro-F1 (fine-tuning helped).")
 def fine_tuned_beats_zero_shot(eval_report: dict) -> dg.AssetCheckResult:
     return _versus(eval_report, (quality.ZERO_SHOT,))
 
 
-@dg.asset_check(asset="eval_report", description="The fine-tuned 4-bit model's macro-F1 is at least that of the best "
-                "classical baseline (TF-IDF + SVM, MiniLM + LR). The embedded CPU demo's short fine-tune does not "
-                "reach it: expect a warning there.")
+@dg.asset_check(asset="eval_report", description="The fine-tuned model, as served, scores at least the best classical "
+                "baseline of the same report (TF-IDF + SVM, MiniLM + LR) in accuracy and in macro-F1.")
 def fine_tuned_beats_classical_baselines(eval_report: dict) -> dg.AssetCheckResult:
-    return _versus(eval_report, quality.CLASSICAL_BASELINES)
+    return _versus(eval_report, quality.CLASSICAL_BASELINES, ("accuracy", "macro_f1"))
 
 
 DATA_QUALITY_CHECKS = [raw_chat_logs_schema, quarantine_share_within_limit, synthetic_share_within_cap]

@@ -20,7 +20,18 @@ from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.taxonomy import Taxonomy
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
+FINE_TUNED_16BIT = "fine-tuned 16-bit (merged)"
 ZERO_SHOT = "base model zero-shot"
+
+
+def served_system(engine_kind: str) -> str:
+    """The row of the report that is the model as served, which the checks and the promotion gate judge.
+
+    The in-process engine (``transformers``) dequantizes an AWQ model to 16-bit at load time: on a CPU the 4-bit
+    weights buy no speed there and cost accuracy (BENCHMARKS.md), so it serves the merged 16-bit weights of the
+    same fine-tuned model. vLLM (``openai``) runs the int4 kernels: it serves the 4-bit model.
+    """
+    return FINE_TUNED if engine_kind == "openai" else FINE_TUNED_16BIT
 
 
 def registry_for(artifacts: ArtifactStore) -> ModelRegistry:
@@ -36,6 +47,7 @@ class EvalReportConfig(dg.Config):
     include_minilm: bool = Field(default=True, description="Also run the MiniLM-embeddings + logistic-regression baseline.")
     include_zero_shot: bool = Field(default=True, description="Also run the base model zero-shot with the same constrained decoding.")
     include_champion: bool = Field(default=True, description="Also run the registry's champion on the same split (the promotion gate compares against it).")
+    include_unserved_precision: bool = Field(default=True, description="Also score the fine-tuned model in the precision the engine does not serve (the 4-bit AWQ model next to the served 16-bit one in-process, the 16-bit one next to vLLM's 4-bit): what 4 bits cost, on the same messages.")
     seed: int = Field(default=0, ge=0, description="Seed of the test subset.")
     max_validation_examples: int = Field(default=1000, ge=1, description="Validation examples (seeded subset) that calibrate the out-of-scope confidence threshold, when the taxonomy has an out-of-scope label.")
 
@@ -60,8 +72,9 @@ def eval_report(
 ) -> dict:
     """Accuracy, macro/micro F1, per-intent precision/recall/F1, most confused pairs, out-of-taxonomy rate, and
     latency (p50/p95 per request) and throughput, on the frozen test split, side by side for: TF-IDF + linear
-    SVM, MiniLM sentence embeddings + logistic regression, the base model zero-shot, and the fine-tuned 4-bit
-    model. Both language models answer through constrained decoding over the taxonomy, so they can only emit a
+    SVM, MiniLM sentence embeddings + logistic regression, the base model zero-shot, and the fine-tuned model in
+    both precisions: the one the engine serves (in-process: the merged 16-bit weights; vLLM: the 4-bit AWQ model),
+    which the checks and the promotion gate judge, and the other one on the same messages (what 4 bits cost). Both language models answer through constrained decoding over the taxonomy, so they can only emit a
     valid label. Written as Markdown and JSON files too. Only labels and numbers appear: no message text.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
@@ -101,13 +114,30 @@ def eval_report(
         return predict
 
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
+    served = served_system(inference.kind)
     if config.include_zero_shot:  # in-process whatever the engine: a server serves only the champion
         artifacts.fetch(base_model["path"])
         model, tokenizer = inference.load(base_model["path"])
         record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
-    fine_tuned = inference.classifier(awq_model["model_dir"], labels, prompt, quantized=True)
-    record(FINE_TUNED, llm(fine_tuned, keep_confidence=True), inference.batch_size)
-    context.log.info(f"{FINE_TUNED} ran on the {inference.kind} engine")
+    merged_dir = awq_model.get("merged_dir")
+    if merged_dir:
+        artifacts.fetch(merged_dir, missing_ok=True)
+    has_16bit = bool(merged_dir) and Path(merged_dir, "config.json").is_file()
+    if served == FINE_TUNED_16BIT and not has_16bit:
+        served = FINE_TUNED  # an older awq_model without its merged weights: the 4-bit model is all there is
+    if served == FINE_TUNED:
+        fine_tuned = inference.classifier(awq_model["model_dir"], labels, prompt, quantized=True)
+    else:
+        fine_tuned = inference.classifier(merged_dir, labels, prompt)
+    record(served, llm(fine_tuned, keep_confidence=True), inference.batch_size)
+    context.log.info(f"{served} ran on the {inference.kind} engine (the model as served)")
+    if config.include_unserved_precision:  # in-process, like zero-shot: what the other precision scores
+        if served == FINE_TUNED and has_16bit:
+            model, tokenizer = inference.load(merged_dir)
+            record(FINE_TUNED_16BIT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+        elif served == FINE_TUNED_16BIT:
+            model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
+            record(FINE_TUNED, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
     champion = registry_for(artifacts).alias("champion") if config.include_champion else None
     champion_system = None
     if champion and champion["run_key"] != awq_model["run_key"]:  # in-process, like zero-shot
@@ -129,23 +159,23 @@ def eval_report(
         if len(val) and (val["intent"] == oos).any():
             vp = fine_tuned.classify(val["text"].tolist(), batch_size=inference.batch_size)
             calib = calibrate_threshold(val["intent"].tolist(), [p.label for p in vp], [p.confidence for p in vp], oos)
-            thresholded = apply_threshold(systems[FINE_TUNED]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos)
-            name = f"{FINE_TUNED} + confidence threshold {calib['threshold']:.3f}"
-            systems[name] = {"metrics": classification_report(gold, thresholded, labels), "latency": systems[FINE_TUNED]["latency"],
+            thresholded = apply_threshold(systems[served]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos)
+            name = f"{served} + confidence threshold {calib['threshold']:.3f}"
+            systems[name] = {"metrics": classification_report(gold, thresholded, labels), "latency": systems[served]["latency"],
                              "out_of_scope": {**oos_report(gold, thresholded, oos), "threshold": calib["threshold"], "validation_examples": len(val)}}
         oos_summary = {name: {k: round(v, 4) for k, v in s["out_of_scope"].items()} for name, s in systems.items()}
     for s_ in systems.values():
         s_.pop("predictions", None)
 
     report = {"title": f"Intent routing on the test split ({taxonomy.name} v{taxonomy.version})", "systems": systems,
-              "fine_tuned": FINE_TUNED, "n": len(texts), "run_key": awq_model["run_key"],
+              "fine_tuned": served, "n": len(texts), "run_key": awq_model["run_key"], "inference_engine": inference.kind,
               "champion": {"system": champion_system, "version": champion["version"]} if champion_system else None}
     markdown = render_markdown(report)
     out = artifacts.path("eval_report", awq_model["run_key"])
     (out / "report.md").write_text(markdown, encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    main = systems[FINE_TUNED]["metrics"]
-    png = confusion_plot(main["confusion_matrix"], labels, title=f"{FINE_TUNED}: confusion (row-normalized)")
+    main = systems[served]["metrics"]
+    png = confusion_plot(main["confusion_matrix"], labels, title=f"{served}: confusion (row-normalized)")
     per_intent = dg.MetadataValue.table(
         records=[
             dg.TableRecord({"intent": k, "precision": round(v["precision"], 3), "recall": round(v["recall"], 3), "f1": round(v["f1"], 3), "support": v["support"]})
@@ -162,9 +192,10 @@ def eval_report(
             "macro_f1": round(main["macro_f1"], 4),
             "micro_f1": round(main["micro_f1"], 4),
             "out_of_taxonomy_rate": main["oot_rate"],
-            "latency_p50_ms": round(systems[FINE_TUNED]["latency"]["p50_ms"], 1),
-            "latency_p95_ms": round(systems[FINE_TUNED]["latency"]["p95_ms"], 1),
-            "throughput_per_s": round(systems[FINE_TUNED]["latency"]["throughput_per_s"], 2),
+            "served_system": served,
+            "latency_p50_ms": round(systems[served]["latency"]["p50_ms"], 1),
+            "latency_p95_ms": round(systems[served]["latency"]["p95_ms"], 1),
+            "throughput_per_s": round(systems[served]["latency"]["throughput_per_s"], 2),
             "report": dg.MetadataValue.md(markdown),
             "confusion_matrix": image(png, out / "confusion.png", "confusion matrix"),
             "per_intent": per_intent,
@@ -176,5 +207,5 @@ def eval_report(
         }
     )
     artifacts.publish(out)
-    return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"],
+    return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"], "fine_tuned": served,
             **({"out_of_scope": oos_summary} if oos_summary else {})}
