@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from intent_assets.definitions import ASSETS, CHECKS
-from intent_assets.resources import TrainerBackend, local_resources
+from intent_assets.resources import full_resources, local_resources
 
 
 def main() -> None:
@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="Only print the table of an existing report.json (e.g. from `make run`).")
     parser.add_argument("--data", help="raw_chat_logs.path (default: the shipped sample).")
     parser.add_argument("--taxonomy", help="intent_taxonomy.path (default: the shipped banking77 taxonomy).")
-    parser.add_argument("--no-budget", action="store_true", help="Train with the seed recipe, without the CPU caps.")
+    parser.add_argument("--no-budget", action="store_true", help="The full-data switch (the resources of "
+                        "INTENT_ASSETS_ENV=full): every training message, epochs until early stopping, no CPU caps.")
     parser.add_argument("--max-test-examples", type=int, help="Evaluate on a seeded subset of the test split.")
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
     parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
@@ -54,9 +55,9 @@ def main() -> None:
         lora["num_epochs"] = args.epochs
     if lora:
         ops["lora_adapter"] = {"config": lora}
-    resources = local_resources(args.root)
-    if args.no_budget:
-        resources["trainer"] = TrainerBackend()
+    # --no-budget: the full-data switch (INTENT_ASSETS_ENV=full): no CPU caps, the tuned recipe's epochs until
+    # early stopping
+    resources = full_resources(args.root) if args.no_budget else local_resources(args.root)
 
     start = time.perf_counter()
     result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config={"ops": ops})

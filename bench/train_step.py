@@ -13,6 +13,9 @@ dropout off (the forward pass: it must agree within bf16 rounding). Variants acc
 - ``dropout0``: LoRA dropout 0 (no Bernoulli mask on every adapted layer's input);
 - ``nocast``: LoRA inputs stay bf16 under autocast (``keep_adapter_inputs_bf16``, what training now does);
 - ``noprefixgrad``: ``prefix_gradients=False`` (the prefix is a forward pass only);
+- ``eager``: eager attention instead of PyTorch's SDPA (whose CPU flash-attention backward is slow here);
+- ``bylength``: micro-batches of messages of about the same length (less padding);
+- ``r16``: LoRA r=16, alpha 32 (a cheaper adapter: a recipe change, not the same loss);
 - ``micro32``/``micro64``: micro-batch (and effective batch) 32 / 64, the prefix shared by more rows.
 
 A variant named twice is measured twice (e.g. the first again at the end, to see drift on a shared machine).
@@ -31,11 +34,13 @@ from intent_assets import training
 from intent_assets.instructions import write_jsonl
 
 STEPS = {
-    "seed": dict(dropout=0.1, cast=True, prefix_gradients=True, micro=16, attention="sdpa", r=64, alpha=16),
+    "seed": dict(dropout=0.1, cast=True, prefix_gradients=True, micro=16, attention="sdpa", r=64, alpha=16,
+                 group_by_length=False),
     "dropout0": dict(dropout=0.0),
     "nocast": dict(cast=False),
     "noprefixgrad": dict(prefix_gradients=False),
     "eager": dict(attention="eager"),
+    "bylength": dict(group_by_length=True),
     "r16": dict(r=16, alpha=32),
     "micro32": dict(micro=32),
     "micro64": dict(micro=64),
@@ -69,11 +74,11 @@ def run_variant(settings: dict, base: Path, train: pd.DataFrame, steps: int, pro
             config = training.LoraTrainingConfig(
                 max_steps=steps, effective_batch_size=settings["micro"], per_device_batch_size=settings["micro"],
                 learning_rate=3e-3, dropout=settings["dropout"], r=settings["r"], alpha=settings["alpha"], prefix_gradients=settings["prefix_gradients"],
+                group_by_length=settings["group_by_length"], attn_implementation=settings["attention"],
                 checkpoint_steps=10_000, early_stopping_patience=0, seed=0)
             torch.manual_seed(0)
             trainer, info = training.build_trainer(base, paths["train"], None, Path(tmp) / "run", config,
                                                    log=lambda _: None)
-            trainer.model.get_base_model().set_attn_implementation(settings["attention"])
             loss = first_batch_loss(trainer)
             trainer.train()
             durations = info["progress"].durations[1:]

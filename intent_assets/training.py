@@ -126,6 +126,9 @@ class LoraTrainingConfig(BaseModel):
     attn_implementation: Literal["auto", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel while training: auto = eager on CPU (PyTorch's CPU flash-attention "
         "backward is slow for short rows over a long cached prefix: measured in bench/train_step.py), sdpa on GPU.")
+    group_by_length: bool = Field(
+        False, description="Batch messages of about the same length together (transformers' LengthGroupedSampler): "
+        "less padding in every micro-batch, the same examples per epoch.")
     prefix_gradients: bool = Field(
         True, description="With share_prompt_prefix: backpropagate through the shared prompt prefix (exact "
         "gradients). False computes the prefix without autograd: same loss, the adapter learns from each row's own "
@@ -690,7 +693,7 @@ def _last_checkpoint(checkpoints_dir: Path) -> str | None:
 _RESUME_FIELDS = ("backend", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
                   "warmup_ratio", "weight_decay", "effective_batch_size", "per_device_batch_size",
                   "max_train_examples", "max_seq_length", "seed", "bf16", "train_sampling", "prefix_gradients",
-                  "use_rslora")
+                  "use_rslora", "group_by_length")
 RUN_FILE = "run.json"
 
 
@@ -807,6 +810,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         gradient_checkpointing=config.gradient_checkpointing,
         completion_only_loss=True,
         packing=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         save_only_model=False,
         **save_kwargs,
         **eval_kwargs,
