@@ -313,3 +313,19 @@ def test_eval_report_through_the_openai_engine_reports_out_of_scope(tmp_path):
     report = (tmp_path / "eval_report" / "k" / "report.md").read_text()
     assert "## Out-of-scope requests" in report and "OOS recall" in report
     assert len(srv.requests) >= 18 + 12  # test + validation went through the server
+
+
+def test_in_process_engine_loads_the_merged_16bit_weights_of_an_awq_model(tmp_path):
+    """transformers would dequantize the 4-bit weights to 16-bit anyway: in-process, the same model's merged
+    16-bit weights beside them are served; a directory without them (or not an awq_model output) is used as is."""
+    from intent_assets.serving import in_process_model_dir
+
+    run = tmp_path / "awq_model" / "rk"
+    for name, config in (("quantized", {"quantization_config": {"quant_method": "compressed-tensors"}}), ("merged", {})):
+        (run / name).mkdir(parents=True)
+        (run / name / "config.json").write_text(json.dumps(config))
+        (run / name / "model.safetensors").write_bytes(b"")
+    assert in_process_model_dir(run / "quantized") == run / "merged"
+    assert in_process_model_dir(run / "merged") == run / "merged"
+    (run / "merged" / "model.safetensors").unlink()  # merged weights gone: the 4-bit model is all there is
+    assert in_process_model_dir(run / "quantized") == run / "quantized"
