@@ -46,6 +46,7 @@ class LoraAdapterConfig(dg.Config):
     num_epochs: Optional[float] = Field(default=None, gt=0, le=100, description="Epochs, at most (early stopping may end sooner). Unset: the recipe's (3).")
     train_sampling: Literal["recipe", "random", "balanced"] = Field(default="recipe", description="How a capped training subset is picked: random, or balanced (every intent about equally often); recipe: the recipe's (tuned balanced, seed random).")
     prefix_gradients: Optional[bool] = Field(default=None, description="Backpropagate through the system prompt shared by a micro-batch (exact gradients, slower) or not (same loss; the adapter learns from each message's own tokens). Unset: the recipe's (tuned off, seed on).")
+    group_by_length: Optional[bool] = Field(default=None, description="Micro-batches of messages of about the same length (less padding; 1.3x faster steps on CPU). Unset: the recipe's (tuned on, seed off).")
     early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
     checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one. Unset: the trainer resource's, else 20.")
     max_steps: Optional[int] = Field(default=None, ge=1, description="Stop after N optimizer steps.")
