@@ -55,8 +55,8 @@ ADAPTER_DIR = "adapter"
 SEED_RECIPE = {"r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
                "prefix_gradients": True, "group_by_length": False}
-TUNED_RECIPE = {"r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1.5e-3,
-                "effective_batch_size": 32, "per_device_batch_size": 32, "num_epochs": 3,
+TUNED_RECIPE = {"r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
+                "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
                 "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True}
 RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
 
