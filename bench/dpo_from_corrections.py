@@ -30,15 +30,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench._data import instruction_data
 from intent_assets import base_model as bm
 from intent_assets.assets.lora_adapter import LoraAdapterConfig
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import dataset_system_prompt, write_jsonl
+from intent_assets.instructions import write_jsonl
 from intent_assets.metrics import classification_report
 from intent_assets.preference import DpoConfig, select_pairs, train_dpo
 from intent_assets.quantization import merge_adapter
 from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
-from intent_assets.taxonomy import Taxonomy
 from intent_assets.training import train_lora
 
 
@@ -73,12 +73,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    data = pd.read_parquet(args.root / "redacted" / "instruction_dataset.parquet")
-    labels = Taxonomy.from_dict(json.loads((args.root / "redacted" / "intent_taxonomy.json").read_text())).names
-    prompt = dataset_system_prompt(data["messages"])
-    real = data[~data["synthetic"]]
-    test = real[real["split"] == "test"]
-    test = test.sample(n=min(args.test_examples, len(test)), random_state=0)
+    data, labels, prompt, real, test = instruction_data(args.root, args.test_examples)
     pool = real[real["split"] == "validation"]
     pool = pool.sample(n=min(args.pool, len(pool)), random_state=1)
     engine = InferenceEngine()

@@ -21,15 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
+from bench._data import instruction_data
 from bench._output import emit
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import dataset_system_prompt, write_jsonl
+from intent_assets.instructions import write_jsonl
 from intent_assets.metrics import classification_report
 from intent_assets.quantization import merge_adapter
 from intent_assets.resources import InferenceEngine
-from intent_assets.taxonomy import Taxonomy
 from intent_assets.training import LoraTrainingConfig, train_lora
 
 COMMON = {"effective_batch_size": 16, "per_device_batch_size": 16, "max_eval_examples": 128,
@@ -56,12 +54,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    data = pd.read_parquet(args.root / "redacted" / "instruction_dataset.parquet")
-    labels = Taxonomy.from_dict(json.loads((args.root / "redacted" / "intent_taxonomy.json").read_text())).names
-    prompt = dataset_system_prompt(data["messages"])
-    real = data[~data["synthetic"]]
-    tests = real[real["split"] == "test"]
-    test = tests.sample(n=min(args.test_examples, len(tests)), random_state=0)
+    data, labels, prompt, _, test = instruction_data(args.root, args.test_examples)
     base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
     engine = InferenceEngine()
     common = json.loads(args.common)
@@ -83,8 +76,6 @@ def main() -> None:
             seconds = time.perf_counter() - started
             points = []
             if args.eval_every:
-                from peft import PeftModel  # noqa: F401  (checkpoints hold PEFT adapters)
-
                 for checkpoint in sorted((work / "run" / "checkpoints").glob("checkpoint-*"),
                                          key=lambda p: int(p.name.split("-")[1])):
                     step = int(checkpoint.name.split("-")[1])

@@ -340,3 +340,20 @@ def test_quantized_model_loads_and_generates(quantized, merged_dir):
     words = [w for w in text.split() if any(c.isalpha() for c in w)]
     assert len(words) >= 3, text
     assert text.split()[:2] == ["The", "capital"], text
+
+
+def test_edge_layers_keep_the_first_and_last_decoder_layers_dense(tmp_path):
+    """awq_model's keep_edge_layers: ignore patterns from the model's own depth, not a fixed layer number."""
+    import re
+
+    from intent_assets.assets.awq_model import edge_layers
+
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 30}))
+    [pattern] = edge_layers(tmp_path, 1)
+    regex = re.compile(pattern.removeprefix("re:"))
+    kept = {i for i in range(30) if regex.fullmatch(f"model.layers.{i}.mlp.down_proj")}
+    assert kept == {0, 29} and not regex.fullmatch("model.layers.2.self_attn.q_proj")
+    [pattern] = edge_layers(tmp_path, 2)
+    regex = re.compile(pattern.removeprefix("re:"))
+    assert {i for i in range(30) if regex.fullmatch(f"model.layers.{i}.self_attn.o_proj")} == {0, 1, 28, 29}
+    assert edge_layers(tmp_path, 0) == []
