@@ -17,6 +17,7 @@ from intent_assets.metrics import classification_report, confusion_plot, render_
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
+from intent_assets.serving import in_process_model_dir, is_quantized_dir
 from intent_assets.taxonomy import Taxonomy
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
@@ -74,8 +75,9 @@ def eval_report(
     latency (p50/p95 per request) and throughput, on the frozen test split, side by side for: TF-IDF + linear
     SVM, MiniLM sentence embeddings + logistic regression, the base model zero-shot, and the fine-tuned model in
     both precisions: the one the engine serves (in-process: the merged 16-bit weights; vLLM: the 4-bit AWQ model),
-    which the checks and the promotion gate judge, and the other one on the same messages (what 4 bits cost). Both language models answer through constrained decoding over the taxonomy, so they can only emit a
-    valid label. Written as Markdown and JSON files too. Only labels and numbers appear: no message text.
+    which the checks and the promotion gate judge, and the other one on the same messages (what 4 bits cost); the
+    registry's champion in the served precision. Both language models answer through constrained decoding over the
+    taxonomy, so they can only emit a valid label. Written as Markdown and JSON files too. Only labels and numbers appear: no message text.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
     labels = taxonomy.names
@@ -143,8 +145,14 @@ def eval_report(
     if champion and champion["run_key"] != awq_model["run_key"]:  # in-process, like zero-shot
         artifacts.fetch(champion["model_dir"], missing_ok=True)
         if Path(champion["model_dir"]).is_dir():
-            champion_system = f"champion v{champion['version']} (4-bit)"
-            model, tokenizer = inference.load(champion["model_dir"], quantized=True)
+            # in the precision the challenger is judged in: the champion's merged 16-bit weights where it has them
+            champion_dir = Path(champion["model_dir"])
+            if served == FINE_TUNED_16BIT:
+                artifacts.fetch(champion_dir.parent / "merged", missing_ok=True)
+                champion_dir = in_process_model_dir(champion_dir)
+            quantized = is_quantized_dir(champion_dir)
+            champion_system = f"champion v{champion['version']} ({'4-bit' if quantized else '16-bit'})"
+            model, tokenizer = inference.load(str(champion_dir), quantized=quantized)
             record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")

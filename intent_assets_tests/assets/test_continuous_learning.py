@@ -86,7 +86,8 @@ def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, mon
     dataset = meta(result, "instruction_dataset")
     assert dataset["corrections_relabelled"] == len(train) and dataset["corrections_added"] == 0
     report = meta(result, "eval_report")
-    assert "champion v1 (4-bit)" in report["systems"]  # the champion was scored on the same split, in the same run
+    assert "champion v1 (16-bit)" in report["systems"]  # the champion, scored on the same split in the same run, in the
+    # precision the challenger is judged in (in-process: its merged 16-bit weights)
     promotion = meta(result, "model_promotion")
     assert promotion["decision"] == "refused" and promotion["champion_version"] == 1
     assert promotion["baseline_check"] == "relaxed" and "baseline check relaxed by" in promotion["gate"]
