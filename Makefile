@@ -24,7 +24,7 @@ run: install
 	$(VENV)/bin/dagster asset materialize --select '*' -m intent_assets.definitions
 
 test: install
-	$(PY) -m pytest -ra -n 2 --dist loadfile   # test files on both cores (pytest-xdist)
+	$(PY) -m pytest -ra
 
 ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
