@@ -50,7 +50,7 @@ ADAPTER_DIR = "adapter"
 # The recipes ``lora_adapter`` starts from (its run config's ``recipe``); set fields win, the environment's caps apply
 # after. SEED: the seed design, as the project started (QLoRA paper defaults). TUNED: what bench/recipe_sweep.py
 # measured best (BENCHMARKS.md, "The fine-tuned router against its baselines"): a larger update scale (alpha = 2r),
-# no LoRA dropout (a short schedule does not overfit, and dropout is a third of a CPU step), every intent seen
+# no LoRA dropout (a short schedule does not overfit, and dropout was a quarter of a CPU step), every intent seen
 # equally often when the environment caps the examples, and no backward pass through the shared prompt prefix.
 SEED_RECIPE = {"r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
