@@ -7,7 +7,8 @@
 ``--root``: a data folder after the data half (``instruction_dataset`` and ``base_model`` materialized). Each
 ``--recipe NAME JSON`` gives ``intent_assets.training.LoraTrainingConfig`` fields over the common ones (``--common``,
 default: the embedded default's shape: effective batch = micro-batch 16, validation on 128, no early stopping);
-recipes accumulate nothing, each starts from the common fields. Each recipe trains a LoRA adapter on the training
+recipes accumulate nothing, each starts from the common fields. The pseudo-field ``prompt_style`` (``compact`` or
+``taxonomy``, ``intent_assets.instructions.PROMPT_STYLES``) rebuilds the records with that system prompt first. Each recipe trains a LoRA adapter on the training
 split, is merged into the base model (bf16) and classifies the same seeded ``--test-examples`` test messages with
 constrained decoding and the dataset's own system prompt. ``--eval-every N`` also scores the checkpoints every N
 steps (a learning curve from one run). Prints accuracy, macro-F1, the ratio to the first recipe, validation loss,
@@ -24,10 +25,11 @@ from pathlib import Path
 from bench._data import instruction_data
 from bench._output import emit
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import write_jsonl
+from intent_assets.instructions import build_records, system_prompt, write_jsonl
 from intent_assets.metrics import classification_report
 from intent_assets.quantization import merge_adapter
 from intent_assets.resources import InferenceEngine
+from intent_assets.taxonomy import Taxonomy
 from intent_assets.training import LoraTrainingConfig, train_lora
 
 COMMON = {"effective_batch_size": 16, "per_device_batch_size": 16, "max_eval_examples": 128,
@@ -54,7 +56,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    data, labels, prompt, _, test = instruction_data(args.root, args.test_examples)
+    data, labels, dataset_prompt, _, test = instruction_data(args.root, args.test_examples)
+    taxonomy = Taxonomy.from_dict(json.loads((args.root / "redacted" / "intent_taxonomy.json").read_text()))
     base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
     engine = InferenceEngine()
     common = json.loads(args.common)
@@ -64,13 +67,16 @@ def main() -> None:
     rows, first = [], None
     for name, overrides in args.recipe:
         fields = {**common, **json.loads(overrides)}
+        style = fields.pop("prompt_style", None)
+        records = build_records(data, taxonomy, style=style) if style else data
+        prompt = system_prompt(taxonomy, style=style) if style else dataset_prompt
         if args.eval_every:
             fields["checkpoint_steps"] = args.eval_every
             fields["save_total_limit"] = 1000
         config = LoraTrainingConfig(**fields)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            paths = write_jsonl(data[data["split"].isin(["train", "validation"])], work / "data")
+            paths = write_jsonl(records[records["split"].isin(["train", "validation"])], work / "data")
             started = time.perf_counter()
             result = train_lora(base, paths["train"], paths["validation"], work / "run", config, log=lambda _: None)
             seconds = time.perf_counter() - started
@@ -86,7 +92,7 @@ def main() -> None:
         per_step = statistics.median(result.extra["step_seconds"]) if result.extra["step_seconds"] else 0.0
         for step, figures in points:
             first = first or figures["accuracy"]
-            rows.append({"recipe": name, "fields": fields, "step": step, **figures,
+            rows.append({"recipe": name, "fields": fields, "prompt_style": style or "dataset", "step": step, **figures,
                          "best_validation_loss": result.best_eval_loss, "training_seconds": round(seconds, 1),
                          "seconds_per_step": round(per_step, 2), "train_examples": result.train_examples})
             print(f"| {name} | {step} | {figures['accuracy']:.3f} | {figures['macro_f1']:.3f} | "

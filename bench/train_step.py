@@ -16,7 +16,8 @@ dropout off (the forward pass: it must agree within bf16 rounding). Variants acc
 - ``eager``: eager attention instead of PyTorch's SDPA (whose CPU flash-attention backward is slow here);
 - ``bylength``: micro-batches of messages of about the same length (less padding);
 - ``r16``: LoRA r=16, alpha 32 (a cheaper adapter: a recipe change, not the same loss);
-- ``micro32``/``micro64``: micro-batch (and effective batch) 32 / 64, the prefix shared by more rows.
+- ``micro32``/``micro64``: micro-batch (and effective batch) 32 / 64, the prefix shared by more rows;
+- ``tuned``: starts afresh (like ``seed``) with every fix above but ``r16`` and the micro-batches.
 
 A variant named twice is measured twice (e.g. the first again at the end, to see drift on a shared machine).
 ``--profile`` prints the top operators of one step of each variant (``torch.profiler``).
@@ -45,6 +46,9 @@ STEPS = {
     "micro32": dict(micro=32),
     "micro64": dict(micro=64),
 }
+# the tuned recipe's step in one name (starts afresh like ``seed``)
+STEPS["tuned"] = {**STEPS["seed"], **STEPS["dropout0"], **STEPS["nocast"], **STEPS["noprefixgrad"], **STEPS["eager"],
+                  **STEPS["bylength"]}
 
 
 def first_batch_loss(trainer) -> float:
@@ -114,7 +118,7 @@ def main() -> None:
     settings: dict = {}
     rows = []
     for name in args.variants:
-        settings = dict(STEPS["seed"]) if name == "seed" else {**settings, **STEPS[name]}
+        settings = dict(STEPS[name]) if name in ("seed", "tuned") else {**settings, **STEPS[name]}
         result = run_variant(settings, base, train, args.steps, args.profile)
         rows.append({"variant": name, **{k: v for k, v in settings.items()}, **result})
         first = rows[0]["examples_per_s"]

@@ -137,9 +137,10 @@ def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], syst
 
 def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike | None = None,
                  taxonomy_path: str | os.PathLike | None = None) -> ServingSpec:
-    """Labels and system prompt for ``model_dir``: from its ``intent_assets.json``; else from the instruction
-    dataset under ``artifacts_root`` (the prompt it trained with); else from ``taxonomy_path`` (default Banking77)
-    with the default (names-only) prompt, which is what the pipeline's defaults train with."""
+    """Labels and system prompt for ``model_dir``: from its ``intent_assets.json`` (every ``awq_model`` writes one);
+    else the prompt of the instruction dataset under ``artifacts_root`` (the prompt it trained with) and the labels
+    it lists, or, for a compact prompt that lists none, those of ``taxonomy_path`` (default Banking77); else that
+    taxonomy's listing prompt (what a model that was not fine-tuned, or one trained before the compact prompt, needs)."""
     model_dir = Path(model_dir)
     info = model_dir / SERVING_INFO
     if info.is_file():
@@ -149,15 +150,13 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
     from intent_assets.paths import DEFAULT_TAXONOMY
     from intent_assets.taxonomy import load_taxonomy
 
+    taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)
     train = _artifacts_root(artifacts_root) / "instruction_dataset" / "train.jsonl"
     if taxonomy_path is None and train.is_file():
         with train.open(encoding="utf-8") as fh:
             first = json.loads(fh.readline())
         prompt = first["messages"][0]["content"]
-        labels = labels_from_prompt(prompt)
-        if labels:
-            return ServingSpec(model_dir, labels, prompt)
-    taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)
+        return ServingSpec(model_dir, labels_from_prompt(prompt) or taxonomy.names, prompt)
     return ServingSpec(model_dir, taxonomy.names, system_prompt(taxonomy))
 
 

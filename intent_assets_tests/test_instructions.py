@@ -42,6 +42,18 @@ def test_descriptions_only_on_request():
     assert ins.dataset_system_prompt(records["messages"]) == described
 
 
+def test_compact_prompt_names_the_taxonomy_but_lists_no_intent():
+    compact = ins.system_prompt(TAXONOMY, style="compact")
+    assert "t v3" in compact and "card_arrival" not in compact and '{"intent": "<name>"}' in compact
+    records = ins.build_records(examples(), TAXONOMY, style="compact")
+    assert ins.dataset_system_prompt(records["messages"]) == compact
+    assert [ins.parse_answer(json.loads(m)[2]["content"]) for m in records["messages"]] == list(examples()["intent"])
+    with pytest.raises(ValueError, match="describe_intents needs the 'taxonomy' prompt style"):
+        ins.system_prompt(TAXONOMY, describe_intents=True, style="compact")
+    with pytest.raises(ValueError, match="prompt style 'short'"):
+        ins.system_prompt(TAXONOMY, style="short")
+
+
 def test_dataset_system_prompt_refuses_mixed_prompts():
     mixed = pd.concat([ins.build_records(examples(), TAXONOMY), ins.build_records(examples(), TAXONOMY, True)])
     with pytest.raises(ValueError, match="found 2"):

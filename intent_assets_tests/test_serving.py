@@ -124,6 +124,20 @@ def test_serving_spec_prefers_the_models_own_info(tmp_path):
     assert (spec.labels, spec.system_prompt) == (["a", "b"], "PROMPT")
 
 
+def test_serving_spec_keeps_a_compact_training_prompt(tmp_path):
+    """No intent_assets.json: the instruction dataset's prompt; a compact one lists no labels, the taxonomy's count."""
+    from intent_assets.instructions import chat_record, system_prompt
+    from intent_assets.paths import DEFAULT_TAXONOMY
+    from intent_assets.taxonomy import load_taxonomy
+
+    compact = system_prompt(load_taxonomy(DEFAULT_TAXONOMY), style="compact")
+    train = tmp_path / "instruction_dataset" / "train.jsonl"
+    train.parent.mkdir()
+    train.write_text(json.dumps(chat_record(compact, "where is my card", "card_arrival")) + "\n")
+    spec = serving_spec(_fake_model(tmp_path / "m"), artifacts_root=tmp_path)
+    assert spec.system_prompt == compact and len(spec.labels) == 77 and spec.labels[0] == "card_arrival"
+
+
 def test_openai_classifier_sends_structured_choice_and_maps_answers():
     labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate"]
     answers = {"where is my card": "card_arrival", "my card was stolen": "lost_or_stolen_card"}

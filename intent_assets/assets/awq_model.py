@@ -11,8 +11,9 @@ from pydantic import Field, field_validator
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
-from intent_assets.serving import SERVING_INFO, labels_from_prompt, serving_info_text
 from intent_assets.resources import ArtifactStore, TrainerBackend
+from intent_assets.serving import SERVING_INFO, serving_info_text
+from intent_assets.taxonomy import Taxonomy
 
 
 class AwqModelConfig(dg.Config):
@@ -54,6 +55,7 @@ def awq_model(
     trainer: TrainerBackend,
     lora_adapter: dict,
     instruction_dataset: pd.DataFrame,
+    intent_taxonomy: dict,
 ) -> dict:
     """The adapter merged into the base model, quantized to 4-bit AWQ with llm-compressor (int4 weights, one
     scale per group, activations 16-bit) and saved in the compressed-tensors format vLLM loads.
@@ -83,7 +85,7 @@ def awq_model(
     context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
     # the served model carries what a client needs: its labels and the system prompt it was trained with
     system_prompt = prompts[0][0]["content"]
-    info = {SERVING_INFO: serving_info_text(labels_from_prompt(system_prompt), system_prompt)}
+    info = {SERVING_INFO: serving_info_text(Taxonomy.from_dict(intent_taxonomy).names, system_prompt)}
     # the in-process engine serves these merged 16-bit weights of the same model (serving.in_process_model_dir)
     (merged / SERVING_INFO).write_text(info[SERVING_INFO], encoding="utf-8")
     result = quantize_awq(merged, prompts, out, settings, log=context.log.info, extra_files=info)

@@ -12,12 +12,12 @@ from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
 from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predictions
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import dataset_system_prompt
+from intent_assets.instructions import dataset_system_prompt, system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
-from intent_assets.serving import in_process_model_dir, is_quantized_dir
+from intent_assets.serving import SERVING_INFO, in_process_model_dir, is_quantized_dir
 from intent_assets.taxonomy import Taxonomy
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
@@ -120,7 +120,8 @@ def eval_report(
     if config.include_zero_shot:  # in-process whatever the engine: a server serves only the champion
         artifacts.fetch(base_model["path"])
         model, tokenizer = inference.load(base_model["path"])
-        record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+        # a model that was not fine-tuned needs the intents listed, whatever prompt style the fine-tuned one uses
+        record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, system_prompt(taxonomy))), inference.batch_size)
     merged_dir = awq_model.get("merged_dir")
     if merged_dir:
         artifacts.fetch(merged_dir, missing_ok=True)
@@ -153,7 +154,10 @@ def eval_report(
             quantized = is_quantized_dir(champion_dir)
             champion_system = f"champion v{champion['version']} ({'4-bit' if quantized else '16-bit'})"
             model, tokenizer = inference.load(str(champion_dir), quantized=quantized)
-            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+            # prompted as it was trained (its intent_assets.json): an older champion may use another prompt style
+            info = champion_dir / SERVING_INFO
+            champion_prompt = json.loads(info.read_text(encoding="utf-8"))["system_prompt"] if info.is_file() else prompt
+            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, champion_prompt)), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
     oos = oos_label(labels)

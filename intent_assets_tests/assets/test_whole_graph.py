@@ -139,6 +139,10 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     train = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet").query("split == 'train'")
     assert info["system_prompt"] == json.loads(train["messages"].iloc[0])[0]["content"]
     assert set(train["intent"]) <= set(info["labels"]) and len(info["labels"]) == len(set(info["labels"]))
+    # the default compact prompt lists no intent: the labels come from the taxonomy, in its order
+    taxonomy = json.loads((data_root / "redacted" / "intent_taxonomy.json").read_text())
+    assert info["labels"] == [i["name"] for i in taxonomy["intents"]] and "- card_arrival" not in info["system_prompt"]
+    assert meta("instruction_dataset")["system_prompt_style"] == "compact"
     assert "intent_assets.json" in {f["path"] for f in json.loads((quantized / "manifest.json").read_text())["files"]}
     report = meta("eval_report")
     # the first model of an empty registry is promoted only if it beats the zero-shot base model and scores at least
