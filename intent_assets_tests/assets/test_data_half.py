@@ -197,7 +197,8 @@ def test_a_labelled_folder_with_train_and_test_files_switches_by_one_path(data_r
     aside = pd.read_parquet(data_root / "redacted" / "quarantined_labels.parquet")
     assert list(aside["text"]) == ["windy on the pier?"] and list(aside["field"]) == ["split"]
     prompt = json.loads(pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")["messages"].iloc[0])[0]["content"]
-    assert prompt.endswith("- rain_forecast\n- snow_forecast\n- wind_speed") and f"v{taxonomy['version']})" in prompt
+    # the default compact prompt names the derived taxonomy and lists no intent (the labels travel with the model)
+    assert f"weather_bot v{taxonomy['version']} " in prompt and "- rain_forecast" not in prompt
 
 
 def test_clinc150_layout_uses_its_split_keys_and_the_shipped_taxonomy(data_root, tmp_path, monkeypatch):
