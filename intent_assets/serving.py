@@ -139,8 +139,9 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
                  taxonomy_path: str | os.PathLike | None = None) -> ServingSpec:
     """Labels and system prompt for ``model_dir``: from its ``intent_assets.json`` (every ``awq_model`` writes one);
     else the prompt of the instruction dataset under ``artifacts_root`` (the prompt it trained with) and the labels
-    it lists, or, for a compact prompt that lists none, those of ``taxonomy_path`` (default Banking77); else that
-    taxonomy's listing prompt (what a model that was not fine-tuned, or one trained before the compact prompt, needs)."""
+    it lists, or, for a compact prompt that lists none, the default taxonomy's (Banking77); else, and always when
+    ``taxonomy_path`` is given, that taxonomy's names and listing prompt (what a model that was not fine-tuned, or
+    one trained before the compact prompt, needs)."""
     model_dir = Path(model_dir)
     info = model_dir / SERVING_INFO
     if info.is_file():
