@@ -9,12 +9,17 @@ from intent_assets.instructions import dataset_system_prompt
 from intent_assets.taxonomy import Taxonomy
 
 
+def taxonomy(root: Path) -> Taxonomy:
+    """The taxonomy the run folder ``root`` trained with (``intent_taxonomy``'s output)."""
+    return Taxonomy.from_dict(json.loads((Path(root) / "redacted" / "intent_taxonomy.json").read_text()))
+
+
 def instruction_data(root: Path, test_examples: int, seed: int = 0):
     """``(data, labels, prompt, real, test)`` of the folder ``root``: the instruction dataset, the taxonomy's labels,
     the one system prompt of its records, the real (not synthetic) records, and a seeded sample of at most
     ``test_examples`` real test records."""
     data = pd.read_parquet(Path(root) / "redacted" / "instruction_dataset.parquet")
-    labels = Taxonomy.from_dict(json.loads((Path(root) / "redacted" / "intent_taxonomy.json").read_text())).names
+    labels = taxonomy(root).names
     prompt = dataset_system_prompt(data["messages"])
     real = data[~data["synthetic"]]
     test = real[real["split"] == "test"]

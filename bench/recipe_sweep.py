@@ -8,9 +8,9 @@
 ``--recipe NAME JSON`` gives ``intent_assets.training.LoraTrainingConfig`` fields over the common ones (``--common``,
 default: the embedded default's shape: effective batch = micro-batch 16, validation on 128, no early stopping);
 recipes accumulate nothing, each starts from the common fields. The pseudo-field ``prompt_style`` (``compact`` or
-``taxonomy``, ``intent_assets.instructions.PROMPT_STYLES``) rebuilds the records with that system prompt first. Each recipe trains a LoRA adapter on the training
-split, is merged into the base model (bf16) and classifies the same seeded ``--test-examples`` test messages with
-constrained decoding and the dataset's own system prompt. ``--eval-every N`` also scores the checkpoints every N
+``taxonomy``, ``intent_assets.instructions.PROMPT_STYLES``) rebuilds the records with that system prompt first.
+Each recipe trains a LoRA adapter on the training split, is merged into the base model (bf16) and classifies the
+same seeded ``--test-examples`` test messages with constrained decoding and the system prompt it trained with. ``--eval-every N`` also scores the checkpoints every N
 steps (a learning curve from one run). Prints accuracy, macro-F1, the ratio to the first recipe, validation loss,
 training seconds and s/step; ``--json`` writes every figure.
 """
@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._data import instruction_data
+from bench._data import instruction_data, taxonomy
 from bench._output import emit
 from intent_assets.classifier import ConstrainedClassifier
 from intent_assets.instructions import build_records, system_prompt, write_jsonl
 from intent_assets.metrics import classification_report
 from intent_assets.quantization import merge_adapter
 from intent_assets.resources import InferenceEngine
-from intent_assets.taxonomy import Taxonomy
 from intent_assets.training import LoraTrainingConfig, train_lora
 
 COMMON = {"effective_batch_size": 16, "per_device_batch_size": 16, "max_eval_examples": 128,
@@ -57,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data, labels, dataset_prompt, _, test = instruction_data(args.root, args.test_examples)
-    taxonomy = Taxonomy.from_dict(json.loads((args.root / "redacted" / "intent_taxonomy.json").read_text()))
+    tax = taxonomy(args.root)
     base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
     engine = InferenceEngine()
     common = json.loads(args.common)
@@ -68,8 +67,8 @@ def main() -> None:
     for name, overrides in args.recipe:
         fields = {**common, **json.loads(overrides)}
         style = fields.pop("prompt_style", None)
-        records = build_records(data, taxonomy, style=style) if style else data
-        prompt = system_prompt(taxonomy, style=style) if style else dataset_prompt
+        records = build_records(data, tax, style=style) if style else data
+        prompt = system_prompt(tax, style=style) if style else dataset_prompt
         if args.eval_every:
             fields["checkpoint_steps"] = args.eval_every
             fields["save_total_limit"] = 1000

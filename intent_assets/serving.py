@@ -30,6 +30,7 @@ __all__ = [
     "current_model_dir",
     "is_quantized_dir",
     "load_classifier",
+    "read_serving_info",
     "serving_spec",
     "write_serving_info",
     "serving_info_text",
@@ -135,6 +136,15 @@ def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], syst
     return path
 
 
+def read_serving_info(model_dir: str | os.PathLike) -> ServingSpec | None:
+    """The labels and training system prompt written beside a model's weights (``intent_assets.json``), if any."""
+    info = Path(model_dir) / SERVING_INFO
+    if not info.is_file():
+        return None
+    data = json.loads(info.read_text(encoding="utf-8"))
+    return ServingSpec(Path(model_dir), list(data["labels"]), data["system_prompt"])
+
+
 def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike | None = None,
                  taxonomy_path: str | os.PathLike | None = None) -> ServingSpec:
     """Labels and system prompt for ``model_dir``: from its ``intent_assets.json`` (every ``awq_model`` writes one);
@@ -143,21 +153,20 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
     ``taxonomy_path`` is given, that taxonomy's names and listing prompt (what a model that was not fine-tuned, or
     one trained before the compact prompt, needs)."""
     model_dir = Path(model_dir)
-    info = model_dir / SERVING_INFO
-    if info.is_file():
-        data = json.loads(info.read_text(encoding="utf-8"))
-        return ServingSpec(model_dir, list(data["labels"]), data["system_prompt"])
+    spec = read_serving_info(model_dir)
+    if spec is not None:
+        return spec
     from intent_assets.instructions import system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY
     from intent_assets.taxonomy import load_taxonomy
 
-    taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)
     train = _artifacts_root(artifacts_root) / "instruction_dataset" / "train.jsonl"
     if taxonomy_path is None and train.is_file():
         with train.open(encoding="utf-8") as fh:
             first = json.loads(fh.readline())
         prompt = first["messages"][0]["content"]
-        return ServingSpec(model_dir, labels_from_prompt(prompt) or taxonomy.names, prompt)
+        return ServingSpec(model_dir, labels_from_prompt(prompt) or load_taxonomy(DEFAULT_TAXONOMY).names, prompt)
+    taxonomy = load_taxonomy(taxonomy_path or DEFAULT_TAXONOMY)
     return ServingSpec(model_dir, taxonomy.names, system_prompt(taxonomy))
 
 

@@ -17,7 +17,7 @@ from intent_assets.metrics import classification_report, confusion_plot, render_
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
-from intent_assets.serving import SERVING_INFO, in_process_model_dir, is_quantized_dir
+from intent_assets.serving import in_process_model_dir, is_quantized_dir, read_serving_info
 from intent_assets.taxonomy import Taxonomy
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
@@ -155,8 +155,8 @@ def eval_report(
             champion_system = f"champion v{champion['version']} ({'4-bit' if quantized else '16-bit'})"
             model, tokenizer = inference.load(str(champion_dir), quantized=quantized)
             # prompted as it was trained (its intent_assets.json): an older champion may use another prompt style
-            info = champion_dir / SERVING_INFO
-            champion_prompt = json.loads(info.read_text(encoding="utf-8"))["system_prompt"] if info.is_file() else prompt
+            info = read_serving_info(champion_dir)
+            champion_prompt = info.system_prompt if info else prompt
             record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, champion_prompt)), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
