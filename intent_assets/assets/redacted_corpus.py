@@ -14,8 +14,8 @@ class RedactedCorpusConfig(dg.Config):
         default=0.9,
         gt=0.0,
         le=1.0,
-        description="Cosine similarity (character 3–5-grams) at or above which two customer messages of the same "
-        "intent count as near-duplicates; 1.0 keeps exact-duplicate removal only.",
+        description="Cosine similarity (character 3–5-gram TF-IDF) at or above which two customer messages of the "
+        "same intent count as near-duplicates (candidates from MinHash LSH); 1.0 keeps exact-duplicate removal only.",
     )
 
 @dg.asset(
@@ -31,7 +31,8 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
     Redaction: scrubadub plus the project's detectors (``intent_assets.pii.redact``): Luhn-checked cards,
     IBAN, SSN, phone numbers, emails (also obfuscated), account and order numbers after cue words, names after
     self-introductions, street addresses, usernames and passwords. Conversation ids are pseudonymised.
-    Deduplication (customer messages only): exact on normalized text, near-duplicates within an intent; when the
+    Deduplication (customer messages only): exact on normalized text, near-duplicates within an intent (MinHash LSH
+    candidates, TF-IDF cosine decides: ``intent_assets.near_duplicates``); when the
     input gives splits, within a split only, and never in a given test split (it stays whole, as published).
     Nothing past this asset ever sees raw text; a blocking check re-scans it with an independent pass.
     """

@@ -1,0 +1,257 @@
+"""Duplicate search that scales: exact keys in a hash table, near-duplicates by MinHash LSH (no Dagster import).
+
+The first version compared every customer message with every earlier kept message of its intent: one dense
+similarity matrix per intent (n^2 memory: ~34 GB for 65k messages) scanned in a Python loop. Here the same decision
+is made on a few candidates only:
+
+* candidates: each message's set of character 3-5-grams (the analyzer of the TF-IDF below) gets a MinHash of
+  ``NUM_PERM`` permutations (``rensa``, Rust); an LSH index per (split scope, intent) over the kept messages returns
+  the kept messages that share a band with it (``BANDS`` bands of ``NUM_PERM / BANDS`` rows: a pair with Jaccard 0.5
+  is a candidate with probability 0.87, 0.6: 0.99; the near-duplicates of the dense method had Jaccard >= 0.53);
+* decision, as before: cosine of sublinear-TF x IDF vectors of character 3-5-grams >= ``near_threshold`` with an
+  earlier kept message of the same intent and scope, the earliest such one named as ``duplicate_of``. The IDF comes
+  from the document frequencies of every message indexed so far plus the batch (n-grams hashed into 2^20 columns),
+  so one batch alone decides as the dense method did, and a later batch weighs n-grams by all history.
+
+A ``DuplicateIndex`` persists (``save``/``load``: a Parquet table of the customer messages seen so far, normalized
+and already redacted, the n-gram document frequencies and the LSH tables), so a message repeated on another day is
+still caught; every entry carries the ``source`` (a partition key) that added it, and ``drop_source`` forgets one
+source before it is deduplicated again. ``rensa`` rather than ``datasketch``: the same MinHash LSH, in Rust, with
+bulk MinHash construction and its own serialization of the LSH tables (BENCHMARKS.md has both measured).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rensa
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize as l2_normalize
+
+NUM_PERM = 128
+BANDS = 32
+SEED = 42
+N_FEATURES = 2**20
+_INDEX_FILE = "messages.parquet"
+_DF_FILE = "document_frequencies.npz"
+_META_FILE = "index.json"
+_LSH_FILE = "lsh_tables.pickle"
+_COLUMNS = ("record_id", "key", "scope", "intent", "source", "near_duplicate")
+
+
+def _vectorizer() -> HashingVectorizer:
+    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), alternate_sign=False, norm=None,
+                             n_features=N_FEATURES)
+
+
+@dataclass
+class DuplicateIndex:
+    """The kept customer messages seen so far (normalized text, scope, intent, record id, source) with their
+    exact-key table, MinHash LSH per (scope, intent) and n-gram document frequencies."""
+
+    record_id: list = field(default_factory=list)
+    key: list = field(default_factory=list)
+    scope: list = field(default_factory=list)
+    intent: list = field(default_factory=list)
+    source: list = field(default_factory=list)
+    near_duplicate: list = field(default_factory=list)  # True: removed as a near-duplicate (exact table only)
+    document_frequency: np.ndarray = field(default_factory=lambda: np.zeros(N_FEATURES, dtype=np.int64))
+    documents: int = 0
+    _exact: dict = field(default_factory=dict, repr=False)
+    _lsh: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.record_id)
+
+    # ------------------------------------------------------------------ building
+
+    def _add(self, record_id, key: str, scope: str, intent: str, source: str, near_duplicate: bool = False,
+             minhash=None) -> int:
+        """A customer message to remember: for exact repeats always, for near-duplicates when it was kept."""
+        pos = len(self.record_id)
+        for name, value in zip(_COLUMNS, (record_id, key, scope, intent, source, near_duplicate)):
+            getattr(self, name).append(value)
+        self._exact.setdefault((scope, key), pos)
+        if minhash is not None:
+            lsh = self._lsh.get((scope, intent))
+            if lsh is None:
+                lsh = self._lsh[(scope, intent)] = rensa.RMinHashLSH(0.5, NUM_PERM, BANDS)
+            lsh.insert(pos, minhash)
+        return pos
+
+    def _rebuild(self) -> None:
+        self._exact, self._lsh = {}, {}
+        rows = list(zip(*(getattr(self, name) for name in _COLUMNS)))
+        minhashes = _minhashes(self.key) if rows else []
+        for name in _COLUMNS:
+            setattr(self, name, [])
+        for row, mh in zip(rows, minhashes):
+            self._add(*row, minhash=None if row[-1] else mh)
+
+    def drop_source(self, source: str) -> int:
+        """Forget what ``source`` added (before deduplicating it again); returns the number of entries dropped."""
+        drop = [i for i, s in enumerate(self.source) if s == source]
+        if not drop:
+            return 0
+        counted = [self.key[i] for i in drop if not self.near_duplicate[i]]
+        if counted:
+            self.document_frequency -= _binary_column_sums(_vectorizer().transform(counted))
+            self.documents -= len(counted)
+        keep = np.ones(len(self), dtype=bool)
+        keep[drop] = False
+        for name in _COLUMNS:
+            setattr(self, name, [v for v, k in zip(getattr(self, name), keep) if k])
+        self._rebuild()
+        return len(drop)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({name: getattr(self, name) for name in _COLUMNS}).to_parquet(directory / _INDEX_FILE, index=False)
+        nonzero = np.flatnonzero(self.document_frequency)
+        np.savez_compressed(directory / _DF_FILE, columns=nonzero, counts=self.document_frequency[nonzero])
+        with open(directory / _LSH_FILE, "wb") as f:  # rensa's own serialization: no MinHash recomputed on load
+            pickle.dump({"messages": len(self), "tables": self._lsh}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        (directory / _META_FILE).write_text(json.dumps({
+            "documents": int(self.documents), "messages": len(self), "num_perm": NUM_PERM, "bands": BANDS,
+            "seed": SEED, "n_features": N_FEATURES, "analyzer": "char_wb 3-5",
+        }, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "DuplicateIndex":
+        """The index saved in ``directory``, or an empty one when there is none yet."""
+        directory = Path(directory)
+        if not (directory / _META_FILE).exists():
+            return cls()
+        meta = json.loads((directory / _META_FILE).read_text())
+        if (meta["num_perm"], meta["bands"], meta["seed"], meta["n_features"]) != (NUM_PERM, BANDS, SEED, N_FEATURES):
+            raise ValueError(f"duplicate index {directory}: built with other MinHash settings ({meta}); delete it "
+                             "to rebuild from all partitions")
+        table = pd.read_parquet(directory / _INDEX_FILE)
+        saved = np.load(directory / _DF_FILE)
+        df = np.zeros(N_FEATURES, dtype=np.int64)
+        df[saved["columns"]] = saved["counts"]
+        index = cls(**{name: table[name].tolist() for name in _COLUMNS}, document_frequency=df,
+                    documents=int(meta["documents"]))
+        with open(directory / _LSH_FILE, "rb") as f:  # written by ``save`` above, next to the table it indexes
+            tables = pickle.load(f)
+        if tables["messages"] != len(index):
+            raise ValueError(f"duplicate index {directory}: LSH tables for {tables['messages']} messages, "
+                             f"table of {len(index)}; delete it to rebuild from all partitions")
+        index._lsh = tables["tables"]
+        index._exact = {}
+        for pos, (scope, key) in enumerate(zip(index.scope, index.key)):
+            index._exact.setdefault((scope, key), pos)
+        return index
+
+    # ------------------------------------------------------------------ deduplication
+
+    def deduplicate(self, record_ids, keys: list[str], scopes, intents, candidate, near_threshold: float = 0.9,
+                    source: str = "") -> list[dict]:
+        """Decide, in order, which of a batch's messages duplicate an earlier kept one (of the batch or of the
+        index) and add the kept candidates to the index. ``candidate[i]`` False: never removed, never indexed.
+        Returns the removed rows as dicts (batch position ``i``, ``duplicate_of`` record id, ``kind``,
+        ``label_conflict``)."""
+        removed: list[dict] = []
+        first: dict = {}  # (scope, key) -> batch position of its first occurrence
+        unique = []
+        for i, key in enumerate(keys):
+            if not candidate[i]:
+                continue
+            j = self._exact.get((scopes[i], key))
+            if j is not None:
+                removed.append({"i": i, "duplicate_of": self.record_id[j], "kind": "exact",
+                                "label_conflict": self.intent[j] != intents[i]})
+                continue
+            j = first.setdefault((scopes[i], key), i)
+            if j != i:
+                removed.append({"i": i, "duplicate_of": record_ids[j], "kind": "exact",
+                                "label_conflict": intents[j] != intents[i]})
+            else:
+                unique.append(i)
+        if not unique:
+            return removed
+
+        tf = _vectorizer().transform([keys[i] for i in unique])
+        frequencies = _binary_column_sums(tf)
+        kept = np.ones(len(unique), dtype=bool)
+        minhashes = [None] * len(unique)
+        if near_threshold < 1.0:
+            # the IDF of the dense method when the index is empty: every unique message of the batch (and history)
+            idf = np.log((1 + self.documents + len(unique)) / (1 + self.document_frequency + frequencies)) + 1.0
+            minhashes = _minhashes([keys[i] for i in unique])
+            groups = [(scopes[i], intents[i]) for i in unique]
+            similar = self._similar_pairs(_weight(tf, idf), minhashes, groups, idf, near_threshold)
+            for row, i in enumerate(unique):  # in order: the earliest kept similar message, history first
+                match = next((other for other in similar.get(row, ()) if other < 0 or kept[other]), None)
+                if match is not None:
+                    kept[row] = False
+                    other_id = self.record_id[-1 - match] if match < 0 else record_ids[unique[match]]
+                    removed.append({"i": i, "duplicate_of": other_id, "kind": "near", "label_conflict": False})
+        for row, i in enumerate(unique):
+            self._add(record_ids[i], keys[i], scopes[i], intents[i], source, near_duplicate=not kept[row],
+                      minhash=minhashes[row] if kept[row] else None)
+        # the index's document frequencies count what it keeps (so drop_source can take a source's share back out)
+        self.document_frequency += frequencies if kept.all() else _binary_column_sums(tf[np.flatnonzero(kept)])
+        self.documents += int(kept.sum())
+        return removed
+
+    def _similar_pairs(self, vectors, minhashes: list, groups: list, idf: np.ndarray, threshold: float) -> dict:
+        """For each batch row, the messages of its group with cosine >= ``threshold`` that come before it, earliest
+        first: index entries as ``-1 - position`` (all before the batch), earlier batch rows as their row number.
+        Candidates come from the LSH tables; every candidate pair's cosine is computed in one sparse product."""
+        batch_lsh: dict = {}
+        for row, (group, mh) in enumerate(zip(groups, minhashes)):
+            if group not in batch_lsh:
+                batch_lsh[group] = rensa.RMinHashLSH(0.5, NUM_PERM, BANDS)
+            batch_lsh[group].insert(row, mh)
+        pairs_row, pairs_other = [], []
+        for row, (group, mh) in enumerate(zip(groups, minhashes)):
+            history = self._lsh.get(group)
+            for position in history.query(mh) if history is not None else ():
+                pairs_row.append(row)
+                pairs_other.append(-1 - position)
+            for other in batch_lsh[group].query(mh):
+                if other < row:
+                    pairs_row.append(row)
+                    pairs_other.append(other)
+        if not pairs_row:
+            return {}
+        rows, others = np.asarray(pairs_row), np.asarray(pairs_other)
+        # one matrix for both sides: the batch's vectors, then the history hits vectorized with today's IDF
+        positions = np.unique(-1 - others[others < 0])
+        matrix = vectors
+        if len(positions):
+            history_vectors = _weight(_vectorizer().transform([self.key[p] for p in positions]), idf)
+            matrix = sp.vstack([vectors, history_vectors]).tocsr()
+        other_rows = np.where(others >= 0, others, len(minhashes) + np.searchsorted(positions, -1 - others))
+        sims = np.asarray(matrix[rows].multiply(matrix[other_rows]).sum(axis=1)).ravel()
+        similar: dict = {}
+        # per row: history (earliest position first), then earlier batch rows in order
+        order = np.lexsort((np.where(others < 0, -1 - others, others), others >= 0, rows))
+        for k in order[sims[order] >= threshold]:
+            similar.setdefault(int(rows[k]), []).append(int(others[k]))
+        return similar
+
+
+def _minhashes(keys: list[str]) -> list:
+    analyzer = _vectorizer().build_analyzer()
+    return rensa.RMinHash.from_token_sets([set(analyzer(k)) for k in keys], NUM_PERM, SEED)
+
+
+def _binary_column_sums(matrix) -> np.ndarray:
+    return np.bincount(matrix.indices, minlength=N_FEATURES).astype(np.int64)
+
+
+def _weight(tf, idf: np.ndarray):
+    tf = tf.astype(np.float64)
+    tf.data = 1.0 + np.log(tf.data)  # sublinear TF, as TfidfVectorizer(sublinear_tf=True)
+    return l2_normalize(tf.multiply(idf).tocsr())
