@@ -29,9 +29,10 @@ def conversation_key(conversation_id: str) -> str:
     return hashlib.sha256(("conversation\x1f" + conversation_id).encode()).hexdigest()[:16]
 
 
-def redact_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
-    """Redact ``text`` of every row; returns the redacted frame and PII counts by entity type."""
-    redactions = pii.redact_many(frame["text"].tolist())
+def redact_frame(frame: pd.DataFrame, processes: int = 1, executor=None) -> tuple[pd.DataFrame, Counter]:
+    """Redact ``text`` of every row; returns the redacted frame and PII counts by entity type. ``processes`` and
+    ``executor``: worker processes for a large frame (``pii.redact_many``)."""
+    redactions = pii.redact_many(frame["text"].tolist(), processes=processes, executor=executor)
     by_type: Counter = Counter()
     for r in redactions:
         by_type.update(s.entity_type for s in r.spans)

@@ -45,9 +45,22 @@ _LSH_FILE = "lsh_tables.pickle"
 _COLUMNS = ("record_id", "key", "scope", "intent", "source", "near_duplicate")
 
 
-def _vectorizer() -> HashingVectorizer:
-    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), alternate_sign=False, norm=None,
-                             n_features=N_FEATURES)
+def _given(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+# one analysis per text (character 3-5-grams within word boundaries, lower-cased), used for both the MinHash and
+# the hashed term frequencies
+_ANALYZER = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5)).build_analyzer()
+_HASHER = HashingVectorizer(analyzer=_given, alternate_sign=False, norm=None, n_features=N_FEATURES)
+
+
+def _ngrams(keys: list[str]) -> list[list[str]]:
+    return [_ANALYZER(k) for k in keys]
+
+
+def _term_frequencies(grams: list[list[str]]):
+    return _HASHER.transform(grams)
 
 
 @dataclass
@@ -88,7 +101,7 @@ class DuplicateIndex:
     def _rebuild(self) -> None:
         self._exact, self._lsh = {}, {}
         rows = list(zip(*(getattr(self, name) for name in _COLUMNS)))
-        minhashes = _minhashes(self.key) if rows else []
+        minhashes = _minhashes(_ngrams(self.key)) if rows else []
         for name in _COLUMNS:
             setattr(self, name, [])
         for row, mh in zip(rows, minhashes):
@@ -101,7 +114,7 @@ class DuplicateIndex:
             return 0
         counted = [self.key[i] for i in drop if not self.near_duplicate[i]]
         if counted:
-            self.document_frequency -= _binary_column_sums(_vectorizer().transform(counted))
+            self.document_frequency -= _binary_column_sums(_term_frequencies(_ngrams(counted)))
             self.documents -= len(counted)
         keep = np.ones(len(self), dtype=bool)
         keep[drop] = False
@@ -180,14 +193,15 @@ class DuplicateIndex:
         if not unique:
             return removed
 
-        tf = _vectorizer().transform([keys[i] for i in unique])
+        grams = _ngrams([keys[i] for i in unique])
+        tf = _term_frequencies(grams)
         frequencies = _binary_column_sums(tf)
         kept = np.ones(len(unique), dtype=bool)
         minhashes = [None] * len(unique)
         if near_threshold < 1.0:
             # the IDF of the dense method when the index is empty: every unique message of the batch (and history)
             idf = np.log((1 + self.documents + len(unique)) / (1 + self.document_frequency + frequencies)) + 1.0
-            minhashes = _minhashes([keys[i] for i in unique])
+            minhashes = _minhashes(grams)
             groups = [(scopes[i], intents[i]) for i in unique]
             similar = self._similar_pairs(_weight(tf, idf), minhashes, groups, idf, near_threshold)
             for row, i in enumerate(unique):  # in order: the earliest kept similar message, history first
@@ -230,7 +244,7 @@ class DuplicateIndex:
         positions = np.unique(-1 - others[others < 0])
         matrix = vectors
         if len(positions):
-            history_vectors = _weight(_vectorizer().transform([self.key[p] for p in positions]), idf)
+            history_vectors = _weight(_term_frequencies(_ngrams([self.key[p] for p in positions])), idf)
             matrix = sp.vstack([vectors, history_vectors]).tocsr()
         other_rows = np.where(others >= 0, others, len(minhashes) + np.searchsorted(positions, -1 - others))
         sims = np.asarray(matrix[rows].multiply(matrix[other_rows]).sum(axis=1)).ravel()
@@ -242,9 +256,8 @@ class DuplicateIndex:
         return similar
 
 
-def _minhashes(keys: list[str]) -> list:
-    analyzer = _vectorizer().build_analyzer()
-    return rensa.RMinHash.from_token_sets([set(analyzer(k)) for k in keys], NUM_PERM, SEED)
+def _minhashes(grams: list[list[str]]) -> list:
+    return rensa.RMinHash.from_token_sets([set(g) for g in grams], NUM_PERM, SEED)
 
 
 def _binary_column_sums(matrix) -> np.ndarray:

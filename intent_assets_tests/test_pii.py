@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -577,6 +579,9 @@ def test_wide_detectors_never_replace_a_validated_span():
 def test_redact_many_with_processes_matches_one_process():
     texts = [f"my name is john smith, call 0207 946 0{i % 1000:03d}" for i in range(50)] + ["hello"]
     assert redact_many(texts, processes=2, chunk_size=10) == redact_many(texts)
+    # one pool for many calls (bench/scale.py: a day at a time)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert redact_many(texts, chunk_size=10, executor=pool) == redact_many(texts[:25], chunk_size=10, executor=pool) + redact_many(texts[25:])
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         redact_many(["ok", None])  # type: ignore[list-item]
 

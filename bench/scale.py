@@ -1,0 +1,316 @@
+"""The data half at production volume: wall time, messages/s and peak RSS per stage, and how they grow.
+
+    PYTHONPATH=. python bench/scale.py --sizes 50000 500000                  # both pipelines, 50k messages a day
+    PYTHONPATH=. python bench/scale.py --sizes 5000000 --pipelines streaming
+    PYTHONPATH=. python bench/scale.py --sizes 20000 --days 5 --pipelines streaming first --json out.json
+
+Generates realistic chat logs once per size under ``--work`` (the shipped sample's labelled customer utterances
+that carry no inserted PII, each worded anew as customers type (an opener, a closer, sometimes a typo or a dropped
+word: ``vary``), rendered again by ``intent_assets.sample_data.render_conversations`` as new conversations with
+fresh, seeded Faker PII: greetings, follow-ups, extra customer turns; one JSONL file per day, ``--per-day``
+messages a day, so a larger size is a longer history), then runs the data half's domain code on them, each pipeline in its own process:
+
+* ``first``: today's single-frame code path (the baseline): every file into one frame (read and validate),
+  redaction in one process, the dense per-intent near-duplicate search of the first version
+  (``bench/_dense_dedup.py``), the audit pass (``pii_audit.audit_rows``: a second PII scan);
+* ``streaming``: one day at a time, as a daily partition would run: read and validate the day, redact it
+  (``--processes`` workers, one pool for the whole run), deduplicate it against all earlier days through one
+  ``DuplicateIndex`` (MinHash LSH), audit it, write the day's tables.
+
+Per stage: seconds, messages/s, peak RSS of the process while the stage ran (sampled every 50 ms); per pipeline and
+size: total wall time and peak RSS; between consecutive sizes: the growth exponent of wall time
+(log(t2/t1) / log(n2/n1)). ``--max-rss-gb`` stops a pipeline that would need more (the dense search at millions of
+messages), and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MESSAGE_FIELDS = ("conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel")
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def utterances() -> list[tuple[str, str]]:
+    """The shipped sample's labelled customer turns that carry no inserted PII: (text, intent)."""
+    from intent_assets.paths import SAMPLE_DIR
+    from intent_assets.sample_data import CHAT_LOG_FILE, MANIFEST_FILE, read_jsonl
+
+    with_pii = {(m["conversation_id"], m["turn"]) for m in read_jsonl(SAMPLE_DIR / MANIFEST_FILE)}
+    return sorted({(m["text"], m["intent"]) for m in read_jsonl(SAMPLE_DIR / CHAT_LOG_FILE)
+                   if m["intent"] and (m["conversation_id"], m["turn"]) not in with_pii})
+
+
+OPENERS = ("", "", "", "hi ", "hello, ", "hey there, ", "quick question: ", "ok so ", "good morning, ", "sorry, ",
+           "hi team, ", "excuse me, ")
+CLOSERS = ("", "", "", " thanks", " please", " thank you!", " asap please", "??", " any help appreciated",
+           " cheers", " can you help", " thx")
+
+
+def vary(text: str, rng: random.Random) -> str:
+    """A customer's own wording of ``text``: an opener and a closer, and sometimes a typo (two letters swapped)
+    or a dropped word, as people type. Many variants are near-duplicates of one another, some are exact repeats."""
+    words = text.split()
+    if len(words) > 4 and rng.random() < 0.3:
+        del words[rng.randrange(len(words))]
+    if rng.random() < 0.4:
+        k = rng.randrange(len(words))
+        w = words[k]
+        if len(w) > 3:
+            j = rng.randrange(len(w) - 1)
+            words[k] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+    return rng.choice(OPENERS) + " ".join(words) + rng.choice(CLOSERS)
+
+
+def generate(folder: Path, messages: int, days: int, seed: int = 7) -> dict:
+    """Write about ``messages`` chat messages over ``days`` day files into ``folder`` (kept between runs)."""
+    from intent_assets.sample_data import all_template_text, render_conversations
+
+    stamp = folder.parent / f"{folder.name}.json"  # beside the folder: the folder holds day files only
+    want = {"messages": messages, "days": days, "seed": seed}
+    if stamp.exists() and {k: v for k, v in json.loads(stamp.read_text()).items() if k in want} == want:
+        return json.loads(stamp.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jsonl"):
+        old.unlink()
+    rows = utterances()
+    protected = "\n".join([t for t, _ in rows] + [all_template_text()])
+    per_day = math.ceil(messages / days)
+    written = 0
+    started = time.perf_counter()
+    for day in range(days):
+        date = START + timedelta(days=day)
+        rng = random.Random(seed * 100_003 + day)
+        out, day_written = [], 0
+        batch = 0
+        while day_written < per_day and written + day_written < messages:
+            # ~3 messages per conversation: render a little more than needed, then cut at whole conversations
+            picks = [rows[rng.randrange(len(rows))] for _ in range(max(16, (per_day - day_written) // 3 + 8))]
+            picks = [(vary(text, rng), intent) for text, intent in picks]
+            rendered, _ = render_conversations(picks, seed * 1_000 + day * 37 + batch, protected)
+            batch += 1
+            for m in rendered:
+                if day_written >= per_day or written + day_written >= messages:
+                    if m["turn"] == 0:
+                        break
+                ts = datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00"))
+                seconds = (ts - ts.replace(hour=0, minute=0, second=0)).seconds  # keep the time of day
+                m["conversation_id"] = f"d{day:04d}-{batch:03d}-{m['conversation_id']}"
+                m["timestamp"] = (date + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                out.append(m)
+                day_written += 1
+        with open(folder / f"{date:%Y-%m-%d}.jsonl", "w", encoding="utf-8") as f:
+            for m in out:
+                f.write(json.dumps({k: m[k] for k in MESSAGE_FIELDS}, ensure_ascii=False) + "\n")
+        written += day_written
+    info = {**want, "written": written, "distinct_utterances": len(rows),
+            "generate_s": round(time.perf_counter() - started, 1)}
+    stamp.write_text(json.dumps(info))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+class Stages:
+    """Seconds and peak RSS (this process, sampled every 50 ms) of each named stage; stages may repeat."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+        self._process = psutil.Process()
+        self._peak = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def run(self, name: str, messages: int, fn, *args, **kwargs):
+        self._peak = self._process.memory_info().rss
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        self._peak = max(self._peak, self._process.memory_info().rss)
+        row = self.rows.setdefault(name, {"seconds": 0.0, "messages": 0, "peak_rss_gb": 0.0})
+        row["seconds"] += seconds
+        row["messages"] += messages
+        row["peak_rss_gb"] = max(row["peak_rss_gb"], self._peak / 2**30)
+        return result
+
+
+def _salt() -> bytes:
+    return b"bench-scale-salt"
+
+
+def run_first(folder: Path, out: Path, processes: int) -> dict:
+    """Today's single-frame path: everything in one frame, one process, the dense near-duplicate search."""
+    from bench._dense_dedup import deduplicate_dense
+    from intent_assets import pii_audit
+    from intent_assets.chat_logs import load_chat_logs
+    from intent_assets.corpus import redact_frame
+
+    stages = Stages()
+    loaded = stages.run("read + validate", 0, load_chat_logs, folder)
+    n = len(loaded.valid) + len(loaded.quarantined)
+    stages.rows["read + validate"]["messages"] = n
+    redacted, _ = stages.run("redact", n, redact_frame, loaded.valid)
+    kept, removed = stages.run("deduplicate", len(redacted), deduplicate_dense, redacted)
+    stages.run("audit (second PII scan)", n, pii_audit.audit_rows, loaded.valid, _salt())
+    stages.run("write", len(kept), kept.to_parquet, out / "redacted_corpus.parquet")
+    return {"messages": n, "kept": len(kept), "duplicates": len(removed), "quarantined": len(loaded.quarantined),
+            "stages": stages.rows}
+
+
+def run_streaming(folder: Path, out: Path, processes: int) -> dict:
+    """One day at a time against one persisted duplicate index, as daily partitions run."""
+    from intent_assets import pii_audit
+    from intent_assets.chat_logs import load_chat_logs
+    from intent_assets.corpus import deduplicate, redact_frame
+    from intent_assets.near_duplicates import DuplicateIndex
+
+    stages = Stages()
+    index = DuplicateIndex()
+    totals = {"messages": 0, "kept": 0, "duplicates": 0, "quarantined": 0}
+    pool = (ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            if processes > 1 else None)
+    try:
+        for path in sorted(folder.glob("*.jsonl")):
+            loaded = stages.run("read + validate", 0, load_chat_logs, path)
+            n = len(loaded.valid) + len(loaded.quarantined)
+            stages.rows["read + validate"]["messages"] += n
+            redacted, _ = stages.run("redact", n, redact_frame, loaded.valid, executor=pool)
+            kept, removed = stages.run("deduplicate", len(redacted), deduplicate, redacted, index=index,
+                                       source=path.stem)
+            stages.run("audit (second PII scan)", n, pii_audit.audit_rows, loaded.valid, _salt())
+            stages.run("write", len(kept), kept.to_parquet, out / f"redacted_corpus-{path.stem}.parquet")
+            totals = {"messages": totals["messages"] + n, "kept": totals["kept"] + len(kept),
+                      "duplicates": totals["duplicates"] + len(removed),
+                      "quarantined": totals["quarantined"] + len(loaded.quarantined)}
+        stages.run("save duplicate index", 0, index.save, out / "duplicate_index")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return {**totals, "stages": stages.rows, "index_messages": len(index)}
+
+
+PIPELINES = {"first": run_first, "streaming": run_streaming}
+
+
+def child(args) -> None:
+    import bench._dense_dedup, intent_assets.corpus, intent_assets.near_duplicates, intent_assets.pii_audit  # noqa: F401
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()  # imports done: the pipeline's own time
+    result = PIPELINES[args.child](Path(args.folder), out, args.processes)
+    result["wall_s"] = time.perf_counter() - start
+    result["peak_rss_gb"] = max(r["peak_rss_gb"] for r in result["stages"].values())
+    print("RESULT " + json.dumps(result))
+
+
+def measure(pipeline: str, folder: Path, out: Path, processes: int, max_rss_gb: float) -> dict:
+    """Run one pipeline in a child process; stop it when its resident memory passes ``max_rss_gb``."""
+    cmd = [sys.executable, __file__, "--child", pipeline, "--folder", str(folder), "--out", str(out),
+           "--processes", str(processes)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    watched, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            rss = sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)])
+        except psutil.Error:
+            rss = 0
+        peak = max(peak, rss)
+        if rss > max_rss_gb * 2**30:
+            proc.kill()
+            proc.wait()
+            return {"stopped": f"resident memory passed {max_rss_gb} GB (--max-rss-gb)", "peak_rss_gb": peak / 2**30}
+        time.sleep(0.2)
+    lines = [line for line in proc.stdout.read().splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        return {"stopped": f"exit code {proc.returncode}", "peak_rss_gb": peak / 2**30}
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["peak_rss_gb_with_workers"] = peak / 2**30
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 500_000])
+    parser.add_argument("--days", type=int, help="Day files the messages are spread over (default: --per-day).")
+    parser.add_argument("--per-day", type=int, default=50_000, help="Messages per day file when --days is not given.")
+    parser.add_argument("--generate-only", action="store_true", help="Write the data sets and stop.")
+    parser.add_argument("--pipelines", nargs="+", choices=sorted(PIPELINES), default=["first", "streaming"])
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Redaction workers (streaming).")
+    parser.add_argument("--max-rss-gb", type=float, default=20.0)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/intent_assets_scale"))
+    parser.add_argument("--json", help="Also write the results here.")
+    parser.add_argument("--child", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    results = []
+    for size in args.sizes:
+        days = args.days or max(1, math.ceil(size / args.per_day))
+        folder = args.work / f"logs-{size}-{days}d"
+        info = generate(folder, size, days)
+        print(f"# {info['written']} messages over {days} days in {folder} (generated in {info['generate_s']} s)",
+              flush=True)
+        if args.generate_only:
+            continue
+        for pipeline in args.pipelines:
+            result = measure(pipeline, folder, args.work / f"out-{pipeline}-{size}", args.processes, args.max_rss_gb)
+            result.update({"pipeline": pipeline, "size": info["written"]})
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print_tables(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
+
+
+def print_tables(results: list[dict]) -> None:
+    print("\n| pipeline | messages | stage | s | messages/s | peak RSS GB |")
+    print("|---|---:|---|---:|---:|---:|")
+    for r in results:
+        if "stopped" in r:
+            print(f"| {r['pipeline']} | {r['size']} | stopped: {r['stopped']} | | | {r['peak_rss_gb']:.2f} |")
+            continue
+        for name, s in r["stages"].items():
+            rate = s["messages"] / s["seconds"] if s["seconds"] and s["messages"] else float("nan")
+            print(f"| {r['pipeline']} | {r['size']} | {name} | {s['seconds']:.1f} | {rate:,.0f} | {s['peak_rss_gb']:.2f} |")
+        print(f"| {r['pipeline']} | {r['size']} | **whole** | **{r['wall_s']:.1f}** | {r['size'] / r['wall_s']:,.0f} | "
+              f"{r['peak_rss_gb_with_workers']:.2f} (with workers) |")
+    print("\n| pipeline | from | to | wall time ratio | growth exponent |")
+    print("|---|---:|---:|---:|---:|")
+    for pipeline in sorted({r["pipeline"] for r in results}):
+        done = [r for r in results if r["pipeline"] == pipeline and "stopped" not in r]
+        for a, b in zip(done, done[1:]):
+            exponent = math.log(b["wall_s"] / a["wall_s"]) / math.log(b["size"] / a["size"])
+            print(f"| {pipeline} | {a['size']} | {b['size']} | {b['wall_s'] / a['wall_s']:.2f}x | {exponent:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
