@@ -4,11 +4,13 @@
     PYTHONPATH=. python bench/scale.py --sizes 5000000 --pipelines streaming
     PYTHONPATH=. python bench/scale.py --sizes 20000 --days 5 --pipelines streaming first --json out.json
 
-Generates realistic chat logs once per size under ``--work`` (the shipped sample's labelled customer utterances
-that carry no inserted PII, each worded anew as customers type (an opener, a closer, sometimes a typo or a dropped
-word: ``vary``), rendered again by ``intent_assets.sample_data.render_conversations`` as new conversations with
-fresh, seeded Faker PII: greetings, follow-ups, extra customer turns; one JSONL file per day, ``--per-day``
-messages a day, so a larger size is a longer history), then runs the data half's domain code on them, each pipeline in its own process:
+Generates realistic chat logs once per size under ``--work``: the shipped sample's labelled customer utterances
+that carry no inserted PII are rendered by ``intent_assets.sample_data.render_conversations`` as a pool of
+conversations with seeded Faker PII (greetings, follow-ups, extra customer turns); every day draws conversations
+from the pool, each copy with a new id, that day's date, and the customer's own wording of the utterance (an
+opener, a closer, sometimes a typo or a dropped word: ``vary``), so most messages are distinct and many are near-
+or exact duplicates of earlier ones, as in real logs. One JSONL file per day, ``--per-day`` messages a day, so a
+larger size is a longer history. then runs the data half's domain code on them, each pipeline in its own process:
 
 * ``first``: today's single-frame code path (the baseline): every file into one frame (read and validate),
   redaction in one process, the dense per-intent near-duplicate search of the first version
@@ -81,49 +83,66 @@ def vary(text: str, rng: random.Random) -> str:
     return rng.choice(OPENERS) + " ".join(words) + rng.choice(CLOSERS)
 
 
-def generate(folder: Path, messages: int, days: int, seed: int = 7) -> dict:
-    """Write about ``messages`` chat messages over ``days`` day files into ``folder`` (kept between runs)."""
+POOL_CONVERSATIONS = 20_000  # rendered once with Faker (the slow part), then reworded and re-dated day by day
+
+
+def conversation_pool(seed: int) -> list[tuple[list[dict], str]]:
+    """``POOL_CONVERSATIONS`` conversations rendered by the sample builder, each with its labelled utterance."""
     from intent_assets.sample_data import all_template_text, render_conversations
 
+    rows = utterances()
+    rng = random.Random(seed)
+    picks = [rows[rng.randrange(len(rows))] for _ in range(POOL_CONVERSATIONS)]
+    rendered, _ = render_conversations(picks, seed, "\n".join([t for t, _ in rows] + [all_template_text()]))
+    by_intent: dict[str, set] = {}
+    for text, intent in picks:
+        by_intent.setdefault(intent, set()).add(text)
+    conversations: dict[str, list[dict]] = {}
+    for m in rendered:
+        conversations.setdefault(m["conversation_id"], []).append(m)
+    pool = []
+    for messages in conversations.values():
+        labelled = next(m for m in messages if m["intent"])
+        # the builder keeps the utterance intact inside the labelled turn (PII may come before or after it)
+        utterance = max((u for u in by_intent[labelled["intent"]] if u in labelled["text"]), key=len)
+        pool.append((messages, utterance))
+    return pool
+
+
+def generate(folder: Path, messages: int, days: int, seed: int = 7) -> dict:
+    """Write ``messages`` chat messages over ``days`` day files into ``folder`` (kept between runs): conversations of
+    a rendered pool, each copy with a new id, its day's date, and its customer's own wording of the utterance."""
     stamp = folder.parent / f"{folder.name}.json"  # beside the folder: the folder holds day files only
     want = {"messages": messages, "days": days, "seed": seed}
     if stamp.exists() and {k: v for k, v in json.loads(stamp.read_text()).items() if k in want} == want:
         return json.loads(stamp.read_text())
+    started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.jsonl"):
         old.unlink()
-    rows = utterances()
-    protected = "\n".join([t for t, _ in rows] + [all_template_text()])
+    pool = conversation_pool(seed)
     per_day = math.ceil(messages / days)
     written = 0
-    started = time.perf_counter()
     for day in range(days):
         date = START + timedelta(days=day)
         rng = random.Random(seed * 100_003 + day)
-        out, day_written = [], 0
-        batch = 0
-        while day_written < per_day and written + day_written < messages:
-            # ~3 messages per conversation: render a little more than needed, then cut at whole conversations
-            picks = [rows[rng.randrange(len(rows))] for _ in range(max(16, (per_day - day_written) // 3 + 8))]
-            picks = [(vary(text, rng), intent) for text, intent in picks]
-            rendered, _ = render_conversations(picks, seed * 1_000 + day * 37 + batch, protected)
-            batch += 1
-            for m in rendered:
-                if day_written >= per_day or written + day_written >= messages:
-                    if m["turn"] == 0:
-                        break
-                ts = datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00"))
-                seconds = (ts - ts.replace(hour=0, minute=0, second=0)).seconds  # keep the time of day
-                m["conversation_id"] = f"d{day:04d}-{batch:03d}-{m['conversation_id']}"
-                m["timestamp"] = (date + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                out.append(m)
-                day_written += 1
+        day_written, conversation = 0, 0
         with open(folder / f"{date:%Y-%m-%d}.jsonl", "w", encoding="utf-8") as f:
-            for m in out:
-                f.write(json.dumps({k: m[k] for k in MESSAGE_FIELDS}, ensure_ascii=False) + "\n")
+            while day_written < per_day and written + day_written < messages:
+                turns, utterance = pool[rng.randrange(len(pool))]
+                worded = vary(utterance, rng)
+                for m in turns:
+                    ts = datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00"))
+                    seconds = (ts - ts.replace(hour=0, minute=0, second=0)).total_seconds()  # the time of day
+                    record = {**m, "conversation_id": f"d{day:04d}-{conversation:06d}",
+                              "timestamp": (date + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              "text": m["text"].replace(utterance, worded) if m["intent"] else m["text"]}
+                    f.write(json.dumps({k: record[k] for k in MESSAGE_FIELDS}, ensure_ascii=False) + "\n")
+                day_written += len(turns)
+                conversation += 1
         written += day_written
-    info = {**want, "written": written, "distinct_utterances": len(rows),
-            "generate_s": round(time.perf_counter() - started, 1)}
+    info = {**want, "written": written, "distinct_utterances": len(utterances()),
+            "pool_conversations": len(pool), "generate_s": round(time.perf_counter() - started, 1)}
     stamp.write_text(json.dumps(info))
     return info
 
