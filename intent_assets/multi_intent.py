@@ -1,0 +1,110 @@
+"""Multi-intent messages: blends of single-intent utterances and set-valued scores (no Dagster import).
+
+* ``blend``: multi-intent messages built as the BlendX (LREC-COLING 2024) and MixATIS benchmarks built theirs from
+  single-intent data: 2-3 utterances of different intents joined by varied conjunctions and punctuation, seeded and
+  reproducible, the intents listed in the order the message states them. Call it on one split at a time (training
+  blends from the training split, test blends from the test split only), so no utterance crosses splits.
+* ``multilabel_scores``: exact-set accuracy, micro and macro precision/recall/F1 over intent labels (scikit-learn on
+  binarized label sets), accuracy by number of intents, and how often the number of intents is right.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_score, recall_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+# How two parts are joined: (joiner, whether the next part keeps its capital letter). The first part loses its final
+# punctuation unless the joiner ends a sentence ("{a}. Also, {b}" keeps a question mark: "{a}? Also, {b}").
+_JOINERS = (
+    (" and ", False), (", and ", False), (" and also ", False), (", and also ", False), (". Also, ", False),
+    ("; ", False), (". ", True), (", plus ", False), (". And ", False), (" and, by the way, ", False),
+    (". Another thing: ", False), (", also ", False),
+)
+_SENTENCE_JOINERS = {". Also, ", ". ", ". And ", ". Another thing: "}
+_END = re.compile(r"[\s.!?,;:]+$")
+
+
+def _lower_first(text: str) -> str:
+    """``text`` with its first letter lower-cased, unless it starts with "I" as a word or an acronym."""
+    first = text.split(" ", 1)[0]
+    if first in {"I", "I'm", "I've", "I'd", "I'll"} or (len(first) > 1 and first.isupper()):
+        return text
+    return text[:1].lower() + text[1:]
+
+
+def join_parts(parts: Sequence[str], rng: random.Random) -> str:
+    """One message from ``parts`` (each a single-intent utterance), in the given order."""
+    out = parts[0].strip()
+    for part in parts[1:]:
+        joiner, keep_case = rng.choice(_JOINERS)
+        ending = _END.search(out)
+        tail = ending.group(0).strip() if ending else ""
+        head = out[: ending.start()] if ending else out
+        if joiner in _SENTENCE_JOINERS and tail.startswith("?"):
+            joiner = "? " + joiner[2:]  # a question stays a question before the next sentence
+        nxt = part.strip()
+        out = head + joiner + (nxt if keep_case else _lower_first(nxt))
+    return out
+
+
+def blend(rows: Iterable[tuple[str, str]], count: int, seed: int = 0, sizes: Sequence[int] = (2, 3),
+          weights: Sequence[float] = (0.7, 0.3)) -> list[tuple[str, list[str]]]:
+    """``count`` blended messages from ``rows`` of (text, intent), each joining ``k`` utterances of ``k`` different
+    intents (``k`` drawn from ``sizes`` with ``weights``), returned as (text, intents in stated order). Seeded: the
+    same rows and seed give the same blends. Raises ``ValueError`` when there are fewer intents than a blend needs."""
+    rows = [(str(t), str(i)) for t, i in rows]
+    by_intent: dict[str, list[str]] = {}
+    for text, intent in rows:
+        by_intent.setdefault(intent, []).append(text)
+    intents = sorted(by_intent)
+    if count and len(intents) < min(sizes):
+        raise ValueError(f"blend needs at least {min(sizes)} intents, the rows have {len(intents)}")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        k = min(rng.choices(list(sizes), weights=list(weights))[0], len(intents))
+        chosen = rng.sample(intents, k)
+        parts = [rng.choice(by_intent[i]) for i in chosen]
+        out.append((join_parts(parts, rng), chosen))
+    return out
+
+
+def multilabel_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]],
+                      labels: Sequence[str] | None = None) -> dict:
+    """Scores of predicted label sets against gold label sets (one per message, either may be empty).
+
+    ``labels``: the label space of the macro average (default: every label in gold or predicted)."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold label sets but {len(predicted)} predicted ones")
+    gold_sets = [frozenset(g) for g in gold]
+    pred_sets = [frozenset(p) for p in predicted]
+    space = sorted(set(labels) if labels is not None else set().union(*gold_sets, *pred_sets))
+    unknown = set().union(*gold_sets, *pred_sets) - set(space)
+    if unknown:
+        raise ValueError(f"labels outside the given label space: {sorted(unknown)[:5]}")
+    n = len(gold_sets)
+    result = {
+        "messages": n,
+        "exact_set_accuracy": float(np.mean([g == p for g, p in zip(gold_sets, pred_sets)])) if n else 0.0,
+        "count_accuracy": float(np.mean([len(g) == len(p) for g, p in zip(gold_sets, pred_sets)])) if n else 0.0,
+    }
+    if space and n:
+        binarizer = MultiLabelBinarizer(classes=space)
+        y_true, y_pred = binarizer.fit_transform(gold_sets), binarizer.transform(pred_sets)
+        for average in ("micro", "macro"):
+            result[f"{average}_precision"] = float(precision_score(y_true, y_pred, average=average, zero_division=0))
+            result[f"{average}_recall"] = float(recall_score(y_true, y_pred, average=average, zero_division=0))
+            result[f"{average}_f1"] = float(f1_score(y_true, y_pred, average=average, zero_division=0))
+    by_count: dict[int, list[bool]] = {}
+    for g, p in zip(gold_sets, pred_sets):
+        by_count.setdefault(len(g), []).append(g == p)
+    result["by_intent_count"] = {k: {"messages": len(v), "exact_set_accuracy": float(np.mean(v))}
+                                 for k, v in sorted(by_count.items())}
+    result["gold_intent_counts"] = dict(sorted(Counter(len(g) for g in gold_sets).items()))
+    return result

@@ -1,0 +1,71 @@
+"""Blended multi-intent messages and set-valued scores, on hand-computed cases."""
+
+import random
+
+import pytest
+
+from intent_assets.multi_intent import blend, join_parts, multilabel_scores
+
+ROWS = [("Where is my card?", "card_arrival"), ("I was charged twice.", "duplicate_charge"),
+        ("How do I close my account", "close_account"), ("My card still has not arrived", "card_arrival"),
+        ("What is the exchange rate?", "exchange_rate")]
+
+
+def test_blends_join_utterances_of_different_intents_in_stated_order_reproducibly():
+    blends = blend(ROWS, 50, seed=3)
+    assert blends == blend(ROWS, 50, seed=3) and blends != blend(ROWS, 50, seed=4)
+    texts = {t: i for t, i in ROWS}
+    for text, intents in blends:
+        assert 2 <= len(intents) <= 3 and len(set(intents)) == len(intents)
+        # every part is there, in the order of its intent in the list
+        positions = []
+        for intent in intents:
+            found = [text.lower().find(_core(t)) for t, i in texts.items() if i == intent and _core(t) in text.lower()]
+            assert found, (text, intent)
+            positions.append(min(found))
+        assert positions == sorted(positions), (text, intents)
+    assert {len(i) for _, i in blends} == {2, 3}
+    assert len({t for t, _ in blends}) > 30  # varied joiners, not one template
+
+
+def _core(text: str) -> str:
+    return text.lower().rstrip("?.").removeprefix("i ").strip()
+
+
+def test_joined_parts_read_as_one_message():
+    rng = random.Random(0)
+    joined = {join_parts(["Where is my card?", "I was charged twice."], rng) for _ in range(200)}
+    assert "Where is my card? Also, I was charged twice." in joined  # a question stays a question
+    assert "Where is my card and I was charged twice." in joined     # "I" keeps its capital
+    assert not any("?." in j or ". ." in j or ",," in j for j in joined)
+
+
+def test_blend_needs_enough_intents():
+    with pytest.raises(ValueError, match="at least 2 intents"):
+        blend([("hi", "a"), ("hello", "a")], 1)
+    assert blend([("hi", "a")], 0) == []
+
+
+def test_scores_on_a_hand_computed_case():
+    gold = [{"a"}, {"a", "b"}, {"b", "c"}, set()]
+    pred = [{"a"}, {"a"}, {"b", "c", "d"}, set()]
+    s = multilabel_scores(gold, pred, labels=["a", "b", "c", "d"])
+    assert s["exact_set_accuracy"] == pytest.approx(2 / 4)   # messages 1 and 4
+    assert s["count_accuracy"] == pytest.approx(2 / 4)       # |pred| == |gold| for messages 1 and 4
+    # micro over labels: tp = a, a, b, c = 4; fp = d = 1; fn = b = 1
+    assert s["micro_precision"] == pytest.approx(4 / 5) and s["micro_recall"] == pytest.approx(4 / 5)
+    assert s["micro_f1"] == pytest.approx(0.8)
+    # macro: a (p 1, r 1, f 1), b (p 1, r 1/2, f 2/3), c (1, 1, 1), d (p 0, r 0, f 0)
+    assert s["macro_f1"] == pytest.approx((1 + 2 / 3 + 1 + 0) / 4)
+    assert s["by_intent_count"] == {0: {"messages": 1, "exact_set_accuracy": 1.0},
+                                    1: {"messages": 1, "exact_set_accuracy": 1.0},
+                                    2: {"messages": 2, "exact_set_accuracy": 0.0}}
+    assert s["gold_intent_counts"] == {0: 1, 1: 1, 2: 2}
+
+
+def test_order_does_not_matter_and_bad_input_is_named():
+    assert multilabel_scores([["a", "b"]], [["b", "a"]])["exact_set_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="2 gold label sets but 1"):
+        multilabel_scores([["a"], ["b"]], [["a"]])
+    with pytest.raises(ValueError, match=r"outside the given label space: \['z'\]"):
+        multilabel_scores([["a"]], [["z"]], labels=["a"])
