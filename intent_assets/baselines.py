@@ -54,21 +54,25 @@ class _Labelled:
         return getattr(self.pipeline, name)
 
 
+def _tfidf_features():
+    """Word 1-2-grams + char_wb 2-5-grams, sublinear TF-IDF (unfitted)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_union
+
+    return make_union(
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True),
+    )
+
+
 def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], *, C: float = 1.0,
                    random_state: int = 0) -> _Labelled:
     """Fitted TF-IDF (word 1-2-grams + char_wb 2-5-grams, sublinear tf) + LinearSVC pipeline."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
     texts, labels = _check(train_texts, train_labels)
-    pipeline = make_pipeline(
-        make_union(
-            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True),
-        ),
-        LinearSVC(C=C, random_state=random_state),
-    )
+    pipeline = make_pipeline(_tfidf_features(), LinearSVC(C=C, random_state=random_state))
     pipeline.fit(texts, labels)
     return _Labelled(pipeline)
 
@@ -190,14 +194,7 @@ def multilabel_baseline(kind: str, train_texts: Sequence[str], train_label_sets:
     binarizer = MultiLabelBinarizer(classes=space)
     y = binarizer.fit_transform(sets)
     if kind == "tfidf":
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.pipeline import make_union
-
-        features = make_union(
-            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True),
-        ).fit(texts)
-        featurize = features.transform
+        featurize = _tfidf_features().fit(texts).transform
     elif kind == "minilm":
         embedder = MiniLMClassifier(encoder if encoder is not None else load_minilm(), None)
         featurize = embedder.embed
