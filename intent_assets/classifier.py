@@ -1,5 +1,8 @@
 """Constrained decoding over the taxonomy with a transformers causal LM (no Dagster import).
 
+List answers (issue 15): :class:`LabelSetTrie` and :func:`greedy_label_sets` decode ``{"intents": ["a", "b"]}``
+over the same taxonomy: distinct labels only, at most ``max_intents``, each label with its own confidence.
+
 The model answers ``{"intent": "<name>"}``. :class:`ConstrainedClassifier` forces the part of that answer shared by
 every label (``{"intent": "``), then lets the model choose only among tokens that keep a valid label, and stops as
 soon as the label is unique: the output is a taxonomy label by construction, whatever the model or the input.
@@ -28,6 +31,8 @@ from intent_assets.instructions import parse_answer
 
 __all__ = [
     "LabelTrie",
+    "LabelSetTrie",
+    "greedy_label_sets",
     "ConstrainedClassifier",
     "Prediction",
     "PromptLayout",
@@ -154,6 +159,173 @@ class LabelTrie:
             return self.unique_label(self.walk(ids))
         except KeyError:
             return None
+
+
+# ----------------------------------------------------------------------------------------------- label sets
+SET_PREFIX = '{"intents": ["'
+SET_CLOSE = '"]}'
+SET_NEXT = '",'
+SET_JOINER = ' "'
+
+
+@dataclass(frozen=True)
+class SetState:
+    """Where a list answer stands: the labels chosen so far, the trie node inside the current one (-1: closed)."""
+
+    chosen: tuple[str, ...] = ()
+    node: int = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.node < 0
+
+
+class LabelSetTrie:
+    """Token automaton of a list answer ``{"intents": ["a", "b"]}`` over a label set (issue 15).
+
+    After the forced ``{"intents": ["``, the model chooses a label token by token (a trie over every label followed
+    by its ending: ``"]}`` closes the list, ``",`` announces another label, then `` "`` is forced); a label already
+    chosen is never allowed again, and after ``max_intents`` labels only the closing ending is. Every answer is thus
+    a list of 1 to ``max_intents`` distinct taxonomy labels, by construction. Each label's tokens come from the joint
+    tokenization of the label with its ending (``?"]`` is one token after ``reverted_card_payment``), and
+    :meth:`from_tokenizer` checks that a whole answer tokenizes as its pieces do.
+    """
+
+    def __init__(self, forced_ids: Sequence[int], paths: dict[tuple[str, bool], list[int]],
+                 joiner_ids: Sequence[int], max_intents: int = 3):
+        if not paths:
+            raise ValueError("LabelSetTrie needs at least one label")
+        if max_intents < 1:
+            raise ValueError(f"max_intents must be >= 1, got {max_intents}")
+        self.forced_ids, self.joiner_ids, self.max_intents = list(forced_ids), list(joiner_ids), max_intents
+        self.labels = list(dict.fromkeys(label for label, _ in paths))
+        self.children: list[dict[int, int]] = [{}]
+        self.payloads: list[list[tuple[str, bool]]] = [[]]  # (label, closes) of every path through the node
+        self.terminal: dict[int, tuple[str, bool]] = {}
+        for payload, ids in paths.items():
+            node = 0
+            self.payloads[0].append(payload)
+            for tok in ids:
+                nxt = self.children[node].get(tok)
+                if nxt is None:
+                    nxt = len(self.children)
+                    self.children.append({})
+                    self.payloads.append([])
+                    self.children[node][tok] = nxt
+                node = nxt
+                self.payloads[node].append(payload)
+            if self.children[node] or node in self.terminal:
+                raise ValueError(f"label {payload[0]!r} with its ending is a prefix of another answer")
+            self.terminal[node] = payload
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, labels: Sequence[str], lead_text: str = "",
+                       max_intents: int = 3) -> "LabelSetTrie":
+        """Tokenize each label with either ending; ``lead_text`` as for :meth:`LabelTrie.from_tokenizer`."""
+        import json
+
+        labels = list(dict.fromkeys(labels))
+        forced = _encode(tokenizer, lead_text + SET_PREFIX)
+        paths = {(label, closes): _encode(tokenizer, label + (SET_CLOSE if closes else SET_NEXT))
+                 for label in labels for closes in (True, False)}
+        joiner = _encode(tokenizer, SET_JOINER)
+        trie = cls(forced, paths, joiner, max_intents)
+        # whole answers must tokenize as their pieces: a few two-label answers and every one-label answer
+        samples = [[label] for label in labels] + [list(pair) for pair in zip(labels, labels[1:])]
+        for sample in samples[: len(labels) + 32]:
+            pieces = list(forced)
+            for n, label in enumerate(sample):
+                pieces += paths[(label, n == len(sample) - 1)] + ([] if n == len(sample) - 1 else joiner)
+            if _encode(tokenizer, lead_text + json.dumps({"intents": sample})) != pieces:
+                raise ValueError(f"the answer {sample} does not tokenize as its pieces: this tokenizer merges across "
+                                 "a label's boundary")
+        return trie
+
+    def _open(self, state: SetState, payload: tuple[str, bool]) -> bool:
+        label, closes = payload
+        if label in state.chosen:
+            return False
+        # another label may follow while the list is short enough and some label is still unchosen
+        return closes or len(state.chosen) + 1 < min(self.max_intents, len(self.labels))
+
+    def allowed(self, state: SetState) -> list[int]:
+        """Token ids that keep a valid answer after ``state`` (sorted)."""
+        if state.closed:
+            return []
+        return sorted(tok for tok, nxt in self.children[state.node].items()
+                      if any(self._open(state, p) for p in self.payloads[nxt]))
+
+    def determined(self, state: SetState) -> tuple[str, ...] | None:
+        """The final labels when nothing is left to choose (closed, or one label left that must close)."""
+        if state.closed:
+            return state.chosen
+        open_payloads = {p for p in self.payloads[state.node] if self._open(state, p)}
+        if len(open_payloads) == 1:
+            (label, closes), = open_payloads
+            if closes:
+                return state.chosen + (label,)
+        return None
+
+    def advance(self, state: SetState, token: int) -> tuple[SetState, list[int]]:
+        """The state after ``token`` and the tokens to feed the model: ``token``, then what is forced after it (the
+        rest of a label with one allowed way on, the joiner before the next label)."""
+        if token not in self.allowed(state):
+            raise KeyError(f"token {token} is not allowed here")
+        feed = [token]
+        node = self.children[state.node][token]
+        while True:
+            if node in self.terminal:
+                label, closes = self.terminal[node]
+                chosen = state.chosen + (label,)
+                if closes:
+                    return SetState(chosen, -1), feed
+                return SetState(chosen, 0), feed + self.joiner_ids
+            state_here = SetState(state.chosen, node)
+            options = self.allowed(state_here)
+            if len(options) != 1:
+                return state_here, feed
+            feed.append(options[0])
+            node = self.children[node][options[0]]
+
+
+def greedy_label_sets(trie: LabelSetTrie, logits: torch.Tensor,
+                      extend: Callable[[list[int], list[list[int]]], torch.Tensor]) -> list[tuple[tuple[str, ...], list[float], int]]:
+    """Greedy constrained decoding of one list answer per row. ``logits``: next-token logits of every row after its
+    prompt and ``trie.forced_ids``; ``extend(rows, feeds)``: feed those rows their tokens, return their next logits.
+    Returns per row (labels, confidence of each label: the product of p(choice) over the choices made while that label
+    was open, normalized over the allowed tokens; model evaluations)."""
+    batch = logits.shape[0]
+    states = [SetState() for _ in range(batch)]
+    logconf: list[list[float]] = [[] for _ in range(batch)]
+    steps = [0] * batch
+    rows = list(range(batch))
+    while True:
+        feeds, keep = [], []
+        for r, i in enumerate(rows):
+            if trie.determined(states[i]) is not None:
+                continue
+            allowed = torch.tensor(trie.allowed(states[i]), dtype=torch.long)
+            row = logits[r, allowed.to(logits.device)]
+            j = int(torch.argmax(row))
+            k = len(states[i].chosen)
+            while len(logconf[i]) <= k:
+                logconf[i].append(0.0)
+            logconf[i][k] += float(torch.log_softmax(row.float(), dim=-1)[j])
+            steps[i] += 1
+            states[i], feed = trie.advance(states[i], int(allowed[j]))
+            if trie.determined(states[i]) is None:
+                keep.append(i)
+                feeds.append(feed)
+        if not keep:
+            break
+        rows = keep
+        logits = extend(rows, feeds)
+    out = []
+    for i in range(batch):
+        labels = trie.determined(states[i])
+        conf = [math.exp(x) for x in logconf[i]] + [1.0] * (len(labels) - len(logconf[i]))
+        out.append((labels, conf[: len(labels)], steps[i]))
+    return out
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from intent_assets.classifier import ConstrainedClassifier, LabelTrie, PromptLayout
+from intent_assets.classifier import (ConstrainedClassifier, LabelSetTrie, LabelTrie, PromptLayout, SetState,
+                                     greedy_label_sets)
 from intent_assets.instructions import answer, system_prompt
 from intent_assets.metrics import classification_report
 from intent_assets.taxonomy import Taxonomy, load_taxonomy
@@ -191,3 +192,81 @@ def test_single_label_needs_no_decoding(tokenizer):
     model = _tiny_llama(tokenizer)
     clf = ConstrainedClassifier(model, tokenizer, ["only_one"], "Classify.")
     assert [(p.label, p.confidence, p.decode_steps) for p in clf.classify(["x", ""])] == [("only_one", 1.0, 0)] * 2
+
+
+# ------------------------------------------------------------------------------------------- label sets (issue 15)
+CLINC150 = BANKING77.parent / "clinc150.json"
+
+
+def _walk(trie: LabelSetTrie, ids: list[int]) -> SetState:
+    """Follow the joint tokenization ``ids`` of an answer (after the forced prefix) through ``trie.advance``."""
+    state, pos = SetState(), 0
+    while trie.determined(state) is None:
+        state, feed = trie.advance(state, ids[pos])
+        assert ids[pos:pos + len(feed)] == feed
+        pos += len(feed)
+    return state
+
+
+@pytest.mark.parametrize("taxonomy_path", [BANKING77, CLINC150])
+def test_label_set_trie_accepts_every_list_answer_as_the_model_tokenizes_it(tokenizer, taxonomy_path):
+    import json
+    import random
+
+    labels = load_taxonomy(taxonomy_path).names
+    trie = LabelSetTrie.from_tokenizer(tokenizer, labels, lead_text="assistant\n", max_intents=3)
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rng = random.Random(0)
+    for chosen in [[label] for label in labels] + [rng.sample(labels, rng.choice([2, 3])) for _ in range(300)]:
+        ids = enc("assistant\n" + json.dumps({"intents": chosen}))
+        assert ids[: len(trie.forced_ids)] == trie.forced_ids
+        assert trie.determined(_walk(trie, ids[len(trie.forced_ids):])) == tuple(chosen)
+
+
+def test_label_set_trie_never_repeats_a_label_and_stops_at_max_intents(tokenizer, small_taxonomy):
+    import json
+
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    trie = LabelSetTrie.from_tokenizer(tokenizer, SMALL, max_intents=2)
+    tail = lambda chosen: enc(json.dumps({"intents": chosen}))[len(trie.forced_ids):]  # noqa: E731
+    assert trie.determined(_walk(trie, tail(["card_arrival", "exchange_rate"]))) == ("card_arrival", "exchange_rate")
+    with pytest.raises((KeyError, AssertionError)):
+        _walk(trie, tail(["card_arrival", "card_arrival"]))
+    with pytest.raises((KeyError, AssertionError)):
+        _walk(trie, tail(["card_arrival", "exchange_rate", "card_linking"]))  # a third label: only "]} is allowed
+    # one label left, and it must close: nothing to decode
+    single = LabelSetTrie.from_tokenizer(tokenizer, ["card_arrival"], max_intents=3)
+    assert single.determined(SetState()) == ("card_arrival",)
+    with pytest.raises(ValueError, match="max_intents"):
+        LabelSetTrie.from_tokenizer(tokenizer, SMALL, max_intents=0)
+
+
+def test_greedy_label_sets_are_valid_whatever_the_logits_and_follow_a_clear_preference(tokenizer, banking77):
+    import json
+
+    labels = banking77.names
+    trie = LabelSetTrie.from_tokenizer(tokenizer, labels, max_intents=3)
+    vocab = len(tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    noise = lambda n: torch.randn(n, vocab, generator=generator) * 10  # noqa: E731  adversarial: any token may win
+    for result in greedy_label_sets(trie, noise(64), lambda rows, feeds: noise(len(rows))):
+        chosen, confidence, steps = result
+        assert 1 <= len(chosen) <= 3 and len(set(chosen)) == len(chosen) and set(chosen) <= set(labels)
+        assert len(confidence) == len(chosen) and all(0 < c <= 1 for c in confidence) and steps >= 1
+
+    # a "model" that puts its mass on the next token of one target answer decodes that answer
+    target = ["Refund_not_showing_up", "card_arrival", "exchange_rate"]
+    ids = tokenizer(json.dumps({"intents": target}), add_special_tokens=False)["input_ids"][len(trie.forced_ids):]
+    fed = [0]
+
+    def peaked(position):
+        logits = torch.zeros(1, vocab)
+        logits[0, ids[position]] = 20.0
+        return logits
+
+    def extend(rows, feeds):
+        fed[0] += len(feeds[0])
+        return peaked(fed[0])
+
+    (chosen, confidence, _), = greedy_label_sets(trie, peaked(0), extend)
+    assert list(chosen) == target and min(confidence) > 0.99
