@@ -35,9 +35,18 @@ __all__ = [
     "greedy_label_sets",
     "ConstrainedClassifier",
     "Prediction",
+    "SetPrediction",
     "PromptLayout",
     "generate_unconstrained",
 ]
+
+
+@dataclass(frozen=True)
+class SetPrediction:
+    labels: tuple[str, ...]  # 1 to max_intents distinct labels of the classifier, in the order the model gave them
+    confidences: tuple[float, ...]  # per label: product of p(choice) over the choices made while it was open
+    decode_steps: int
+    latency_s: float
 
 
 @dataclass(frozen=True)
@@ -569,6 +578,34 @@ class ConstrainedClassifier:
             rows, feeds = [rows[r] for r in keep], [feeds[r] for r in keep]
             logits = run.extend(rows, feeds)
         return [(done[i], math.exp(logconf[i]), steps[i]) for i in range(B)]
+
+    def set_trie(self, max_intents: int = 3) -> LabelSetTrie:
+        """The list-answer automaton over this classifier's labels (built once per ``max_intents``)."""
+        tries = self.__dict__.setdefault("_set_tries", {})
+        if max_intents not in tries:
+            tries[max_intents] = LabelSetTrie.from_tokenizer(self.tokenizer, self.labels,
+                                                             lead_text=self.layout.lead_text, max_intents=max_intents)
+        return tries[max_intents]
+
+    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 16) -> list[SetPrediction]:
+        """List answers ``{"intents": [...]}``: every intent a message carries, 1 to ``max_intents`` distinct labels
+        (the model must have been trained on list answers). Same cached prefix, batching and packing as
+        :meth:`classify`."""
+        trie = self.set_trie(max_intents)
+        texts = list(texts)
+        out: list[SetPrediction] = []
+        for start in range(0, len(texts), max(1, batch_size)):
+            batch = texts[start:start + max(1, batch_size)]
+            t0 = time.perf_counter()
+            results = []
+            with torch.inference_mode():
+                seqs = [self.layout.suffix_ids(self.tokenizer, t) + trie.forced_ids for t in batch]
+                for group in self._packs(seqs):
+                    run = self._run([seqs[i] for i in group], self.mode)
+                    results.extend(greedy_label_sets(trie, run.logits, run.extend))
+            latency = time.perf_counter() - t0
+            out.extend(SetPrediction(tuple(labels), tuple(conf), steps, latency) for labels, conf, steps in results)
+        return out
 
     # ------------------------------------------------------------------------------------------- reference scoring
     def label_logprobs(self, text: str, labels: Sequence[str] | None = None) -> dict[str, list[float]]:

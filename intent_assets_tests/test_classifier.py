@@ -156,6 +156,9 @@ def test_always_valid_with_smollm2_on_full_taxonomy(smollm2, tokenizer, banking7
     labels = [p.label for p in predictions]
     assert classification_report(labels, labels, banking77.names)["oot_rate"] == 0.0
     assert all(0 < p.confidence <= 1 and p.decode_steps >= 1 for p in predictions)
+    # the list answer too (issue 15): never a label outside the taxonomy, never one twice
+    for p in clf.classify_sets(texts, max_intents=3, batch_size=8):
+        assert set(p.labels) <= set(banking77.names) and len(set(p.labels)) == len(p.labels) <= 3
 
 
 # ------------------------------------------------------------------------------------------------ any model
@@ -270,3 +273,20 @@ def test_greedy_label_sets_are_valid_whatever_the_logits_and_follow_a_clear_pref
 
     (chosen, confidence, _), = greedy_label_sets(trie, peaked(0), extend)
     assert list(chosen) == target and min(confidence) > 0.99
+
+
+@pytest.mark.parametrize("mode", ["packed", "padded", "uncached"])
+def test_list_answers_from_a_random_model_are_valid_sets_and_every_mode_agrees(tokenizer, banking77, mode):
+    """Out-of-taxonomy rate 0 for the list answer, adversarial inputs included, through each batching mode."""
+    model = _tiny_llama(tokenizer, seed=3)
+    clf = ConstrainedClassifier(model, tokenizer, banking77.names, system_prompt(banking77), mode=mode)
+    texts = TEXTS + GARBAGE + ["I was charged twice and I also want to close my account"]
+    predictions = clf.classify_sets(texts, max_intents=3, batch_size=4)
+    assert len(predictions) == len(texts)
+    for p in predictions:
+        assert 1 <= len(p.labels) <= 3 and len(set(p.labels)) == len(p.labels)
+        assert set(p.labels) <= set(banking77.names)
+        assert len(p.confidences) == len(p.labels) and all(0 < c <= 1 for c in p.confidences)
+    reference = ConstrainedClassifier(model, tokenizer, banking77.names, system_prompt(banking77), mode="uncached")
+    assert [p.labels for p in reference.classify_sets(texts, batch_size=16)] == [p.labels for p in predictions]
+    assert all(len(p.labels) == 1 for p in clf.classify_sets(texts[:3], max_intents=1))
