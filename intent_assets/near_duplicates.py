@@ -6,8 +6,10 @@ is made on a few candidates only:
 
 * candidates: each message's set of character 3-5-grams (the analyzer of the TF-IDF below) gets a MinHash of
   ``NUM_PERM`` permutations (``rensa``, Rust); an LSH index per (split scope, intent) over the kept messages returns
-  the kept messages that share a band with it (``BANDS`` bands of ``NUM_PERM / BANDS`` rows: a pair with Jaccard 0.5
-  is a candidate with probability 0.87, 0.6: 0.99; the near-duplicates of the dense method had Jaccard >= 0.53);
+  the kept messages that share a band with it (``BANDS`` bands of ``NUM_PERM / BANDS`` = 8 rows: a pair with
+  Jaccard 0.7 is a candidate with probability 0.85, 0.8: 0.997). Bands of 4 rows found every pair of Jaccard 0.5
+  but proposed 8x the candidates, 3x the time on 50k messages a day (bench/scale.py), for 0.16% more of the
+  sample's near-duplicates (bench/dedup_agreement.py: BENCHMARKS.md);
 * decision, as before: cosine of sublinear-TF x IDF vectors of character 3-5-grams >= ``near_threshold`` with an
   earlier kept message of the same intent and scope, the earliest such one named as ``duplicate_of``. The IDF comes
   from the document frequencies of every message indexed so far plus the batch (n-grams hashed into 2^20 columns),
@@ -34,7 +36,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize as l2_normalize
 
-NUM_PERM = 128
+NUM_PERM = 256
 BANDS = 32
 SEED = 42
 N_FEATURES = 2**20
@@ -94,7 +96,7 @@ class DuplicateIndex:
         if minhash is not None:
             lsh = self._lsh.get((scope, intent))
             if lsh is None:
-                lsh = self._lsh[(scope, intent)] = rensa.RMinHashLSH(0.5, NUM_PERM, BANDS)
+                lsh = self._lsh[(scope, intent)] = rensa.RMinHashLSH(0.7, NUM_PERM, BANDS)
             lsh.insert(pos, minhash)
         return pos
 
@@ -225,7 +227,7 @@ class DuplicateIndex:
         batch_lsh: dict = {}
         for row, (group, mh) in enumerate(zip(groups, minhashes)):
             if group not in batch_lsh:
-                batch_lsh[group] = rensa.RMinHashLSH(0.5, NUM_PERM, BANDS)
+                batch_lsh[group] = rensa.RMinHashLSH(0.7, NUM_PERM, BANDS)
             batch_lsh[group].insert(row, mh)
         pairs_row, pairs_other = [], []
         for row, (group, mh) in enumerate(zip(groups, minhashes)):

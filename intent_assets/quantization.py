@@ -213,6 +213,12 @@ def _load_tokenizer(*candidates: Path):
     raise ValueError(f"No tokenizer with a chat template found in {[str(c) for c in candidates]}")
 
 
+def is_full_model(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a whole fine-tuned model (``method: full``) rather than a LoRA adapter."""
+    directory = Path(directory)
+    return (directory / "config.json").is_file() and not (directory / "adapter_config.json").is_file()
+
+
 def merge_adapter(
     base_dir: str | os.PathLike,
     adapter_dir: str | os.PathLike,
@@ -223,19 +229,23 @@ def merge_adapter(
 
     The merge is done in float32 (``W + B·A·scale`` without bf16 rounding of the delta), then the merged model is
     cast to ``dtype`` and saved (safetensors) with the tokenizer and its chat template (from ``adapter_dir`` if it
-    has one, else from ``base_dir``). Written atomically. Returns ``out_dir``.
+    has one, else from ``base_dir``). Written atomically. Returns ``out_dir``. A fully fine-tuned model in
+    ``adapter_dir`` (``lora_adapter``'s ``method: full``: a model, no adapter) is saved the same way, unmerged.
     """
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
     torch_dtype = _torch_dtype(dtype)
     tokenizer = _load_tokenizer(adapter_dir, base_dir)
 
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    peft_model = PeftModel.from_pretrained(base, adapter_dir)
-    merged = peft_model.merge_and_unload()
+    if is_full_model(adapter_dir):
+        merged = AutoModelForCausalLM.from_pretrained(adapter_dir, dtype=torch.float32)
+    else:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged = merged.to(torch_dtype)
     merged.config.dtype = torch_dtype
     with atomic_dir(out_dir) as tmp:

@@ -295,7 +295,8 @@ class InferenceEngine(dg.ConfigurableResource):
         return limit if value is None else min(value, limit)
 
     def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
-        """(model, tokenizer) in-process for a base model directory, optionally with a LoRA adapter or as a 4-bit model."""
+        """(model, tokenizer) in-process for a base model directory, optionally with a LoRA adapter (or a fully
+        fine-tuned model in its place) or as a 4-bit model."""
         from intent_assets.base_model import load_base_model, resolve_device
 
         device = resolve_device(self.device)
@@ -303,6 +304,10 @@ class InferenceEngine(dg.ConfigurableResource):
             from intent_assets.quantization import load_quantized_for_inference
 
             return load_quantized_for_inference(model_dir, device=device, dtype=self.dtype)
+        from intent_assets.quantization import is_full_model
+
+        if adapter_dir and is_full_model(adapter_dir):  # lora_adapter's method: full: the model itself
+            model_dir, adapter_dir = adapter_dir, None
         model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device)
         if adapter_dir:
             from peft import PeftModel

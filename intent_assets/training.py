@@ -52,10 +52,10 @@ ADAPTER_DIR = "adapter"
 # measured best (BENCHMARKS.md, "The fine-tuned router against its baselines"): a larger update scale (alpha = 2r),
 # no LoRA dropout (a short schedule does not overfit, and dropout was a quarter of a CPU step), every intent seen
 # equally often when the environment caps the examples, and no backward pass through the shared prompt prefix.
-SEED_RECIPE = {"r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
+SEED_RECIPE = {"method": "lora", "r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
                "prefix_gradients": True, "group_by_length": False}
-TUNED_RECIPE = {"r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
+TUNED_RECIPE = {"method": "lora", "r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
                 "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
                 "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True}
 RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
@@ -77,6 +77,10 @@ class LoraTrainingConfig(BaseModel):
     backend: Literal["peft", "qlora", "unsloth"] = Field(
         "peft", description="peft: LoRA on the full-precision base (CPU or GPU); qlora: base loaded in 4-bit NF4 "
         "through bitsandbytes (GPU; slow on CPU); unsloth: unsloth's FastLanguageModel (needs the unsloth package).")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a LoRA adapter over the frozen base; full: train every weight of the base "
+        "(small base models: SmolLM2-135M is 2 GB of weights, gradients and AdamW state in fp32; peft backend only; "
+        "r, alpha, dropout and target_modules are then unused).")
     r: int = Field(64, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16, gt=0, le=4096, description="LoRA alpha (the update is scaled by alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout. 0 is markedly faster on CPU.")
@@ -515,6 +519,17 @@ def load_model_for_training(backend: str, base_model_dir: Path, config: LoraTrai
     import torch
 
     base_model_dir = Path(base_model_dir)
+    if config.method == "full":
+        if backend != "peft":
+            raise ValueError(f"method 'full' trains the base's own weights: backend 'peft' only, not {backend!r}")
+        from transformers import AutoModelForCausalLM
+
+        # fp32 master weights (AdamW updates of bf16 weights would round away); bf16 autocast computes the steps
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32,
+                                                     attn_implementation=resolve_attention(config, device))
+        model.config.use_cache = False
+        model.requires_grad_(True)
+        return model, _load_tokenizer(base_model_dir), "float32 weights, bfloat16 autocast" if bf16 else "float32"
     if backend == "peft":
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM
@@ -690,7 +705,7 @@ def _last_checkpoint(checkpoints_dir: Path) -> str | None:
 
 
 # Settings that shape the weights or the optimizer state: checkpoints written under other values cannot be resumed.
-_RESUME_FIELDS = ("backend", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
+_RESUME_FIELDS = ("backend", "method", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
                   "warmup_ratio", "weight_decay", "effective_batch_size", "per_device_batch_size",
                   "max_train_examples", "max_seq_length", "seed", "bf16", "train_sampling", "prefix_gradients",
                   "use_rslora", "group_by_length")
@@ -774,7 +789,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
     share_prefix = config.share_prompt_prefix and config.backend in ("peft", "qlora")
     if share_prefix:
         enable_shared_prefix(_find_backbone(model), prefix_gradients=config.prefix_gradients)
-    if bf16 and config.backend == "peft":
+    if bf16 and config.backend == "peft" and config.method == "lora":
         keep_adapter_inputs_bf16(model)
 
     early = bool(config.early_stopping_patience) and evaluation is not None
@@ -911,7 +926,8 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
     trainer, info = build_trainer(base_model_dir, train_jsonl, validation_jsonl, output_dir, config, log=log,
                                   on_checkpoint=on_checkpoint)
     resume = _last_checkpoint(checkpoints)
-    log(f"training LoRA r={config.r} ({config.backend}, {info['device']}, {info['dtype']}"
+    what = "every weight (full fine-tuning)" if config.method == "full" else f"LoRA r={config.r}"
+    log(f"training {what} ({config.backend}, {info['device']}, {info['dtype']}"
         f"{', shared prompt prefix' if info['share_prefix'] else ''}) on {info['train_examples']} examples"
         f" ({info['eval_examples']} for validation), batch {config.per_device_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation"

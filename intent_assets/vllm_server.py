@@ -9,7 +9,9 @@ as in production where vLLM is its own Deployment. We only ever reach it over HT
 - :class:`OpenAIClassifier`: the same ``classify(texts) -> [Prediction]`` interface as the in-process
   :class:`~intent_assets.classifier.ConstrainedClassifier`, through chat completions with
   ``extra_body={"structured_outputs": {"choice": [...]}}``: the server can only emit one of the taxonomy's answers.
-  (``guided_choice`` is silently ignored by this vLLM: never use it.)
+  (``guided_choice`` is silently ignored by this vLLM: never use it.) ``classify_sets`` asks for list answers
+  ``{"intents": [...]}`` through ``structured_outputs.json``: a JSON schema whose items are the taxonomy's labels,
+  at most ``max_intents`` of them (a repeated label, which the schema cannot forbid in every backend, is dropped).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from intent_assets.classifier import Prediction
+from intent_assets.classifier import Prediction, SetPrediction
 from intent_assets.instructions import answer as default_answer
 from intent_assets.instructions import parse_answer
 from intent_assets.paths import PROJECT_DIR
@@ -206,14 +208,57 @@ class OpenAIClassifier:
         return label, confidence, steps
 
     def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
+        return [Prediction(label=l, confidence=c, decode_steps=s, latency_s=t)
+                for (l, c, s), t in self._concurrently(self._one, texts, batch_size)]
+
+    def set_schema(self, max_intents: int = 3) -> dict:
+        """JSON schema of a list answer over this taxonomy (vLLM's ``structured_outputs.json``)."""
+        return {"type": "object", "additionalProperties": False, "required": ["intents"],
+                "properties": {"intents": {"type": "array", "items": {"type": "string", "enum": self.labels},
+                                           "minItems": 1, "maxItems": max_intents, "uniqueItems": True}}}
+
+    def _one_set(self, text: str, max_intents: int) -> tuple[tuple[str, ...], tuple[float, ...], int]:
+        import json
+
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}],
+            temperature=0.0, max_tokens=self.max_tokens * max_intents, logprobs=True,
+            extra_body={"structured_outputs": {"json": self.set_schema(max_intents)}},
+        )
+        choice = response.choices[0]
+        content = (choice.message.content or "").strip()
+        try:
+            intents = json.loads(content)["intents"]
+        except (ValueError, KeyError, TypeError):
+            raise RuntimeError(f"the server answered {content!r}, not a list answer: is structured output on?")
+        labels = tuple(dict.fromkeys(intents))  # a repeat is dropped, the order kept
+        outside = [label for label in labels if label not in self.labels]
+        if outside or not 1 <= len(labels) <= max_intents:
+            raise RuntimeError(f"the server answered {content!r}, outside the taxonomy or the list's bounds")
+        tokens = (choice.logprobs.content or []) if choice.logprobs else []
+        confidence = math.exp(sum(t.logprob for t in tokens)) if tokens else float("nan")
+        steps = response.usage.completion_tokens if response.usage else len(tokens)
+        # the server returns token log-probs of the whole answer: every label gets the answer's confidence
+        return labels, (confidence,) * len(labels), steps
+
+    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 64) -> list[SetPrediction]:
+        """List answers, the same interface as ``ConstrainedClassifier.classify_sets``."""
+        one = lambda text: self._one_set(text, max_intents)  # noqa: E731
+        return [SetPrediction(labels, conf, steps, t) for (labels, conf, steps), t in
+                self._concurrently(one, texts, batch_size)]
+
+    def _concurrently(self, fn, texts: Sequence[str], batch_size: int) -> list[tuple[object, float]]:
+        """``fn`` over ``texts``, a batch's requests at once (the server batches them); each result with the wall
+        time of its batch."""
         texts = list(texts)
-        out: list[Prediction] = []
+        out = []
         workers = min(self.max_concurrency, max(1, batch_size))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(texts), max(1, batch_size)):
                 chunk = texts[start:start + max(1, batch_size)]
                 t0 = time.perf_counter()
-                results = list(pool.map(self._one, chunk))
+                results = list(pool.map(fn, chunk))
                 latency = time.perf_counter() - t0
-                out.extend(Prediction(label=l, confidence=c, decode_steps=s, latency_s=latency) for l, c, s in results)
+                out.extend((r, latency) for r in results)
         return out

@@ -163,6 +163,27 @@ def test_openai_classifier_refuses_an_answer_outside_the_taxonomy():
             clf.classify(["x"])
 
 
+def test_openai_classifier_asks_for_list_answers_with_a_schema_over_the_taxonomy():
+    labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate"]
+    answers = {"card and rate": ["card_arrival", "exchange_rate"], "stolen twice": ["lost_or_stolen_card"] * 2,
+               "made up": ["card_arrival", "not_a_label"], "not a list": "card_arrival"}
+
+    def respond(body):
+        schema = body["structured_outputs"]["json"]
+        assert schema["properties"]["intents"]["items"]["enum"] == labels
+        assert schema["properties"]["intents"]["maxItems"] == 2 and schema["required"] == ["intents"]
+        return json.dumps({"intents": answers[body["messages"][1]["content"]]})
+
+    with CannedOpenAIServer(respond, api_key="k") as srv:
+        clf = OpenAIClassifier.connect(srv.base_url, labels, "SYSTEM", api_key="k", model="m")
+        preds = clf.classify_sets(["card and rate", "stolen twice"], max_intents=2)
+        assert [p.labels for p in preds] == [("card_arrival", "exchange_rate"), ("lost_or_stolen_card",)]
+        assert all(len(p.confidences) == len(p.labels) for p in preds)
+        for text in ("made up", "not a list"):
+            with pytest.raises(RuntimeError, match="the server answered"):
+                clf.classify_sets([text], max_intents=2)
+
+
 def test_inference_engine_kinds(tmp_path):
     from intent_assets.resources import InferenceEngine
 

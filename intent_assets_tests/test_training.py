@@ -341,6 +341,34 @@ def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
+def test_full_fine_tuning_trains_every_weight_and_merges_as_a_model(smollm2_dir, chat_files, tmp_path):
+    """method: full: no adapter, the base's own weights change; awq_model's merge and the in-process engine take it."""
+    from safetensors.torch import load_file
+
+    from intent_assets.quantization import is_full_model, merge_adapter
+    from intent_assets.resources import InferenceEngine
+
+    config = tiny(method="full", learning_rate=1e-4, max_train_examples=4, max_eval_examples=4)
+    lines: list[str] = []
+    result = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "full", config, log=lines.append)
+    assert result.steps == 2 and any("every weight (full fine-tuning)" in line for line in lines)
+    assert result.trainable_params > 100_000_000  # all of SmolLM2-135M, not an adapter's few million
+    model_dir = Path(result.adapter_dir)
+    assert is_full_model(model_dir) and not is_full_model(smollm2_dir / "missing")
+    losses = [loss for _, loss in result.train_loss_history]
+    assert all(loss == loss and loss < 20 for loss in losses)
+
+    merged = merge_adapter(smollm2_dir, model_dir, tmp_path / "merged")
+    before = load_file(next(smollm2_dir.glob("*.safetensors")))
+    after = load_file(next(merged.glob("*.safetensors")))
+    name = next(n for n in before if n.endswith("layers.0.mlp.down_proj.weight"))
+    assert not torch.equal(before[name].float(), after[name].float())  # the base's own weights moved
+    model, _ = InferenceEngine().load(str(smollm2_dir), adapter_dir=str(model_dir))
+    assert type(model).__name__ == "LlamaForCausalLM"  # loaded as the model itself, no PEFT wrapper
+    with pytest.raises(ValueError, match="backend 'peft' only"):
+        train_lora(smollm2_dir, chat_files[0], None, tmp_path / "q", tiny(method="full", backend="qlora"))
+
+
 def test_early_stopping_on_validation_loss(smollm2_dir, chat_files, tmp_path):
     # a tiny learning rate and an improvement threshold no loss change can reach: the second evaluation does not
     # improve, so patience 1 stops the run there

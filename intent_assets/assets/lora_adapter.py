@@ -36,6 +36,7 @@ class LoraAdapterConfig(dg.Config):
 
     recipe: Literal["tuned", "seed"] = Field(default="tuned", description="Starting point for every field left unset: tuned (what bench/recipe_sweep.py measured best) or seed (the seed design: r=64, alpha=16, dropout 0.1, lr 2e-4, effective batch 128, 3 epochs).")
     backend: Literal["peft", "qlora", "unsloth"] = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes, GPU), unsloth (GPU).")
+    method: Literal["recipe", "lora", "full"] = Field(default="recipe", description="lora: a LoRA adapter over the frozen base; full: every weight of the (small) base model trained (peft backend; r, alpha and dropout unused); recipe: the recipe's (lora).")
     r: Optional[int] = Field(default=None, ge=1, le=1024, description="LoRA rank (1-1024). Unset: the recipe's (64).")
     alpha: Optional[float] = Field(default=None, gt=0, le=4096, description="LoRA alpha (update scaled by alpha / r). Unset: the recipe's (tuned 128, seed 16).")
     dropout: Optional[float] = Field(default=None, ge=0, lt=1, description="LoRA dropout, in [0, 1). Unset: the recipe's (tuned 0, seed 0.1).")
@@ -82,8 +83,9 @@ class LoraAdapterConfig(dg.Config):
         ``recipe`` (``training.RECIPES``); finally the environment's ``budget`` caps."""
         values = {k: v for k, v in self.model_dump().items() if k not in DPO_FIELDS and k not in ("dpo_from_corrections", "recipe")}
         preset = RECIPES[self.recipe]
-        if values["train_sampling"] == "recipe":
-            values["train_sampling"] = None
+        for key in ("train_sampling", "method"):
+            if values[key] == "recipe":
+                values[key] = None
         for key, value in values.items():
             if value is None and key in TRAINER_DEFAULTED and (defaults or {}).get(key) is not None:
                 values[key] = defaults[key]

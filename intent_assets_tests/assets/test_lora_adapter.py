@@ -21,6 +21,9 @@ def test_tuned_recipe_is_the_default():
     assert LoraAdapterConfig(alpha=32, train_sampling="random").training_config().alpha == 32
     assert LoraAdapterConfig(recipe="seed", dropout=0.0).training_config().dropout == 0.0
     assert LoraAdapterConfig(train_sampling="random").training_config().train_sampling == "random"
+    # LoRA unless full fine-tuning is asked for
+    assert recipe.method == "lora" and LoraAdapterConfig(recipe="seed").training_config().method == "lora"
+    assert LoraAdapterConfig(method="full").training_config().method == "full"
 
 
 def test_environment_fills_only_unset_fields_and_caps_only_lower():
