@@ -8,8 +8,8 @@ is made on a few candidates only:
   ``NUM_PERM`` permutations (``rensa``, Rust); an LSH index per (split scope, intent) over the kept messages returns
   the kept messages that share a band with it (``BANDS`` bands of ``NUM_PERM / BANDS`` = 8 rows: a pair with
   Jaccard 0.7 is a candidate with probability 0.85, 0.8: 0.997). Bands of 4 rows found every pair of Jaccard 0.5
-  but proposed 8x the candidates, 3x the time on 50k messages a day (bench/scale.py), for 0.16% more of the
-  sample's near-duplicates (bench/dedup_agreement.py: BENCHMARKS.md);
+  but proposed 8x the candidates, 3x the time on three days of bench/scale.py's generated logs, for 0.16% more of
+  the sample's near-duplicates (bench/dedup_agreement.py; both in BENCHMARKS.md);
 * decision, as before: cosine of sublinear-TF x IDF vectors of character 3-5-grams >= ``near_threshold`` with an
   earlier kept message of the same intent and scope, the earliest such one named as ``duplicate_of``. The IDF comes
   from the document frequencies of every message indexed so far plus the batch (n-grams hashed into 2^20 columns),
