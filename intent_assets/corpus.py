@@ -8,6 +8,7 @@ email address or a phone number as a conversation id).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter
 
@@ -27,6 +28,19 @@ _NON_WORD = re.compile(r"[^\w{}]+")
 
 def conversation_key(conversation_id: str) -> str:
     return hashlib.sha256(("conversation\x1f" + conversation_id).encode()).hexdigest()[:16]
+
+
+# messages from which redaction_processes' auto setting uses every core: at 500k two workers halved redaction
+# (BENCHMARKS.md, bench/scale.py); smaller frames, the shipped sample's 30k included, stay in one process
+PARALLEL_REDACTION_FROM = 100_000
+
+
+def redaction_processes(messages: int, setting: int = 0) -> int:
+    """Worker processes to redact ``messages``: ``setting`` when set, else every core from
+    ``PARALLEL_REDACTION_FROM`` messages on and one below."""
+    if setting:
+        return setting
+    return (os.cpu_count() or 1) if messages >= PARALLEL_REDACTION_FROM else 1
 
 
 def redact_frame(frame: pd.DataFrame, processes: int = 1, executor=None) -> tuple[pd.DataFrame, Counter]:

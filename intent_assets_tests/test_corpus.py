@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from intent_assets.corpus import deduplicate
+from intent_assets.corpus import PARALLEL_REDACTION_FROM, deduplicate, redaction_processes
 
 
 def corpus(texts, intents=None, splits=None):
@@ -34,3 +34,10 @@ def test_near_duplicates_are_looked_for_within_a_split_too_and_never_in_test():
     assert list(removed["record_id"]) == ["r1"] and list(removed["kind"]) == ["near"]
     _, removed = deduplicate(corpus(texts), near_threshold=0.8)
     assert sorted(removed["record_id"]) == ["r1", "r2", "r3"]
+
+
+def test_redaction_uses_workers_only_for_large_frames_unless_told(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert redaction_processes(30_000) == 1  # the shipped sample stays in one process
+    assert redaction_processes(PARALLEL_REDACTION_FROM) == 2
+    assert redaction_processes(30_000, setting=3) == 3

@@ -1,7 +1,5 @@
 """``redacted_corpus``: every message with personal data replaced by typed placeholders, deduplicated."""
 
-import os
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -9,12 +7,7 @@ from pydantic import Field
 from intent_assets import k8s_config
 from intent_assets import leak_scan
 from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, column_lineage, counts_table
-from intent_assets.corpus import deduplicate, redact_frame
-
-# bench/scale.py: a spawned redaction worker needs ~2 s of imports; at the shipped sample's 30k messages one process
-# is as fast as two on 2 cores
-PARALLEL_REDACTION_FROM = 100_000
-
+from intent_assets.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
 
 class RedactedCorpusConfig(dg.Config):
     near_duplicate_threshold: float = Field(
@@ -28,7 +21,7 @@ class RedactedCorpusConfig(dg.Config):
         default=0,
         ge=0,
         description="Worker processes for redaction; 0: every core when there are at least "
-        f"{PARALLEL_REDACTION_FROM:,} messages (below that a worker's start costs more than it saves), else one.",
+        f"{PARALLEL_REDACTION_FROM:,} messages, else one (a spawned worker first imports the redaction stack).",
     )
 
 @dg.asset(
@@ -49,8 +42,7 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
     input gives splits, within a split only, and never in a given test split (it stays whole, as published).
     Nothing past this asset ever sees raw text; a blocking check re-scans it with an independent pass.
     """
-    processes = config.redaction_processes or (
-        os.cpu_count() or 1 if len(raw_chat_logs) >= PARALLEL_REDACTION_FROM else 1)
+    processes = redaction_processes(len(raw_chat_logs), config.redaction_processes)
     redacted, by_type = redact_frame(raw_chat_logs, processes=processes)
     kept, removed = deduplicate(redacted, near_threshold=config.near_duplicate_threshold)
     kinds = removed["kind"].value_counts().to_dict()
