@@ -94,10 +94,9 @@ class DuplicateIndex:
             getattr(self, name).append(value)
         self._exact.setdefault((scope, key), pos)
         if minhash is not None:
-            lsh = self._lsh.get((scope, intent))
-            if lsh is None:
-                lsh = self._lsh[(scope, intent)] = rensa.RMinHashLSH(0.7, NUM_PERM, BANDS)
-            lsh.insert(pos, minhash)
+            if (scope, intent) not in self._lsh:
+                self._lsh[(scope, intent)] = _new_lsh()
+            self._lsh[(scope, intent)].insert(pos, minhash)
         return pos
 
     def _rebuild(self) -> None:
@@ -164,7 +163,7 @@ class DuplicateIndex:
         index._lsh = tables["tables"]
         index._exact = {}
         for pos, (scope, key) in enumerate(zip(index.scope, index.key)):
-            index._exact.setdefault((scope, key), pos)
+            index._exact.setdefault((scope, key), pos)  # as _add does, without re-inserting into the loaded LSH
         return index
 
     # ------------------------------------------------------------------ deduplication
@@ -227,7 +226,7 @@ class DuplicateIndex:
         batch_lsh: dict = {}
         for row, (group, mh) in enumerate(zip(groups, minhashes)):
             if group not in batch_lsh:
-                batch_lsh[group] = rensa.RMinHashLSH(0.7, NUM_PERM, BANDS)
+                batch_lsh[group] = _new_lsh()
             batch_lsh[group].insert(row, mh)
         pairs_row, pairs_other = [], []
         for row, (group, mh) in enumerate(zip(groups, minhashes)):
@@ -256,6 +255,11 @@ class DuplicateIndex:
         for k in order[sims[order] >= threshold]:
             similar.setdefault(int(rows[k]), []).append(int(others[k]))
         return similar
+
+
+def _new_lsh():
+    """An empty LSH table with the index's settings (the threshold argument is informative: the bands decide)."""
+    return rensa.RMinHashLSH(0.7, NUM_PERM, BANDS)
 
 
 def _minhashes(grams: list[list[str]]) -> list:
