@@ -516,23 +516,24 @@ class ConstrainedClassifier:
             return self._run([self.suffix_ids(t) for t in texts], mode).logits
 
     def classify(self, texts: Sequence[str], batch_size: int = 16) -> list[Prediction]:
-        texts = list(texts)
-        out: list[Prediction] = []
-        for start in range(0, len(texts), max(1, batch_size)):
-            out.extend(self._classify_batch(texts[start:start + max(1, batch_size)]))
-        return out
+        return [Prediction(label=l, confidence=c, decode_steps=s, latency_s=t)
+                for (l, c, s), t in self._batches(texts, batch_size, self.suffix_ids, self._decode)]
 
-    def _classify_batch(self, texts: list[str]) -> list[Prediction]:
-        if not texts:
-            return []
-        t0 = time.perf_counter()
-        results: list[tuple[str, float, int]] = []
-        with torch.inference_mode():
-            seqs = [self.suffix_ids(t) for t in texts]
-            for group in self._packs(seqs):
-                results.extend(self._decode([seqs[i] for i in group]))
-        latency = time.perf_counter() - t0
-        return [Prediction(label=l, confidence=c, decode_steps=s, latency_s=latency) for l, c, s in results]
+    def _batches(self, texts: Sequence[str], batch_size: int, suffix: Callable[[str], list[int]],
+                 decode: Callable[[list[list[int]]], list]) -> list[tuple[object, float]]:
+        """``decode`` over packs of each batch's suffix ids; each result with the wall time of its batch."""
+        texts = list(texts)
+        out = []
+        for start in range(0, len(texts), max(1, batch_size)):
+            t0 = time.perf_counter()
+            results = []
+            with torch.inference_mode():
+                seqs = [suffix(t) for t in texts[start:start + max(1, batch_size)]]
+                for group in self._packs(seqs):
+                    results.extend(decode([seqs[i] for i in group]))
+            latency = time.perf_counter() - t0
+            out.extend((r, latency) for r in results)
+        return out
 
     def _packs(self, seqs: list[list[int]]) -> list[list[int]]:
         if self.mode != "packed":
@@ -592,20 +593,16 @@ class ConstrainedClassifier:
         (the model must have been trained on list answers). Same cached prefix, batching and packing as
         :meth:`classify`."""
         trie = self.set_trie(max_intents)
-        texts = list(texts)
-        out: list[SetPrediction] = []
-        for start in range(0, len(texts), max(1, batch_size)):
-            batch = texts[start:start + max(1, batch_size)]
-            t0 = time.perf_counter()
-            results = []
-            with torch.inference_mode():
-                seqs = [self.layout.suffix_ids(self.tokenizer, t) + trie.forced_ids for t in batch]
-                for group in self._packs(seqs):
-                    run = self._run([seqs[i] for i in group], self.mode)
-                    results.extend(greedy_label_sets(trie, run.logits, run.extend))
-            latency = time.perf_counter() - t0
-            out.extend(SetPrediction(tuple(labels), tuple(conf), steps, latency) for labels, conf, steps in results)
-        return out
+
+        def suffix(text: str) -> list[int]:
+            return self.layout.suffix_ids(self.tokenizer, text) + trie.forced_ids
+
+        def decode(seqs: list[list[int]]) -> list:
+            run = self._run(seqs, self.mode)
+            return greedy_label_sets(trie, run.logits, run.extend)
+
+        return [SetPrediction(tuple(labels), tuple(conf), steps, t)
+                for (labels, conf, steps), t in self._batches(texts, batch_size, suffix, decode)]
 
     # ------------------------------------------------------------------------------------------- reference scoring
     def label_logprobs(self, text: str, labels: Sequence[str] | None = None) -> dict[str, list[float]]:
