@@ -190,21 +190,25 @@ class OpenAIClassifier:
         return cls(OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=1), model, labels,
                    system_prompt, **kwargs)
 
-    def _one(self, text: str) -> tuple[str, float, int]:
+    def _complete(self, text: str, structured: dict, max_tokens: int) -> tuple[str, float, int]:
+        """One greedy chat completion of [system prompt, ``text``] under ``structured`` outputs: (content, confidence:
+        the product of the answer's token probabilities, completion tokens)."""
         response = self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}],
-            temperature=0.0, max_tokens=self.max_tokens, logprobs=True,
-            extra_body={"structured_outputs": {"choice": self.answers}},
+            temperature=0.0, max_tokens=max_tokens, logprobs=True, extra_body={"structured_outputs": structured},
         )
         choice = response.choices[0]
-        content = (choice.message.content or "").strip()
-        label = self._by_answer.get(content) or parse_answer(content)
-        if label not in self.labels:
-            raise RuntimeError(f"the server answered {content!r}, outside the taxonomy: is structured output on?")
         tokens = (choice.logprobs.content or []) if choice.logprobs else []
         confidence = math.exp(sum(t.logprob for t in tokens)) if tokens else float("nan")
         steps = response.usage.completion_tokens if response.usage else len(tokens)
+        return (choice.message.content or "").strip(), confidence, steps
+
+    def _one(self, text: str) -> tuple[str, float, int]:
+        content, confidence, steps = self._complete(text, {"choice": self.answers}, self.max_tokens)
+        label = self._by_answer.get(content) or parse_answer(content)
+        if label not in self.labels:
+            raise RuntimeError(f"the server answered {content!r}, outside the taxonomy: is structured output on?")
         return label, confidence, steps
 
     def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
@@ -220,14 +224,8 @@ class OpenAIClassifier:
     def _one_set(self, text: str, max_intents: int) -> tuple[tuple[str, ...], tuple[float, ...], int]:
         import json
 
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=[{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}],
-            temperature=0.0, max_tokens=self.max_tokens * max_intents, logprobs=True,
-            extra_body={"structured_outputs": {"json": self.set_schema(max_intents)}},
-        )
-        choice = response.choices[0]
-        content = (choice.message.content or "").strip()
+        content, confidence, steps = self._complete(text, {"json": self.set_schema(max_intents)},
+                                                    self.max_tokens * max_intents)
         try:
             intents = json.loads(content)["intents"]
         except (ValueError, KeyError, TypeError):
@@ -236,9 +234,6 @@ class OpenAIClassifier:
         outside = [label for label in labels if label not in self.labels]
         if outside or not 1 <= len(labels) <= max_intents:
             raise RuntimeError(f"the server answered {content!r}, outside the taxonomy or the list's bounds")
-        tokens = (choice.logprobs.content or []) if choice.logprobs else []
-        confidence = math.exp(sum(t.logprob for t in tokens)) if tokens else float("nan")
-        steps = response.usage.completion_tokens if response.usage else len(tokens)
         # the server returns token log-probs of the whole answer: every label gets the answer's confidence
         return labels, (confidence,) * len(labels), steps
 
