@@ -36,12 +36,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
 
+from intent_assets.days import OUTSIDE_CALENDAR, Calendar, in_files
 from intent_assets.splits import FILE_NAMES, INPUT_COLUMN, SPLIT_SOURCES, SPLITS, normalize_split
 
 CHAT_LOG_COLUMNS = ["conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel", "split"]
@@ -49,7 +51,7 @@ LABEL_COLUMNS = ("intent", "label", "category")
 SPEAKERS = ("customer", "agent")
 DEFAULT_MAX_TEXT_CHARS = 10_000
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".parquet", ".json")
-QUARANTINE_COLUMNS = ["source", "record", "field", "reason", *CHAT_LOG_COLUMNS]
+QUARANTINE_COLUMNS = ["source", "record", "field", "reason", *CHAT_LOG_COLUMNS, "day"]
 
 
 class ChatLogLoadError(ValueError):
@@ -164,6 +166,8 @@ CHAT_LOG_SCHEMA = pa.DataFrameSchema(
         # optional, so that tables written before splits were read still validate
         "split": pa.Column(str, pa.Check.isin(["", *SPLITS]), required=False),
         "split_source": pa.Column(str, pa.Check.isin(["", *SPLIT_SOURCES]), required=False),
+        # the daily partition the record belongs to (``intent_assets.days``); optional like ``split``
+        "day": pa.Column(str, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$"), required=False),
     },
     unique=["conversation_id", "turn"],
     strict=True,
@@ -369,13 +373,17 @@ def _quarantine_rows(frame: pd.DataFrame, reasons: dict) -> pd.DataFrame:
                 "field": fld,
                 "reason": reason,
                 **{c: _printable(rec[c]) for c in CHAT_LOG_COLUMNS},
+                "day": rec.get("_day"),
             }
         )
     return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
 
 
 def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw records into (valid typed chat logs, quarantined rows with field and reason)."""
+    """Split raw records into (valid typed chat logs, quarantined rows with field and reason).
+
+    With a ``_day`` column (the loader's partition day), both outputs carry it as ``day``, and rows flagged in
+    ``_outside`` (a timestamp outside the calendar) are quarantined on field ``timestamp``."""
     frame = frame.reset_index(drop=True).astype({c: object for c in CHAT_LOG_COLUMNS})
     failures: dict[int, tuple[str, str]] = {}
     try:
@@ -388,6 +396,9 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
             idx = int(row.index)
             reason = "missing value" if row.check == "not_nullable" else str(row.check)
             failures.setdefault(idx, (str(row.column), reason))
+    if "_outside" in frame:
+        for idx in frame.index[frame["_outside"].to_numpy(dtype=bool)]:
+            failures.setdefault(int(idx), ("timestamp", OUTSIDE_CALENDAR))
 
     ok = frame.drop(index=list(failures))
     valid = pd.DataFrame(
@@ -402,6 +413,7 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
             "split": ok["split"].map(lambda v: normalize_split(v) or ""),
             "split_source": ok["_split_source"].map(lambda v: v if isinstance(v, str) else ""),
             "_source": ok["_source"],
+            **({"day": ok["_day"].astype(str)} if "_day" in ok else {}),
         }
     )
     # the same (conversation_id, turn) twice: keep the first, quarantine the rest
@@ -415,15 +427,20 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
     return CHAT_LOG_SCHEMA.validate(valid), quarantined
 
 
-def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, limit: int | None = None) -> LoadResult:
+def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, limit: int | None = None,
+                   days: Collection[str] | None = None, calendar: Calendar | None = None) -> LoadResult:
     """Read every supported file at ``location``; validate; return valid rows and quarantined rows.
 
+    Every row (valid or quarantined) carries its ``day`` (``intent_assets.days``). With ``days``, only the records
+    of those days are read (a file whose name gives another day is not opened) and ``rows_in`` counts those.
     ``limit`` keeps the first N records (before validation), for tiny configurations. In a folder, a JSON list of
     label names (Banking77's ``categories.json``) is not data: it is skipped and listed in ``skipped``.
     """
+    calendar = calendar or Calendar()
+    wanted = set(days) if days is not None else None
     frames, rejects, kinds, files, skipped = [], [], set(), [], []
     in_folder = Path(location).is_dir()
-    for path in list_input_files(location):
+    for path in in_files(list_input_files(location), calendar, wanted):
         try:
             frame, file_rejects, kind = read_file(path)
         except LabelListFile:
@@ -431,22 +448,49 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
                 raise
             skipped.append(str(path))
             continue
-        frames.append(frame)
-        rejects.extend(file_rejects)
+        file_day = calendar.file_day(path)
+        frames.append(frame.assign(_file_day=file_day))
+        rejects.extend({**r, "day": file_day or calendar.first} for r in file_rejects)
         kinds.add(kind)
         files.append(str(path))
     if not frames:
         raise ChatLogLoadError(f"{location}: no records, only label lists ({', '.join(Path(s).name for s in skipped)})")
     frame = pd.concat(frames, ignore_index=True)
+    frame["_day"], frame["_outside"] = calendar.record_days(frame["timestamp"], frame["_file_day"])
+    frame = frame.drop(columns="_file_day")
+    if wanted is not None:
+        frame = frame[frame["_day"].isin(wanted)].reset_index(drop=True)
+        rejects = [r for r in rejects if r["day"] in wanted]
     if limit is not None:
         frame = frame.head(limit)
         rejects = rejects[: max(0, limit - len(frame))]
     valid, quarantined = validate_records(frame, max_text_chars)
     line_rejects = pd.DataFrame(
-        [{"record": r["source"], **r, **{c: None for c in CHAT_LOG_COLUMNS}} for r in rejects], columns=QUARANTINE_COLUMNS
+        [{"record": r["source"], **{c: None for c in CHAT_LOG_COLUMNS}, **r} for r in rejects], columns=QUARANTINE_COLUMNS
     )
     quarantined = pd.concat([line_rejects, quarantined], ignore_index=True) if rejects else quarantined
     rows_in = len(frame) + len(rejects)
     if rows_in != len(valid) + len(quarantined):
         raise RuntimeError(f"loader lost records: {rows_in} in, {len(valid)} valid, {len(quarantined)} quarantined")
     return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files, skipped)
+
+
+def data_days(location: str | Path, calendar: Calendar | None = None) -> list[str]:
+    """The days (partition keys) that hold records at ``location``: from file names where they give one, else by
+    reading the file (timestamps; undated records are the first day's). What ``make run`` materializes."""
+    calendar = calendar or Calendar()
+    found: set[str] = set()
+    for path in list_input_files(location):
+        day = calendar.file_day(path)
+        if day is not None:
+            found.add(day)
+            continue
+        try:
+            frame, rejects, _ = read_file(path)
+        except LabelListFile:
+            continue
+        if rejects:
+            found.add(calendar.first)
+        if len(frame):
+            found.update(calendar.record_days(frame["timestamp"], pd.Series(None, index=frame.index, dtype=object))[0])
+    return sorted(found)

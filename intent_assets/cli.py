@@ -117,6 +117,17 @@ def champion_uri_main(args) -> int:
     return 0
 
 
+def days_main(args) -> int:
+    """Print the partition range (``first...last``) that holds the records at ``--path``: what
+    ``dagster asset materialize --partition-range`` takes (``make run``)."""
+    from intent_assets.chat_logs import data_days
+    from intent_assets.paths import DEFAULT_CHAT_LOGS, project_path
+
+    found = data_days(project_path(args.path) if args.path else DEFAULT_CHAT_LOGS)
+    print(f"{found[0]}...{found[-1]}" if args.range else "\n".join(found))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="intent-assets", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,6 +153,10 @@ def main(argv=None) -> int:
     u = sub.add_parser("champion-uri", help="print where the champion model is stored (prod: the S3 prefix to serve)")
     u.add_argument("--alias", default="champion", choices=["champion", "challenger"])
     u.set_defaults(func=champion_uri_main)
+    d = sub.add_parser("days", help="print the days (daily partitions) that hold records of a chat-log location")
+    d.add_argument("--path", help="file or folder (default: raw_chat_logs' default, the shipped sample)")
+    d.add_argument("--range", action="store_true", help="one line first...last (dagster's --partition-range)")
+    d.set_defaults(func=days_main)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

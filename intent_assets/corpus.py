@@ -20,7 +20,7 @@ from intent_assets.near_duplicates import DuplicateIndex
 
 REDACTED_COLUMNS = [
     "record_id", "conversation_key", "turn", "timestamp", "speaker", "text", "intent", "channel", "split", "split_source",
-    "pii_types", "pii_count",
+    "pii_types", "pii_count", "day",
 ]
 _PLACEHOLDER = re.compile(r"\{\{[A-Z_]+\}\}")
 _NON_WORD = re.compile(r"[^\w{}]+")
@@ -65,6 +65,8 @@ def redact_frame(frame: pd.DataFrame, processes: int = 1, executor=None) -> tupl
             "split_source": frame["split_source"].to_numpy() if "split_source" in frame else "",
             "pii_types": [",".join(sorted({s.entity_type for s in r.spans})) for r in redactions],
             "pii_count": np.array([len(r.spans) for r in redactions], dtype="int64"),
+            # the daily partition (older raw tables have none)
+            **({"day": frame["day"].to_numpy()} if "day" in frame else {}),
         }
     )
     return out, by_type
@@ -76,7 +78,7 @@ def normalize(text: str) -> str:
 
 
 def deduplicate(frame: pd.DataFrame, near_threshold: float = 0.9, index: DuplicateIndex | None = None,
-                source: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+                source: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Remove duplicated customer messages; agent turns are kept as they are (templated, never training data).
 
     * exact: same normalized text as an earlier customer message (whatever its label);
@@ -85,7 +87,8 @@ def deduplicate(frame: pd.DataFrame, near_threshold: float = 0.9, index: Duplica
       all-pairs matrix).
 
     "Earlier" includes what ``index`` already holds (the kept messages of earlier partitions), and the kept messages
-    of this frame join it under ``source``; without an index the frame is deduplicated on its own.
+    of this frame join it under ``source`` (default: each row's ``day``, its partition, where the frame has one);
+    without an index the frame is deduplicated on its own.
 
     When the input gives splits (column ``split``), duplicates are looked for within a split only, and rows of a
     given test split are never removed: an official test set stays whole, so figures on it compare with published
@@ -100,7 +103,8 @@ def deduplicate(frame: pd.DataFrame, near_threshold: float = 0.9, index: Duplica
     candidate = is_customer & (scopes != "test")  # a given test split is never deduplicated
     ids = frame["record_id"].to_numpy()
     found = index.deduplicate(ids, [normalize(t) for t in frame["text"]], scopes, frame["intent"].to_numpy(),
-                              candidate, near_threshold=near_threshold, source=source)
+                              candidate, near_threshold=near_threshold,
+                              source=source if source is not None else frame["day"].to_numpy() if "day" in frame else "")
     keep = np.ones(len(frame), dtype=bool)
     keep[[r["i"] for r in found]] = False
     removed = pd.DataFrame([{"record_id": ids[r.pop("i")], **r} for r in sorted(found, key=lambda r: r["i"])],

@@ -34,6 +34,8 @@ GPU_NODEPOOL = "gpu"
 # Dagster concurrency pool of the GPU steps: at most ``concurrency.pools.default_limit`` of them at once across all
 # runs (k8s/helm/values.yaml, k8s/dagster.yaml), whatever job or UI materialization they come from
 GPU_POOL = "gpu"
+# redacted_corpus updates the persisted near-duplicate index: one run at a time (a pool limit of 1, k8s/README.md)
+DEDUP_POOL = "dedup_index"
 CPU_NODEPOOL = "cpu"
 # the ServiceAccount (IRSA role) of the steps that touch raw PII; the others inherit the chart's intent-assets-dagster
 PII_SERVICE_ACCOUNT = "intent-assets-pii"

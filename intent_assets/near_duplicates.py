@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,9 +109,11 @@ class DuplicateIndex:
         for row, mh in zip(rows, minhashes):
             self._add(*row, minhash=None if row[-1] else mh)
 
-    def drop_source(self, source: str) -> int:
-        """Forget what ``source`` added (before deduplicating it again); returns the number of entries dropped."""
-        drop = [i for i, s in enumerate(self.source) if s == source]
+    def drop_source(self, source: str | Collection[str]) -> int:
+        """Forget what ``source`` (one, or several) added (before deduplicating it again); returns the number of
+        entries dropped."""
+        sources = {source} if isinstance(source, str) else set(source)
+        drop = [i for i, s in enumerate(self.source) if s in sources]
         if not drop:
             return 0
         counted = [self.key[i] for i in drop if not self.near_duplicate[i]]
@@ -169,9 +172,10 @@ class DuplicateIndex:
     # ------------------------------------------------------------------ deduplication
 
     def deduplicate(self, record_ids, keys: list[str], scopes, intents, candidate, near_threshold: float = 0.9,
-                    source: str = "") -> list[dict]:
+                    source: str | Sequence[str] = "") -> list[dict]:
         """Decide, in order, which of a batch's messages duplicate an earlier kept one (of the batch or of the
-        index) and add the kept candidates to the index. ``candidate[i]`` False: never removed, never indexed.
+        index) and add the kept candidates to the index under ``source`` (one for the batch, or one per message:
+        a range of daily partitions in one batch). ``candidate[i]`` False: never removed, never indexed.
         Returns the removed rows as dicts (batch position ``i``, ``duplicate_of`` record id, ``kind``,
         ``label_conflict``)."""
         removed: list[dict] = []
@@ -212,7 +216,8 @@ class DuplicateIndex:
                     other_id = self.record_id[-1 - match] if match < 0 else record_ids[unique[match]]
                     removed.append({"i": i, "duplicate_of": other_id, "kind": "near", "label_conflict": False})
         for row, i in enumerate(unique):
-            self._add(record_ids[i], keys[i], scopes[i], intents[i], source, near_duplicate=not kept[row],
+            self._add(record_ids[i], keys[i], scopes[i], intents[i], source if isinstance(source, str) else source[i],
+                      near_duplicate=not kept[row],
                       minhash=minhashes[row] if kept[row] else None)
         # the index's document frequencies count what it keeps (so drop_source can take a source's share back out)
         self.document_frequency += frequencies if kept.all() else _binary_column_sums(tf[np.flatnonzero(kept)])

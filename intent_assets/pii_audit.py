@@ -93,7 +93,10 @@ def audit_rows(frame: pd.DataFrame, salt: bytes) -> pd.DataFrame:
             "counts": json.dumps({t: counts[t] for t in ENTITY_TYPES if t in counts}),
             "positions": json.dumps([[s.entity_type, s.start, s.end, s.detector] for s in spans]),
         })
-    return pd.DataFrame(rows, columns=AUDIT_COLUMNS).astype({"text_chars": "int64", "pii_count": "int64"})
+    out = pd.DataFrame(rows, columns=AUDIT_COLUMNS).astype({"text_chars": "int64", "pii_count": "int64"})
+    if "day" in frame.columns:  # the daily partition of the raw record
+        out["day"] = frame["day"].to_numpy()
+    return out
 
 
 def summary(rows: pd.DataFrame) -> dict[str, dict[str, int]]:

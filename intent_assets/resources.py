@@ -48,31 +48,105 @@ def table_from_bytes(suffix: str, data: bytes):
     return pd.read_parquet(io.BytesIO(data)) if suffix == ".parquet" else json.loads(data.decode("utf-8"))
 
 
-class LocalTableIOManager(dg.ConfigurableIOManager):
-    """Stores DataFrames as Parquet and dicts as JSON under ``base_dir/<asset key>``."""
+def _location(where: str) -> dict:
+    return {"uri": dg.MetadataValue.url(where)} if where.startswith("s3://") else {"path": dg.MetadataValue.path(where)}
+
+
+class TableIOManager(dg.ConfigurableIOManager):
+    """DataFrames as Parquet, dicts as JSON, one object per asset (``<asset key>.parquet``); a partitioned asset
+    keeps one object per partition (``<asset key>/<partition key>.parquet``).
+
+    A partitioned asset returns ``{partition key: DataFrame}`` with exactly the keys of its run (a single-run
+    backfill writes a whole range at once). Reading a partitioned asset gives one DataFrame: the partitions asked
+    for, concatenated in key order (a downstream asset that depends on all of them gets those that were
+    materialized; the number read is in the log). Loaded without partition information (``intent_taxonomy`` reads
+    the stored corpus), every stored partition is read. Subclasses say where bytes live."""
+
+    def _name(self, asset_key: dg.AssetKey) -> str:
+        return "/".join(asset_key.path)
+
+    # storage: relative names ("<asset>.parquet", "<asset>/<key>.parquet")
+    def _write(self, name: str, data: bytes) -> str:
+        raise NotImplementedError
+
+    def _read(self, name: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def _stored_partitions(self, name: str) -> list[str]:
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        name = self._name(context.asset_key)
+        if not context.has_asset_partitions:
+            suffix, data = table_bytes(obj, context.asset_key.to_user_string())
+            context.add_output_metadata(_location(self._write(name + suffix, data)))
+            return
+        keys = sorted(context.asset_partition_keys)
+        if not isinstance(obj, dict) or sorted(obj) != keys:
+            got = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+            raise TypeError(f"{name}: a partitioned output must be a dict with one DataFrame per partition key of the "
+                            f"run ({keys[0]}..{keys[-1]}, {len(keys)} keys); got {got}")
+        for key in keys:
+            if not isinstance(obj[key], pd.DataFrame):
+                raise TypeError(f"{name}: partition {key}: expected a DataFrame, got {type(obj[key]).__name__}")
+            location = self._write(f"{name}/{key}.parquet", table_bytes(obj[key], name)[1])
+        context.add_output_metadata({**_location(location.rsplit("/", 1)[0] + "/"), "partitions_written": len(keys)})
+
+    def load_input(self, context: dg.InputContext):
+        keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else None
+        return self.load_table(context.asset_key, keys, log=context.log)
+
+    def load_table(self, asset_key: dg.AssetKey | str, partitions: Optional[list[str]] = None, log=None):
+        """The stored table of ``asset_key``: for a partitioned asset, ``partitions`` (default: every stored one)
+        concatenated; what a reader outside Dagster (a notebook, a test) calls too."""
+        asset_key = dg.AssetKey.from_user_string(asset_key) if isinstance(asset_key, str) else asset_key
+        name = self._name(asset_key)
+        keys = partitions if partitions is not None else self._stored_partitions(name)
+        if not keys:
+            for suffix in TABLE_SUFFIXES:
+                data = self._read(name + suffix)
+                if data is not None:
+                    return table_from_bytes(suffix, data)
+            raise FileNotFoundError(f"{asset_key.to_user_string()}: not materialized yet in {self._where()}")
+        stored = set(self._stored_partitions(name)) if len(keys) > 1 else set(keys)
+        frames = [f for f in (self._read(f"{name}/{k}.parquet") for k in keys if k in stored) if f is not None]
+        if not frames:
+            raise FileNotFoundError(f"{asset_key.to_user_string()}: partition(s) {keys[0]}..{keys[-1]} not "
+                                    f"materialized yet in {self._where()}")
+        if len(frames) < len(keys) and log is not None:
+            log.info(f"{name}: read the {len(frames)} materialized partitions of the {len(keys)} asked for")
+        tables = [table_from_bytes(".parquet", f) for f in frames]
+        return pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
+
+
+class LocalTableIOManager(TableIOManager):
+    """Tables as files under ``base_dir`` (written to a temporary name, then renamed)."""
 
     base_dir: str = Field(description="Folder that holds this IO manager's files.")
 
-    def _path(self, context, suffix: str) -> Path:
-        return Path(self.base_dir, *context.asset_key.path).with_suffix(suffix)
-
-    def handle_output(self, context: dg.OutputContext, obj) -> None:
-        suffix, data = table_bytes(obj, context.asset_key.to_user_string())
-        path = self._path(context, suffix)
+    def _write(self, name: str, data: bytes) -> str:
+        path = Path(self.base_dir, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(suffix + ".tmp").write_bytes(data)
-        path.with_suffix(suffix + ".tmp").replace(path)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        path.with_name(path.name + ".tmp").write_bytes(data)
+        path.with_name(path.name + ".tmp").replace(path)
+        return str(path)
 
-    def load_input(self, context: dg.InputContext):
-        for suffix in TABLE_SUFFIXES:
-            path = self._path(context.upstream_output, suffix)
-            if path.is_file():
-                return table_from_bytes(suffix, path.read_bytes())
-        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: not materialized yet under {self.base_dir}")
+    def _read(self, name: str) -> Optional[bytes]:
+        path = Path(self.base_dir, name)
+        return path.read_bytes() if path.is_file() else None
+
+    def _stored_partitions(self, name: str) -> list[str]:
+        folder = Path(self.base_dir, name)
+        return sorted(p.name[: -len(".parquet")] for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def _where(self) -> str:
+        return self.base_dir
 
 
-class S3TableIOManager(dg.ConfigurableIOManager):
+class S3TableIOManager(TableIOManager):
     """``prod``: the same tables (Parquet / JSON, never pickles) as objects ``s3://bucket/prefix/<asset key>``,
     through dagster-aws's ``S3Resource``. Raw (PII) and redacted tables use two instances on separate buckets."""
 
@@ -80,24 +154,30 @@ class S3TableIOManager(dg.ConfigurableIOManager):
     bucket: str = Field(description="Bucket of this IO manager's tables.")
     prefix: str = Field(default="", description="Key prefix inside the bucket.")
 
-    def _key(self, context, suffix: str) -> str:
-        return "/".join([p for p in self.prefix.strip("/").split("/") if p] + list(context.asset_key.path)) + suffix
+    def _key(self, name: str) -> str:
+        return "/".join([p for p in self.prefix.strip("/").split("/") if p] + [name])
 
-    def handle_output(self, context: dg.OutputContext, obj) -> None:
-        suffix, data = table_bytes(obj, context.asset_key.to_user_string())
-        key = self._key(context, suffix)
+    def _write(self, name: str, data: bytes) -> str:
+        key = self._key(name)
         self.s3.get_client().put_object(Bucket=self.bucket, Key=key, Body=data)
-        context.add_output_metadata({"uri": dg.MetadataValue.url(f"s3://{self.bucket}/{key}")})
+        return f"s3://{self.bucket}/{key}"
 
-    def load_input(self, context: dg.InputContext):
+    def _read(self, name: str) -> Optional[bytes]:
         client = self.s3.get_client()
-        for suffix in TABLE_SUFFIXES:
-            try:
-                body = client.get_object(Bucket=self.bucket, Key=self._key(context.upstream_output, suffix))["Body"]
-            except client.exceptions.NoSuchKey:
-                continue
-            return table_from_bytes(suffix, body.read())
-        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: not materialized yet in s3://{self.bucket}/{self.prefix}")
+        try:
+            return client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def _stored_partitions(self, name: str) -> list[str]:
+        prefix = self._key(name) + "/"
+        keys = []
+        for page in self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys += [o["Key"][len(prefix): -len(".parquet")] for o in page.get("Contents", []) if o["Key"].endswith(".parquet")]
+        return sorted(k for k in keys if "/" not in k)
+
+    def _where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 class ArtifactStore(dg.ConfigurableResource):

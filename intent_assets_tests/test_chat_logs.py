@@ -32,7 +32,7 @@ def test_valid_chat_logs_are_typed_and_reconcile(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [msg(turn=0, speaker="agent", text="Hello!", intent=""), msg(turn=1)])
     result = load_chat_logs(path)
     assert result.rows_in == 2 and len(result.valid) == 2 and result.quarantined.empty
-    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS, "split_source"]
+    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS, "split_source", "day"]
     assert result.valid["turn"].dtype == "int64"
     assert str(result.valid["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert result.valid.loc[1, "record_id"] == record_id("c1", 1)
@@ -248,3 +248,49 @@ def test_a_label_list_in_a_folder_is_skipped_and_named_alone_it_is_an_error(tmp_
     assert len(result.valid) == 1 and [p.split("/")[-1] for p in result.skipped] == ["categories.json"]
     with pytest.raises(ChatLogLoadError, match="categories.json: a list of 2 label names"):
         load_chat_logs(tmp_path / "categories.json")
+
+
+# ------------------------------------------------------------------------------------------------ daily partitions
+def test_a_day_reads_only_its_files_and_records_and_every_record_has_a_day(tmp_path):
+    from intent_assets.days import Calendar
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    write_jsonl(folder / "2025-03-01.jsonl", [msg("a", 0), msg("a", 1, timestamp=None)])
+    write_jsonl(folder / "2025-03-02.jsonl", [msg("b", 0, timestamp="2025-03-02T08:00:00Z")], [b"{broken\n"])
+    (folder / "2025-03-03.jsonl").write_bytes(b"\xff not even opened")  # another day: never read
+    write_jsonl(folder / "history.jsonl", [msg("h", 0, timestamp="2025-03-02T09:00:00Z"), msg("h", 1, timestamp="")])
+    calendar = Calendar(first="2025-01-01", last="2025-03-31")
+
+    result = load_chat_logs(folder, days=["2025-03-02"], calendar=calendar)
+    assert sorted(result.valid["record_id"]) == sorted([record_id("b", 0), record_id("h", 0)])
+    assert set(result.valid["day"]) == {"2025-03-02"} and list(result.quarantined["day"]) == ["2025-03-02"]
+    assert result.rows_in == 3 == len(result.valid) + len(result.quarantined)
+    assert not any(f.endswith("2025-03-03.jsonl") for f in result.files)
+
+    first = load_chat_logs(folder, days=["2025-01-01"], calendar=calendar)  # the undated record of history.jsonl
+    assert list(first.valid["record_id"]) == [record_id("h", 1)] and list(first.valid["day"]) == ["2025-01-01"]
+
+
+def test_a_timestamp_outside_the_calendar_is_quarantined_not_dropped(tmp_path):
+    from intent_assets.days import OUTSIDE_CALENDAR, Calendar
+
+    path = write_jsonl(tmp_path / "a.jsonl", [msg("a", 0), msg("a", 1, timestamp="2030-01-01T00:00:00Z")])
+    result = load_chat_logs(path, calendar=Calendar(first="2025-01-01", last="2025-12-31"))
+    assert result.rows_in == 2 and len(result.valid) == 1
+    assert reasons_by_record(result) == {"a/1": ("timestamp", OUTSIDE_CALENDAR)}
+    assert list(result.quarantined["day"]) == ["2025-12-31"]  # the nearest partition counts it
+
+
+def test_data_days_lists_the_days_that_hold_records(tmp_path):
+    from intent_assets.chat_logs import data_days
+    from intent_assets.days import Calendar
+
+    calendar = Calendar(first="2025-01-01", last="2025-12-31")
+    assert data_days(SAMPLE_DIR / "plain_labelled.csv", calendar) == ["2025-01-01"]  # undated: the first day
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    write_jsonl(folder / "2025-03-01.jsonl", [msg("a", 0)])
+    (folder / "2025-03-05.jsonl").write_bytes(b"\xff named: not opened")
+    write_jsonl(folder / "history.jsonl", [msg("h", 0, timestamp="2025-02-10T09:00:00Z")])
+    assert data_days(folder, calendar) == ["2025-02-10", "2025-03-01", "2025-03-05"]

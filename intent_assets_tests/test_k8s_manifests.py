@@ -139,9 +139,9 @@ def test_iam_roles_give_raw_pii_only_to_the_pii_steps():
     from intent_assets.resources import prod_resources
 
     resources = prod_resources()
-    raw_table = f"{resources['raw_io_manager'].prefix}/raw_chat_logs.parquet"
+    raw_table = f"{resources['raw_io_manager'].prefix}/raw_chat_logs/2025-01-01.parquet"  # one daily partition
     corrections = f"{resources['corrections'].location}/2026-11-25.jsonl"
-    redacted_table = f"{resources['io_manager'].prefix}/redacted_corpus.parquet"
+    redacted_table = f"{resources['io_manager'].prefix}/redacted_corpus/2025-01-01.parquet"
     awq = f"{resources['artifacts'].prefix}/awq_model/abc/quantized/model.safetensors"
     adapter = f"{resources['artifacts'].prefix}/lora_adapter/abc/adapter/adapter_model.safetensors"
     logs = yaml.safe_load((K8S / "helm" / "values.yaml").read_text())["computeLogManager"]["config"][

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from intent_assets.assets.common import partition_range_tags
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.definitions import build_definitions
@@ -43,13 +44,15 @@ def test_tables_round_trip_through_s3_with_raw_pii_in_its_own_bucket(prod_env, s
         resources={k: v for k, v in prod_env.items() if k in ("io_manager", "raw_io_manager", "chat_log_source")},
         run_config={"ops": {"raw_chat_logs": {"config": {"limit": 40}}}},
         selection=["raw_chat_logs", "quarantined_records", "intent_taxonomy", "reads_back"],
+        tags=partition_range_tags("2025-01-01", "2025-01-03"),
         raise_on_error=False,
     )
     failures = [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure]
     assert result.success, failures
     raw_keys = set(list_keys(s3_client, RAW, ""))
     redacted_keys = set(list_keys(s3_client, REDACTED, ""))
-    assert {"raw/raw_chat_logs.parquet", "raw/quarantined_records.parquet"} <= raw_keys
+    # one object per daily partition (the sample's first 40 records are from the first three days)
+    assert {f"raw/{a}/2025-01-0{d}.parquet" for a in ("raw_chat_logs", "quarantined_records") for d in (1, 2, 3)} <= raw_keys
     assert "redacted/intent_taxonomy.json" in redacted_keys
     assert not any("raw_chat_logs" in k or "quarantined_records" in k for k in redacted_keys)  # no PII here
     assert not any(k.endswith(".pkl") or "pickle" in k for k in raw_keys | redacted_keys)

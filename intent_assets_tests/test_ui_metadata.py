@@ -102,7 +102,7 @@ def test_an_invalid_config_fails_the_step_before_any_work(tmp_path):
     """Range checks run when the step parses its config, before the asset's body: no output is written."""
     resources = {"raw_io_manager": resources_for("local")["raw_io_manager"].model_copy(update={"base_dir": str(tmp_path)}),
                  "chat_log_source": ChatLogSource()}
-    result = dg.materialize([raw_chat_logs], resources=resources, raise_on_error=False,
+    result = dg.materialize([raw_chat_logs], resources=resources, raise_on_error=False, partition_key="2025-01-01",
                             run_config={"ops": {"raw_chat_logs": {"config": {"path": str(tmp_path / "missing.jsonl")}}}})
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]

@@ -37,9 +37,8 @@ def _stored_labels(context: dg.AssetExecutionContext) -> Optional[pd.DataFrame]:
     """The labelled customer messages of the stored ``redacted_corpus`` (redacted, never the raw table), or None
     when it was never materialized (e.g. the taxonomy alone, on a fresh instance). A dependency, not an input, so
     that the taxonomy can be materialized on its own with a file."""
-    loader = dg.build_input_context(asset_key=CORPUS, upstream_output=dg.build_output_context(asset_key=CORPUS))
     try:
-        corpus = context.resources.io_manager.load_input(loader)
+        corpus = context.resources.io_manager.load_table(CORPUS)
     except FileNotFoundError:
         return None
     return labelled_messages(corpus)[["record_id", "intent"]]

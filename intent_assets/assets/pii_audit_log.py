@@ -5,7 +5,7 @@ import pandas as pd
 
 from intent_assets import pii_audit
 from intent_assets import k8s_config
-from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, counts_table
+from intent_assets.assets.common import DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, by_day, counts_table, day_counts, day_table
 from intent_assets.resources import AuditSalt
 
 AUDIT_LINEAGE = dg.TableColumnLineage(
@@ -24,12 +24,15 @@ AUDIT_LINEAGE = dg.TableColumnLineage(
     kinds={"pandas", "parquet"},
     tags={**PII_REDACTED, "audit": "pii"},
     op_tags=k8s_config.PII_DATA_STEP,
+    partitions_def=DAILY,
+    backfill_policy=DAILY_BACKFILL,
 )
-def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_chat_logs: pd.DataFrame) -> pd.DataFrame:
+def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_chat_logs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The auditor's view of redaction: one row per raw chat message with a keyed, non-reversible ``audit_id``
     (HMAC of conversation id and turn with a secret salt), the graph-wide ``record_id`` (the join key into
     ``redacted_corpus``, ``dataset_splits`` and ``instruction_dataset``), and the entity types, detectors, counts
     and character positions of what ``intent_assets.pii`` redacted. Holds no personal data: no text, no values.
+    Partitioned by day like ``raw_chat_logs`` (its ``day`` column).
     """
     salt, salt_source = audit_salt.resolve()
     rows = pii_audit.audit_rows(raw_chat_logs, salt)
@@ -38,6 +41,8 @@ def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_
     context.add_output_metadata(
         {
             "records": len(rows),
+            "days": len(context.partition_keys),
+            "by_day": day_table(records=day_counts(rows)),
             "records_with_pii": int((rows["pii_count"] > 0).sum()),
             "spans_total": int(rows["pii_count"].sum()),
             "spans_by_type": counts_table(stats["spans_by_type"], "entity_type", "spans"),
@@ -49,4 +54,4 @@ def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_
             "dagster/row_count": len(rows),
         }
     )
-    return rows
+    return by_day(rows, sorted(context.partition_keys))

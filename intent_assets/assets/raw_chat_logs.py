@@ -8,12 +8,20 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
-from intent_assets.assets.common import DATA_OWNERS, PII_RAW, counts_table
+from intent_assets.assets.common import DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, by_day, counts_table, day_counts, day_table
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
+from intent_assets.days import Calendar, today
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
 
 ChatLogsType = pandera_schema_to_dagster_type(CHAT_LOG_SCHEMA)
+ChatLogsByDay = dg.DagsterType(
+    name="ChatLogsByDay",
+    description="One validated chat-log DataFrame per day of the run (pandera schema ChatLogs).",
+    type_check_fn=lambda context, value: isinstance(value, dict) and all(
+        ChatLogsType.type_check(context, frame).success for frame in value.values()),
+    metadata=ChatLogsType.metadata,
+)
 
 class RawChatLogsConfig(dg.Config):
     path: str = Field(
@@ -39,7 +47,7 @@ class RawChatLogsConfig(dg.Config):
 @dg.multi_asset(
     outs={
         "raw_chat_logs": dg.AssetOut(
-            dagster_type=ChatLogsType,
+            dagster_type=ChatLogsByDay,
             io_manager_key="raw_io_manager",
             description="One validated row per chat message, as logged. Holds raw personal data: restricted location.",
             owners=DATA_OWNERS,
@@ -56,6 +64,8 @@ class RawChatLogsConfig(dg.Config):
     },
     group_name="data",
     op_tags=k8s_config.PII_DATA_STEP,
+    partitions_def=DAILY,
+    backfill_policy=DAILY_BACKFILL,
 )
 def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, chat_log_source: ChatLogSource):
     """Reads historical support chat logs from the configured location and validates every record (pandera).
@@ -63,18 +73,29 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
     Bad records (missing text, unknown speaker, unparseable timestamp, invalid UTF-8, over-long message,
     malformed line, repeated conversation turn) are never dropped: they go to ``quarantined_records`` with the
     field and reason, and ``rows_in = rows_out + rows_quarantined`` is reported.
+
+    Partitioned by day (``intent_assets.days``: the timestamp's date, else a date in the file name, else the
+    first day for undated labelled data sets). A run reads only the records of its days, and counts reconcile per
+    day (``by_day``) and in total; a timestamp outside the partitioned days is quarantined, not dropped.
     """
     path = config.resolved_path()
+    keys = sorted(context.partition_keys)
     limit = chat_log_source.cap(config.limit)  # the environment may cap it (INTENT_ASSETS_ENV=tiny)
-    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit)
+    calendar = Calendar(first=DAILY.start.date().isoformat(), last=max(today(), keys[-1]))
+    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit, days=keys, calendar=calendar)
     valid, quarantined = result.valid, result.quarantined
-    context.log.info(f"read {result.rows_in} records from {len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
+    context.log.info(f"read {result.rows_in} records of {len(keys)} day(s) ({keys[0]}..{keys[-1]}) from "
+                     f"{len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
     speakers = valid["speaker"].value_counts().to_dict()
+    out_by_day, quarantined_by_day = day_counts(valid), day_counts(quarantined)
     yield dg.Output(
-        valid,
+        by_day(valid, keys),
         output_name="raw_chat_logs",
         metadata={
             "source": dg.MetadataValue.path(str(path)),
+            "days": len(keys),
+            "days_with_records": len(set(out_by_day) | set(quarantined_by_day)),
+            "by_day": day_table(rows_out=out_by_day, rows_quarantined=quarantined_by_day),
             "input_kind": result.input_kind,
             **({"files_skipped": dg.MetadataValue.json(result.skipped)} if result.skipped else {}),
             "record_limit": limit if limit is not None else "none",
@@ -91,7 +112,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
         },
     )
     yield dg.Output(
-        quarantined,
+        by_day(quarantined, keys),
         output_name="quarantined_records",
         metadata={
             "rows": len(quarantined),

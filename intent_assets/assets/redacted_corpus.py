@@ -6,8 +6,15 @@ from pydantic import Field
 
 from intent_assets import k8s_config
 from intent_assets import leak_scan
-from intent_assets.assets.common import PII_REDACTED, PRIVACY_OWNERS, column_lineage, counts_table
+from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, by_day, column_lineage,
+                                        counts_table, day_counts, day_table)
 from intent_assets.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
+from intent_assets.near_duplicates import DuplicateIndex
+from intent_assets.resources import ArtifactStore
+
+# The near-duplicate index of every day materialized so far (intent_assets.near_duplicates), one per environment
+# in its artifact store. Runs that update it take turns: the pool k8s_config.DEDUP_POOL has a limit of 1.
+DEDUP_INDEX_DIR = ("dedup_index",)
 
 class RedactedCorpusConfig(dg.Config):
     near_duplicate_threshold: float = Field(
@@ -30,8 +37,12 @@ class RedactedCorpusConfig(dg.Config):
     owners=PRIVACY_OWNERS,
     kinds={"pandas", "parquet", "scrubadub"},
     tags=PII_REDACTED,
+    partitions_def=DAILY,
+    backfill_policy=DAILY_BACKFILL,
+    pool=k8s_config.DEDUP_POOL,
 )
-def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusConfig, raw_chat_logs: pd.DataFrame) -> pd.DataFrame:
+def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusConfig, artifacts: ArtifactStore,
+                    raw_chat_logs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Chat messages with PII replaced by typed placeholders (``{{EMAIL}}``, ``{{PERSON}}``, ...), deduplicated.
 
     Redaction: scrubadub plus the project's detectors (``intent_assets.pii.redact``): Luhn-checked cards,
@@ -41,18 +52,37 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
     candidates, TF-IDF cosine decides: ``intent_assets.near_duplicates``); when the
     input gives splits, within a split only, and never in a given test split (it stays whole, as published).
     Nothing past this asset ever sees raw text; a blocking check re-scans it with an independent pass.
+
+    Partitioned by day like ``raw_chat_logs``: a run redacts only its days, and deduplicates them against every
+    day materialized before (a persisted index in the artifact store). Re-running a day first takes that day's
+    own entries out of the index. Where a message repeats across days, the copy materialized first is kept.
     """
+    keys = sorted(context.partition_keys)
     processes = redaction_processes(len(raw_chat_logs), config.redaction_processes)
     redacted, by_type = redact_frame(raw_chat_logs, processes=processes)
-    kept, removed = deduplicate(redacted, near_threshold=config.near_duplicate_threshold)
+    index_dir = artifacts.fetch(artifacts.path(*DEDUP_INDEX_DIR), missing_ok=True)
+    index = DuplicateIndex.load(index_dir)
+    dropped = index.drop_source(keys)
+    history = len(index)
+    kept, removed = deduplicate(redacted, near_threshold=config.near_duplicate_threshold, index=index)
+    index.save(index_dir)
+    artifacts.publish(index_dir)
     kinds = removed["kind"].value_counts().to_dict()
     context.log.info(
-        f"redacted {len(redacted)} messages ({sum(by_type.values())} PII spans); removed {len(removed)} duplicates"
+        f"redacted {len(redacted)} messages of {len(keys)} day(s) ({sum(by_type.values())} PII spans); removed "
+        f"{len(removed)} duplicates against {history} messages of other days"
     )
+    removed_days = redacted.loc[redacted["record_id"].isin(removed["record_id"]), "day"]
     context.add_output_metadata(
         {
             "rows_in": len(raw_chat_logs),
             "rows_out": len(kept),
+            "days": len(keys),
+            "by_day": day_table(rows_in=day_counts(redacted), rows_out=day_counts(kept),
+                                duplicates_removed=removed_days.value_counts().to_dict()),
+            "dedup_index_messages_before": history,
+            "dedup_index_messages_after": len(index),
+            "dedup_index_entries_replaced": dropped,
             "redaction_processes": processes,
             "duplicates_removed": len(removed),
             "duplicates_exact": int(kinds.get("exact", 0)),
@@ -69,11 +99,11 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
                 "text": [("raw_chat_logs", "text")],
                 "pii_types": [("raw_chat_logs", "text")],
                 "pii_count": [("raw_chat_logs", "text")],
-                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel", "split", "split_source")},
+                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel", "split", "split_source", "day")},
             }),
         }
     )
-    return kept
+    return by_day(kept, keys)
 
 @dg.asset_check(asset=redacted_corpus, blocking=True, description="Independent re-scan of the redacted text finds no PII.")
 def redacted_corpus_has_no_pii(redacted_corpus: pd.DataFrame) -> dg.AssetCheckResult:

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from intent_assets.assets.common import days_of_run_config
 from intent_assets.assets.model_promotion import rollback_job
 from intent_assets.definitions import ASSETS
 from intent_assets.registry import ModelRegistry
@@ -49,7 +50,7 @@ def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, mon
                  "retrain_policy": RetrainPolicy(min_new_corrections=50, require_beating_baselines=False)}
     with dg.instance_for_test() as instance:
         first = dg.materialize(ASSETS, selection=dg.AssetSelection.all() - NOT_AUDIT, resources=resources,
-                               run_config={"ops": TINY}, instance=instance)
+                               run_config={"ops": TINY}, instance=instance, tags=days_of_run_config({"ops": TINY}))
         assert first.success
         assert meta(first, "agent_corrections")["ledger_corrections"] == 0
         # the ML engineer makes the first model the champion (whatever the gate said of it): the rollback job

@@ -7,9 +7,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from intent_assets.assets.common import days_of_run_config, partition_range_tags
 from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
+from intent_assets.chat_logs import record_id
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
-from intent_assets.resources import ParaphraseLLM, local_resources
+from intent_assets.resources import LocalTableIOManager, ParaphraseLLM, local_resources
 from intent_assets_tests.openai_server import CannedOpenAIServer, make_paraphrase_responder
 
 
@@ -17,7 +19,8 @@ def materialize(root, run_config=None, llm=None):
     resources = local_resources(root)
     if llm is not None:
         resources["paraphrase_llm"] = llm
-    result = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, run_config=run_config or {})
+    result = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, run_config=run_config or {},
+                            tags=days_of_run_config(run_config))
     assert result.success
     return result
 
@@ -101,7 +104,7 @@ def test_bad_input_is_quarantined_and_unknown_labels_kept_out(data_root, tmp_pat
     result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
     raw = output_meta(result, "raw_chat_logs")
     assert (raw["rows_in"], raw["rows_out"], raw["rows_quarantined"]) == (8, 4, 4)
-    quarantined = pd.read_parquet(data_root / "raw" / "quarantined_records.parquet")
+    quarantined = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("quarantined_records")
     assert sorted(quarantined["field"]) == sorted(["<line>", "conversation_id,turn", "text", "text"])
     labels = pd.read_parquet(data_root / "redacted" / "quarantined_labels.parquet")
     assert list(labels["intent"]) == ["teleport"] and "not in taxonomy" in labels.loc[0, "reason"]
@@ -217,7 +220,7 @@ def test_clinc150_layout_uses_its_split_keys_and_the_shipped_taxonomy(data_root,
     result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
     raw = output_meta(result, "raw_chat_logs")
     assert (raw["rows_in"], raw["rows_quarantined"]) == (41, 1)
-    quarantined = pd.read_parquet(data_root / "raw" / "quarantined_records.parquet")
+    quarantined = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("quarantined_records")
     assert list(quarantined["field"]) == ["split"] and list(quarantined["split"]) == ["unlabelled_extras"]
     taxonomy = output_meta(result, "intent_taxonomy")
     assert (taxonomy["name"], taxonomy["taxonomy_source"], taxonomy["descriptions"]) == ("clinc150", "file", "given")
@@ -226,3 +229,57 @@ def test_clinc150_layout_uses_its_split_keys_and_the_shipped_taxonomy(data_root,
     assert (info["rows_train"], info["rows_validation"], info["rows_test"]) == (25, 7, 8)
     splits = pd.read_parquet(data_root / "redacted" / "dataset_splits.parquet")
     assert sorted(splits.loc[splits["intent"] == "oos", "split"]) == ["test", "test", "train", "validation"]
+
+
+# ------------------------------------------------------------------------------ daily partitions, one day at a time
+DAILY_KEYS = ["raw_chat_logs", "quarantined_records", "redacted_corpus", "pii_audit_log"]
+
+
+def _materialize_days(root, folder, first, last=None, instance=None):
+    resources = local_resources(root)
+    return dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], selection=DAILY_KEYS, resources=resources, instance=instance,
+                          run_config={"ops": {"raw_chat_logs": {"config": {"path": str(folder)}}}},
+                          tags=partition_range_tags(first, last or first))
+
+
+def test_a_new_day_is_processed_alone_and_deduplicated_against_every_earlier_day(data_root, tmp_path):
+    chats = pd.read_json(DEFAULT_CHAT_LOGS, lines=True, dtype=False, convert_dates=False)
+    day1 = chats[chats["timestamp"].str.startswith("2025-01-01")]
+    day2 = chats[chats["timestamp"].str.startswith("2025-01-02")]
+    repeated = day1[(day1["speaker"] == "customer") & (day1["intent"] != "")].head(3)
+    # the same customer words on the next day, in new conversations: an exact and a near repeat of history
+    again = repeated.assign(conversation_id=["again-1", "again-2", "again-3"], timestamp="2025-01-02T12:00:00Z")
+    again.loc[again.index[2], "text"] = again["text"].iloc[2] + "!!"
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    day1.to_json(folder / "2025-01-01.jsonl", orient="records", lines=True)
+    pd.concat([day2, again]).to_json(folder / "2025-01-02.jsonl", orient="records", lines=True)
+
+    with dg.instance_for_test() as instance:
+        first = _materialize_days(data_root, folder, "2025-01-01", instance=instance)
+        assert first.success
+        second = _materialize_days(data_root, folder, "2025-01-02", instance=instance)
+        assert second.success
+        raw = output_meta(second, "raw_chat_logs")
+        assert raw["rows_in"] == len(day2) + 3 == raw["rows_out"] + raw["rows_quarantined"]  # day 2 only
+        corpus = output_meta(second, "redacted_corpus")
+        assert corpus["rows_in"] == len(day2) + 3 and corpus["reconciles"]
+        assert corpus["dedup_index_messages_before"] == output_meta(first, "redacted_corpus")["dedup_index_messages_after"]
+        raw_io, redacted_io = (LocalTableIOManager(base_dir=str(data_root / d)) for d in ("raw", "redacted"))
+        stored = redacted_io.load_table("redacted_corpus", ["2025-01-02"])
+        ids = {record_id(c, t) for c, t in zip(again["conversation_id"], again["turn"])}
+        assert not ids & set(stored["record_id"]), "the repeats of day 1 were removed from day 2"
+        assert corpus["duplicates_removed"] >= 3
+        by_day = {r.data["day"]: r.data for r in second.asset_materializations_for_node("redacted_corpus")[0]
+                  .metadata["by_day"].value.records}
+        assert set(by_day) == {"2025-01-02"} and by_day["2025-01-02"]["rows_in"] == corpus["rows_in"]
+
+        # day 1 again (a re-run after a fix): its own entries leave the index first, so it keeps what it kept
+        rerun = _materialize_days(data_root, folder, "2025-01-01", instance=instance)
+        assert output_meta(rerun, "redacted_corpus")["rows_out"] == output_meta(first, "redacted_corpus")["rows_out"]
+        assert output_meta(rerun, "redacted_corpus")["dedup_index_entries_replaced"] > 0
+        # each day is its own object; the audit log and the raw table reconcile per day and in total
+        assert sorted(p.name for p in (data_root / "raw" / "raw_chat_logs").iterdir()) == ["2025-01-01.parquet", "2025-01-02.parquet"]
+        assert len(redacted_io.load_table("pii_audit_log")) == len(raw_io.load_table("raw_chat_logs")) == len(day1) + len(day2) + 3
+        checks = {c.check_name: c.passed for c in second.get_asset_check_evaluations()}
+        assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True, "quarantine_share_within_limit": True}

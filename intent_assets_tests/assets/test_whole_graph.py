@@ -6,9 +6,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
 from intent_assets.paths import DEFAULT_CHAT_LOGS
-from intent_assets.resources import local_resources
+from intent_assets.resources import LocalTableIOManager, local_resources
 
 # Unique synthetic values seeded into the raw logs of the tiny run: none may be found anywhere downstream of the raw
 # location (files, Dagster events and metadata, run logs). Each value also appears digits-only / lower-cased.
@@ -86,7 +87,8 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     config["ops"]["pii_memorization"]["config"]["canaries_path"] = str(canary_file)
     # a persistent (SQLite) instance, as `make run` uses: every event and metadata value must serialize
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config, instance=instance)
+        result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config, instance=instance,
+                               tags=days_of_run_config(config))
         assert result.success
         # zero leaks: every Dagster event of the run (metadata included) and every captured log line
         from dagster._serdes import serialize_value
@@ -97,7 +99,8 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert event_leaks == [], f"canary PII in Dagster events/metadata: {event_leaks}"
     assert {k: v for k, v in log_leaks.items() if v} == {}, "canary PII in the instance's logs or storage"
     # the canaries really were in the raw data (the test can fail) ...
-    raw_text = _file_text(data_root / "raw" / "raw_chat_logs.parquet")
+    raw = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("raw_chat_logs")
+    raw_text = raw.to_csv(index=False)
     assert set(find_canaries(raw_text)) >= set(CANARIES)
     # ... and nowhere outside the raw location: tables, instruction dataset, adapter training data, eval report
     downstream = [p for p in data_root.rglob("*") if p.is_file() and (data_root / "raw") not in p.parents]
@@ -105,8 +108,8 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     file_leaks = {str(p.relative_to(data_root)): hits for p in downstream if (hits := find_canaries(_file_text(p)))}
     assert file_leaks == {}, f"canary PII outside the raw location: {file_leaks}"
     # the auditor's view: one row per raw record, positions and types only
-    audit = pd.read_parquet(data_root / "redacted" / "pii_audit_log.parquet")
-    assert len(audit) == len(pd.read_parquet(data_root / "raw" / "raw_chat_logs.parquet"))
+    audit = LocalTableIOManager(base_dir=str(data_root / "redacted")).load_table("pii_audit_log")
+    assert len(audit) == len(raw)
     assert audit["audit_id"].is_unique and (data_root / "raw" / ".audit_salt").is_file()
 
     def meta(key):
