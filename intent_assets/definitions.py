@@ -60,6 +60,20 @@ def executor_for(environment: str | None = None) -> dg.ExecutorDefinition | None
     return k8s_job_executor.configured(PROD_EXECUTOR_CONFIG, name="k8s_prod")
 
 
+# prod backfills: a week of days per run (7 partitions), so a year of history is 53 runs that the run queue
+# spreads over pods (each step of each run is its own Kubernetes Job, sized by its op tag for a week of logs);
+# redacted_corpus steps still take turns on the dedup index (pool dedup_index, limit 1). Elsewhere one run takes
+# the whole range (assets.common.DAILY_BACKFILL): one process on one machine is fastest there.
+PROD_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
+
+
+def with_backfill_policy(assets: list, environment: str | None = None) -> list:
+    """The partitioned assets with prod's multi-run backfill policy in prod; unchanged elsewhere."""
+    if environment_name(environment) != "prod":
+        return assets
+    return [a.with_attributes(backfill_policy=PROD_BACKFILL) if a.partitions_def is not None else a for a in assets]
+
+
 def with_code_references(assets: list) -> list:
     """Each asset's ``dagster/code_references``: the local file and line (the UI's "Open in editor"), or, with
     ``INTENT_ASSETS_GIT_URL`` set (e.g. in a deployed image), a link to the file in that repository at
@@ -81,7 +95,7 @@ def with_code_references(assets: list) -> list:
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=with_code_references(ASSETS),
+        assets=with_code_references(with_backfill_policy(ASSETS, environment)),
         asset_checks=CHECKS,
         jobs=[data_job, training_job, rollback_job, *JOBS],
         sensors=SENSORS,

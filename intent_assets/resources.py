@@ -471,15 +471,70 @@ class RetrainPolicy(dg.ConfigurableResource):
 
 
 class ChatLogSource(dg.ConfigurableResource):
-    """The environment's budget for reading chat logs: ``raw_chat_logs`` reads at most ``max_records`` records
-    (the first ones), whatever its run config's ``limit`` says. None: no cap."""
+    """Where each day's chat logs land, and the environment's budget for reading them.
+
+    ``landing``: the folder (or, with ``bucket``, the S3 key prefix in the raw bucket) where the support system drops
+    each day's export, the day in the file's name (``2025-03-07.jsonl``, ``day=2025-03-07/part-0.parquet``): what
+    ``chat_log_days_sensor`` watches and what ``raw_chat_logs`` reads with ``path: landing``.
+    ``max_records``: ``raw_chat_logs`` reads at most that many records (the first ones), whatever its run config's
+    ``limit`` says. None: no cap."""
 
     max_records: Optional[int] = Field(default=None, ge=1, description="Cap on the records raw_chat_logs reads.")
+    landing: str = Field(default="", description="Folder, or key prefix in ``bucket``, where day files land.")
+    bucket: Optional[str] = Field(default=None, description="S3 bucket of the landing prefix (None: a local folder).")
+    s3: Optional[S3Resource] = None
 
     def cap(self, limit: Optional[int]) -> Optional[int]:
         if self.max_records is None:
             return limit
         return self.max_records if limit is None else min(limit, self.max_records)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.landing.strip('/')}/" if self.bucket else self.landing
+
+    def _s3(self):
+        return (self.s3 or S3Resource()).get_client()
+
+    def _prefix(self) -> str:
+        return self.landing.strip("/") + "/" if self.landing.strip("/") else ""
+
+    def day_files(self) -> dict[str, list[tuple[str, str]]]:
+        """``{day: [(name, fingerprint), ...]}`` of the landed files whose name gives a day (size and modification
+        time, or the S3 ETag: a file rewritten under the same name changes its day's fingerprint). One listing."""
+        from intent_assets.chat_logs import SUPPORTED_SUFFIXES
+        from intent_assets.days import name_day
+
+        found: list[tuple[str, str]] = []
+        if self.bucket:
+            prefix = self._prefix()
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [(o["Key"][len(prefix):], o["ETag"].strip('"')) for o in page.get("Contents", [])]
+        elif self.landing and Path(self.landing).is_dir():
+            root = Path(self.landing)
+            found = [(p.relative_to(root).as_posix(), f"{p.stat().st_size}-{p.stat().st_mtime_ns}")
+                     for p in root.rglob("*") if p.is_file()]
+        days: dict[str, list[tuple[str, str]]] = {}
+        for name, fingerprint in sorted(found):
+            day = name_day(name)
+            if day and name.endswith(SUPPORTED_SUFFIXES) and not Path(name).name.startswith("."):
+                days.setdefault(day, []).append((name, fingerprint))
+        return days
+
+    def stage(self, days: list[str], scratch: Path) -> Path:
+        """A local folder holding the landed files of ``days``: the landing folder itself, or (S3) those objects
+        downloaded into ``scratch`` (the caller deletes it: raw PII)."""
+        if not self.landing:
+            raise ValueError("raw_chat_logs path 'landing': this environment's chat_log_source has no landing location")
+        if not self.bucket:
+            return Path(self.landing)
+        wanted, client, prefix = set(days), self._s3(), self._prefix()
+        for day, files in self.day_files().items():
+            if day in wanted:
+                for name, _ in files:
+                    target = scratch / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(self.bucket, prefix + name, str(target))
+        return scratch
 
 
 class AuditSalt(dg.ConfigurableResource):
@@ -535,7 +590,8 @@ def local_resources(root: Path | None = None) -> dict:
         "raw_io_manager": LocalTableIOManager(base_dir=str(root / "raw")),
         "artifacts": ArtifactStore(base_dir=str(root / "artifacts")),
         "audit_salt": AuditSalt(salt=_env_or_none("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
-        "chat_log_source": ChatLogSource(),
+        # each day's export lands in a folder next to the raw tables (chat_log_days_sensor watches it)
+        "chat_log_source": ChatLogSource(landing=str(root / "raw" / "landing")),
         "paraphrase_llm": _paraphrase_llm(),
         # one CPU machine: a short demo fine-tune (see README "Embedded default budget")
         "trainer": TrainerBackend(**LOCAL_TRAINING_BUDGET),
@@ -559,7 +615,7 @@ def tiny_resources(root: Path | None = None) -> dict:
     """``local`` capped to a smoke run: what the browser test materializes with the UI's "Materialize all"."""
     return {
         **local_resources(root),
-        "chat_log_source": ChatLogSource(max_records=TINY_MAX_RECORDS),
+        "chat_log_source": ChatLogSource(max_records=TINY_MAX_RECORDS, landing=str(Path(root or data_dir()) / "raw" / "landing")),
         "trainer": TrainerBackend(**TINY_TRAINING_BUDGET),
         "inference": InferenceEngine(**TINY_INFERENCE_BUDGET),
     }
@@ -592,7 +648,8 @@ def prod_resources(root: Path | None = None) -> dict:
         "artifacts": S3ArtifactStore(base_dir=str(root / "artifacts"), s3=s3, bucket=bucket, prefix="artifacts"),
         # a secret (Kubernetes Secret or external secret store): pods must share one salt for stable audit ids
         "audit_salt": AuditSalt(salt=dg.EnvVar("INTENT_ASSETS_AUDIT_SALT"), salt_dir=str(root / "raw")),
-        "chat_log_source": ChatLogSource(),
+        # each day's export lands under chat_logs/ in the raw bucket (chat_log_days_sensor lists it)
+        "chat_log_source": ChatLogSource(landing="chat_logs", bucket=dg.EnvVar("INTENT_ASSETS_RAW_BUCKET"), s3=s3),
         "paraphrase_llm": _paraphrase_llm(),
         "trainer": TrainerBackend(),
         "inference": _inference_engine(),

@@ -8,15 +8,25 @@
 * ``retrain_on_corrections`` requests ``retrain_job`` once ``RetrainPolicy.min_new_corrections`` corrections
   were accepted since the last retraining it requested.
 * ``weekly_retrain`` runs ``retrain_job`` every Monday at 03:00 UTC whatever the count.
+* ``chat_log_days_sensor`` watches where each day's chat logs land (``ChatLogSource.landing``: a local folder, or
+  a prefix of the raw bucket) and requests one ``daily_logs_job`` run per day whose files are new or changed, for
+  that day's partition only (run key: the day and a fingerprint of its files). Its cursor maps each day to the
+  fingerprint last requested; a day rewritten or completed by a late file is requested again (re-running a day
+  replaces its rows and its share of the dedup index). It lists; it never reads a file.
 """
 
+import hashlib
 import json
 
 import dagster as dg
 
 from intent_assets.assets.agent_corrections import BATCH_TAG, BATCHES_DIR, agent_corrections
+from intent_assets.assets.common import DAILY
+from intent_assets.assets.pii_audit_log import pii_audit_log
+from intent_assets.assets.raw_chat_logs import LANDING, raw_chat_logs
+from intent_assets.assets.redacted_corpus import redacted_corpus
 from intent_assets.corrections import BatchStore
-from intent_assets.resources import ArtifactStore, CorrectionsSource, RetrainPolicy
+from intent_assets.resources import ArtifactStore, ChatLogSource, CorrectionsSource, RetrainPolicy
 
 corrections_job = dg.define_asset_job(
     "corrections_job", selection=dg.AssetSelection.assets(agent_corrections),
@@ -27,7 +37,13 @@ retrain_job = dg.define_asset_job(
     description="Corrections → instruction dataset → LoRA adapter → 4-bit model → evaluation → promotion gate.",
 )
 
+daily_logs_job = dg.define_asset_job(
+    "daily_logs_job", selection=dg.AssetSelection.assets(raw_chat_logs, redacted_corpus, pii_audit_log), partitions_def=DAILY,
+    description="One day of chat logs: validated, quarantined, redacted, deduplicated against history, audited.",
+)
+
 FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+MAX_DAYS_PER_TICK = 31  # a backlog of landed days spreads over ticks (each run is one day)
 
 
 def batch_run_request(batch_id: str, position: str, run_key: str) -> dg.RunRequest:
@@ -90,6 +106,32 @@ weekly_retrain = dg.ScheduleDefinition(
     description="Retrain on whatever corrections there are, every Monday 03:00 UTC.",
 )
 
-SENSORS = [agent_corrections_sensor, retrain_on_corrections]
+@dg.sensor(job=daily_logs_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def chat_log_days_sensor(context: dg.SensorEvaluationContext, chat_log_source: ChatLogSource):
+    """One ``daily_logs_job`` run per landed day whose files are new or changed (that day's partition only)."""
+    requested = json.loads(context.cursor) if context.cursor else {}
+    valid = set(DAILY.get_partition_keys())
+    requests, outside = [], []
+    for day, files in sorted(chat_log_source.day_files().items()):
+        fingerprint = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+        if requested.get(day) == fingerprint:
+            continue
+        if day not in valid:
+            outside.append(day)
+            continue
+        requests.append(dg.RunRequest(run_key=f"{day}:{fingerprint}", partition_key=day,
+                                      run_config={"ops": {"raw_chat_logs": {"config": {"path": LANDING}}}}))
+        requested[day] = fingerprint
+        if len(requests) >= MAX_DAYS_PER_TICK:
+            break
+    if outside:
+        context.log.warning(f"landed files of day(s) outside the partitions ({outside[0]}..{outside[-1]}): not requested")
+    cursor = json.dumps(requested, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=f"no new or changed day files in {chat_log_source.describe()}", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+SENSORS = [agent_corrections_sensor, retrain_on_corrections, chat_log_days_sensor]
 SCHEDULES = [weekly_retrain]
-JOBS = [corrections_job, retrain_job]
+JOBS = [corrections_job, retrain_job, daily_logs_job]

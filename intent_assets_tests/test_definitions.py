@@ -1,5 +1,6 @@
 import dagster as dg
 import pytest
+from dagster._core.definitions.backfill_policy import BackfillPolicyType  # not exported at the top level
 
 from intent_assets.assets.redacted_corpus import redacted_corpus_has_no_pii
 from intent_assets.definitions import build_definitions, defs
@@ -31,7 +32,7 @@ def test_the_continuous_learning_loop_is_wired():
     retrain = defs.resolve_job_def("retrain_job")
     assert {k.to_user_string() for k in retrain.asset_layer.selected_asset_keys} >= {
         "agent_corrections", "instruction_dataset", "lora_adapter", "awq_model", "eval_report", "model_promotion"}
-    assert {s.name for s in defs.sensors} == {"agent_corrections_sensor", "retrain_on_corrections"}
+    assert {s.name for s in defs.sensors} == {"agent_corrections_sensor", "retrain_on_corrections", "chat_log_days_sensor"}
     assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
     assert defs.resolve_job_def("rollback_job") is not None
 
@@ -83,3 +84,24 @@ def test_the_pii_check_is_blocking():
 def test_unknown_environment_is_an_error():
     with pytest.raises(ValueError, match="unknown environment"):
         build_definitions("mars")
+
+
+DAILY = {"raw_chat_logs", "quarantined_records", "redacted_corpus", "pii_audit_log"}
+
+
+@pytest.mark.parametrize("environment, policy, per_run", [("local", BackfillPolicyType.SINGLE_RUN, None),
+                                                          ("prod", BackfillPolicyType.MULTI_RUN, 7)])
+def test_the_raw_and_redacted_tables_are_daily_partitions_with_a_backfill_policy_per_environment(
+        environment, policy, per_run, monkeypatch):
+    monkeypatch.setenv("INTENT_ASSETS_BUCKET", "b")
+    monkeypatch.setenv("INTENT_ASSETS_RAW_BUCKET", "r")
+    graph = build_definitions(environment).resolve_asset_graph()
+    partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
+    assert partitioned == DAILY  # dataset_splits onward read every day
+    for key in DAILY:
+        node = graph.get(dg.AssetKey(key))
+        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+        assert node.partitions_def.start.date().isoformat() == "2025-01-01"
+        assert (node.backfill_policy.policy_type, node.backfill_policy.max_partitions_per_run) == (policy, per_run)
+    # the step that updates the persisted near-duplicate index runs in its own pool (limit 1: dagster.yaml)
+    assert graph.get(dg.AssetKey("redacted_corpus")).pools == {"dedup_index"}

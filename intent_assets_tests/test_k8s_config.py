@@ -191,9 +191,11 @@ def test_only_the_steps_that_read_raw_pii_run_under_the_pii_identity(name):
 
 
 @pytest.mark.parametrize("name", sorted(_assets_by_name()))
-def test_gpu_steps_share_one_concurrency_pool(name):
-    """Two GPU steps at most at once, from any run (a UI "Materialize all" has no job tag to limit by)."""
-    assert _assets_by_name()[name].op.pool == (k8s_config.GPU_POOL if name in GPU_ASSETS else None)
+def test_gpu_steps_share_one_concurrency_pool_and_the_dedup_index_has_its_own(name):
+    """Two GPU steps at most at once, from any run (a UI "Materialize all" has no job tag to limit by); the step
+    that updates the persisted near-duplicate index in a pool of its own (limit 1, k8s/README.md)."""
+    pools = {**{a: k8s_config.GPU_POOL for a in GPU_ASSETS}, "redacted_corpus": k8s_config.DEDUP_POOL}
+    assert _assets_by_name()[name].op.pool == pools.get(name)
 
 
 def test_the_raw_pii_steps_are_the_expected_ones():

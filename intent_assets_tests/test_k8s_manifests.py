@@ -148,11 +148,14 @@ def test_iam_roles_give_raw_pii_only_to_the_pii_steps():
         "s3ComputeLogManager"]["prefix"] + "/run/step.out"
     dagster, pii, vllm = _policy("dagster-s3-policy.json"), _policy("pii-s3-policy.json"), _policy("vllm-s3-read-policy.json")
 
-    for key in (raw_table, corrections):  # raw PII: only the pii role reads it
+    landed = f"{resources['chat_log_source'].landing}/2025-01-02.jsonl"  # a day's export, where it lands
+    for key in (raw_table, corrections, landed):  # raw PII: only the pii role reads it
         assert _allowed(pii, "s3:GetObject", RAW, key)
         assert not _allowed(dagster, "s3:GetObject", RAW, key) and not _allowed(vllm, "s3:GetObject", RAW, key)
     assert _allowed(pii, "s3:PutObject", RAW, raw_table) and not _allowed(dagster, "s3:PutObject", RAW, raw_table)
     assert not _allowed(pii, "s3:PutObject", RAW, corrections)  # agents' files are read, never rewritten
+    assert not _allowed(pii, "s3:PutObject", RAW, landed)  # nor the support system's exports
+    assert _allowed(dagster, "s3:ListBucket", RAW, prefix=landed.rsplit("/", 1)[0] + "/")  # the day-files sensor
     # the corrections sensor (code server, role dagster) lists new files without reading them
     assert _allowed(dagster, "s3:ListBucket", RAW, prefix=corrections.rsplit("/", 1)[0] + "/")
     assert not _allowed(dagster, "s3:ListBucket", RAW, prefix="raw/")

@@ -58,6 +58,34 @@ def test_tables_round_trip_through_s3_with_raw_pii_in_its_own_bucket(prod_env, s
     assert not any(k.endswith(".pkl") or "pickle" in k for k in raw_keys | redacted_keys)
 
 
+def test_a_day_landed_in_the_raw_bucket_is_listed_then_read_for_its_partition_only(prod_env, s3_client, tmp_path, monkeypatch):
+    import tempfile
+
+    from intent_assets.paths import DEFAULT_CHAT_LOGS
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the step stages the downloaded day
+    from intent_assets.sensors import chat_log_days_sensor
+
+    lines = DEFAULT_CHAT_LOGS.read_text().splitlines()
+    day = [line for line in lines if '"2025-01-02' in line]
+    s3_client.put_object(Bucket=RAW, Key="chat_logs/2025-01-02.jsonl", Body="\n".join(day).encode())
+    s3_client.put_object(Bucket=RAW, Key="chat_logs/day=2025-01-03/part-0.jsonl", Body=b"{broken\n")
+    resources = {k: v for k, v in prod_env.items() if k in ("raw_io_manager", "chat_log_source")}
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            requests = chat_log_days_sensor(context).run_requests
+        assert [r.partition_key for r in requests] == ["2025-01-02", "2025-01-03"]
+        result = dg.materialize([raw_chat_logs], resources=resources, instance=instance,
+                                partition_key="2025-01-02", run_config=requests[0].run_config)
+    assert result.success
+    mat = result.asset_materializations_for_node("raw_chat_logs")[0]
+    assert mat.metadata["rows_in"].value == len(day) and mat.metadata["source"].value == f"s3://{RAW}/chat_logs/"
+    assert {"raw/raw_chat_logs/2025-01-02.parquet"} == {k for k in list_keys(s3_client, RAW, "raw/") if "raw_chat_logs" in k}
+    # the downloaded day files lived in a temporary folder: no raw copy left on the pod's disk
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_artifact_store_publishes_a_model_directory_and_another_pod_fetches_it_verified(prod_env, tmp_path):
     # as in a step: EnvVars (bucket, endpoint, region) resolved, the nested dagster-aws S3Resource initialized
     with dg.build_resources({"artifacts": prod_env["artifacts"]}) as resources:

@@ -177,3 +177,42 @@ def test_exactly_once_when_the_sensor_and_a_run_die_mid_batch(tmp_path, pg_dsn):
 
     assert dict(zip(ledger["message_key"], ledger["corrected_intent"])) == {message_key(m): i for m, i in latest.items()}
     assert meta["conflicting_messages"] > 0 and meta["superseded_corrections"] == len(valid) - len(ledger)
+
+
+# ---------------------------------------------------------------------------------- new days of chat logs land
+def _day(chats, day):
+    return chats[chats["timestamp"].str.startswith(day)]
+
+
+def test_landed_day_files_are_materialized_one_partition_each_and_a_changed_day_again(tmp_path):
+    from intent_assets.definitions import defs
+    from intent_assets.paths import DEFAULT_CHAT_LOGS
+    from intent_assets.sensors import chat_log_days_sensor
+
+    resources = local_resources(tmp_path / "data")
+    landing = tmp_path / "data" / "raw" / "landing"
+    chats = pd.read_json(DEFAULT_CHAT_LOGS, lines=True, dtype=False, convert_dates=False)
+    with dg.instance_for_test() as instance:
+        requests, cursor, skip = tick(instance, resources, None, chat_log_days_sensor)
+        assert requests == [] and "no new or changed day files" in skip
+        landing.mkdir(parents=True)
+        _day(chats, "2025-01-02").to_json(landing / "2025-01-02.jsonl", orient="records", lines=True)
+        _day(chats, "2025-01-03").to_json(landing / "chats-2025-01-03.jsonl", orient="records", lines=True)
+        (landing / "notes.txt").write_text("not a day file")
+        requests, cursor, _ = tick(instance, resources, cursor, chat_log_days_sensor)
+        assert [r.partition_key for r in requests] == ["2025-01-02", "2025-01-03"]
+        assert tick(instance, resources, cursor, chat_log_days_sensor)[0] == []  # nothing new: nothing asked
+
+        job = defs.resolve_job_def("daily_logs_job")
+        result = job.execute_in_process(run_config=requests[0].run_config, partition_key=requests[0].partition_key,
+                                        instance=instance, resources=resources)
+        assert result.success
+        mat = result.asset_materializations_for_node("raw_chat_logs")[0]
+        assert mat.partition == "2025-01-02" and mat.metadata["rows_in"].value == len(_day(chats, "2025-01-02"))
+        assert [p.name for p in (tmp_path / "data" / "raw" / "raw_chat_logs").iterdir()] == ["2025-01-02.parquet"]
+
+        # a late file for a day already requested: that day again, and only that day
+        _day(chats, "2025-01-04").head(5).assign(timestamp="2025-01-02T23:00:00Z").to_json(
+            landing / "2025-01-02-late.jsonl", orient="records", lines=True)
+        requests, cursor, _ = tick(instance, resources, cursor, chat_log_days_sensor)
+        assert [r.partition_key for r in requests] == ["2025-01-02"] and requests[0].run_key.startswith("2025-01-02:")

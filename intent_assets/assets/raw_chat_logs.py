@@ -1,5 +1,6 @@
 """``raw_chat_logs`` and ``quarantined_records``: historical support chats, validated (holds raw PII)."""
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,7 @@ from intent_assets.days import Calendar, today
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
 
+LANDING = "landing"
 ChatLogsType = pandera_schema_to_dagster_type(CHAT_LOG_SCHEMA)
 ChatLogsByDay = dg.DagsterType(
     name="ChatLogsByDay",
@@ -28,7 +30,8 @@ class RawChatLogsConfig(dg.Config):
         default=str(DEFAULT_CHAT_LOGS.relative_to(PROJECT_DIR)),
         description=(
             "File or folder of chat logs (JSONL, CSV, Parquet) or of a plain labelled data set (text + "
-            "intent/label/category; CLINC150's data_full.json too). Relative paths are from the project folder."
+            "intent/label/category; CLINC150's data_full.json too). Relative paths are from the project folder. "
+            f"'{LANDING}': the day files where this environment's exports land (chat_log_source.landing, local or S3)."
         ),
     )
     max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, gt=0, description="Longer messages are quarantined.")
@@ -37,7 +40,7 @@ class RawChatLogsConfig(dg.Config):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: str) -> str:
-        if not project_path(value).exists():
+        if value != LANDING and not project_path(value).exists():
             raise ValueError(f"no file or folder at {value!r} (relative paths are from {PROJECT_DIR})")
         return value
 
@@ -78,11 +81,13 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
     first day for undated labelled data sets). A run reads only the records of its days, and counts reconcile per
     day (``by_day``) and in total; a timestamp outside the partitioned days is quarantined, not dropped.
     """
-    path = config.resolved_path()
     keys = sorted(context.partition_keys)
     limit = chat_log_source.cap(config.limit)  # the environment may cap it (INTENT_ASSETS_ENV=tiny)
     calendar = Calendar(first=DAILY.start.date().isoformat(), last=max(today(), keys[-1]))
-    result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit, days=keys, calendar=calendar)
+    with tempfile.TemporaryDirectory(prefix="landing-") as scratch:  # S3 day files, deleted at the end (raw PII)
+        path = chat_log_source.stage(keys, Path(scratch)) if config.path == LANDING else config.resolved_path()
+        result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit, days=keys, calendar=calendar)
+    source = chat_log_source.describe() if config.path == LANDING else str(path)
     valid, quarantined = result.valid, result.quarantined
     context.log.info(f"read {result.rows_in} records of {len(keys)} day(s) ({keys[0]}..{keys[-1]}) from "
                      f"{len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
@@ -92,7 +97,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
         by_day(valid, keys),
         output_name="raw_chat_logs",
         metadata={
-            "source": dg.MetadataValue.path(str(path)),
+            "source": dg.MetadataValue.path(source),
             "days": len(keys),
             "days_with_records": len(set(out_by_day) | set(quarantined_by_day)),
             "by_day": day_table(rows_out=out_by_day, rows_quarantined=quarantined_by_day),
