@@ -36,6 +36,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class LoadResult:
     input_kind: str  # "chat_logs" or "labelled"
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # label lists found in a folder (no records)
+    rows_in_by_day: dict[str, int] = field(default_factory=dict)  # records read, by their day, before validation
 
     @property
     def reasons(self) -> dict[str, int]:
@@ -464,6 +466,7 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
     if limit is not None:
         frame = frame.head(limit)
         rejects = rejects[: max(0, limit - len(frame))]
+    by_day = Counter(frame["_day"]) + Counter(r["day"] for r in rejects)
     valid, quarantined = validate_records(frame, max_text_chars)
     line_rejects = pd.DataFrame(
         [{"record": r["source"], **{c: None for c in CHAT_LOG_COLUMNS}, **r} for r in rejects], columns=QUARANTINE_COLUMNS
@@ -472,7 +475,8 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
     rows_in = len(frame) + len(rejects)
     if rows_in != len(valid) + len(quarantined):
         raise RuntimeError(f"loader lost records: {rows_in} in, {len(valid)} valid, {len(quarantined)} quarantined")
-    return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files, skipped)
+    return LoadResult(valid, quarantined, rows_in, "+".join(sorted(kinds)) or "empty", files, skipped,
+                      {d: int(n) for d, n in sorted(by_day.items())})
 
 
 def data_days(location: str | Path, calendar: Calendar | None = None) -> list[str]:

@@ -37,9 +37,12 @@ retrain_job = dg.define_asset_job(
     description="Corrections → instruction dataset → LoRA adapter → 4-bit model → evaluation → promotion gate.",
 )
 
+LANDING_CONFIG = {"ops": {"raw_chat_logs": {"config": {"path": LANDING}}}}
 daily_logs_job = dg.define_asset_job(
     "daily_logs_job", selection=dg.AssetSelection.assets(raw_chat_logs, redacted_corpus, pii_audit_log), partitions_def=DAILY,
-    description="One day of chat logs: validated, quarantined, redacted, deduplicated against history, audited.",
+    description="Days of landed chat logs (ChatLogSource.landing): validated, quarantined, redacted, deduplicated "
+    "against history, audited.",
+    config=LANDING_CONFIG,
 )
 
 FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -119,8 +122,7 @@ def chat_log_days_sensor(context: dg.SensorEvaluationContext, chat_log_source: C
         if day not in valid:
             outside.append(day)
             continue
-        requests.append(dg.RunRequest(run_key=f"{day}:{fingerprint}", partition_key=day,
-                                      run_config={"ops": {"raw_chat_logs": {"config": {"path": LANDING}}}}))
+        requests.append(dg.RunRequest(run_key=f"{day}:{fingerprint}", partition_key=day, run_config=LANDING_CONFIG))
         requested[day] = fingerprint
         if len(requests) >= MAX_DAYS_PER_TICK:
             break

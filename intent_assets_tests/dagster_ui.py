@@ -65,6 +65,22 @@ class DagsterDev:
             time.sleep(3)
         return status
 
+    def backfills(self) -> list[dict]:
+        data = self.graphql("{ partitionBackfillsOrError { __typename ... on PartitionBackfills { results { id status numPartitions } } } }")
+        return data["partitionBackfillsOrError"]["results"]
+
+    def wait_for_backfill(self, backfill_id: str, timeout: float) -> str:
+        """Polls an (asset) backfill until the daemon has launched and finished all its runs (or ``timeout``);
+        returns its final status (``COMPLETED_SUCCESS`` when every run succeeded)."""
+        deadline = time.monotonic() + timeout
+        status = "UNKNOWN"
+        while time.monotonic() < deadline:
+            status = next((b["status"] for b in self.backfills() if b["id"] == backfill_id), "UNKNOWN")
+            if status not in ("UNKNOWN", "REQUESTED", "CANCELING", "FAILING"):
+                return status
+            time.sleep(5)
+        return status
+
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.is_file() else ""
 

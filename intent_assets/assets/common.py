@@ -70,6 +70,15 @@ def day_table(**columns: Mapping[str, int]) -> dg.MetadataValue:
     )
 
 
+def add_day_metadata(context: dg.AssetExecutionContext, asset_key: str, keys: list[str],
+                     **values: Mapping[str, int | bool]) -> None:
+    """Each day's own values (``{day: value}`` per name; a missing day counts 0) on that day's materialization:
+    what a partition's page shows. Run-wide totals go in the output metadata, prefixed ``run_``."""
+    for day in keys:
+        context.add_asset_metadata({name.replace("__", "/"): v.get(day, 0) for name, v in values.items()},
+                                   asset_key=asset_key, partition_key=day)
+
+
 def day_counts(frame: pd.DataFrame) -> dict[str, int]:
     return frame["day"].value_counts().to_dict() if len(frame) else {}
 

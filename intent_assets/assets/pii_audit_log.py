@@ -5,7 +5,8 @@ import pandas as pd
 
 from intent_assets import pii_audit
 from intent_assets import k8s_config
-from intent_assets.assets.common import DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, by_day, counts_table, day_counts, day_table
+from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
+                                        counts_table, day_counts, day_table)
 from intent_assets.resources import AuditSalt
 
 AUDIT_LINEAGE = dg.TableColumnLineage(
@@ -38,20 +39,23 @@ def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_
     rows = pii_audit.audit_rows(raw_chat_logs, salt)
     stats = pii_audit.summary(rows)
     context.log.info(f"pii_audit_log: {len(rows)} records, {int(rows['pii_count'].sum())} spans; salt from {salt_source.split(':')[0]}")
+    keys = sorted(context.partition_keys)
+    records, raw = day_counts(rows), day_counts(raw_chat_logs)
+    add_day_metadata(context, "pii_audit_log", keys, records=records, dagster__row_count=records,
+                     reconciles_with_raw={d: records.get(d, 0) == raw.get(d, 0) for d in keys})
     context.add_output_metadata(
         {
-            "records": len(rows),
-            "days": len(context.partition_keys),
-            "by_day": day_table(records=day_counts(rows)),
+            "run_records": len(rows),
+            "days": len(keys),
+            "by_day": day_table(records=records),
             "records_with_pii": int((rows["pii_count"] > 0).sum()),
             "spans_total": int(rows["pii_count"].sum()),
             "spans_by_type": counts_table(stats["spans_by_type"], "entity_type", "spans"),
             "spans_by_detector": counts_table(stats["spans_by_detector"], "detector", "spans"),
             "salt_source": salt_source,
             "salt_from_environment": salt_source.startswith("environment"),
-            "reconciles_with_raw": len(rows) == len(raw_chat_logs),
+            "run_reconciles_with_raw": len(rows) == len(raw_chat_logs),
             "dagster/column_lineage": AUDIT_LINEAGE,
-            "dagster/row_count": len(rows),
         }
     )
-    return by_day(rows, sorted(context.partition_keys))
+    return by_day(rows, keys)

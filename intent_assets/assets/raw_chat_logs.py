@@ -9,7 +9,8 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field, field_validator
 
 from intent_assets import k8s_config
-from intent_assets.assets.common import DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, by_day, counts_table, day_counts, day_table
+from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, add_day_metadata, by_day,
+                                        counts_table, day_counts, day_table)
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
 from intent_assets.days import Calendar, today
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
@@ -92,7 +93,12 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
     context.log.info(f"read {result.rows_in} records of {len(keys)} day(s) ({keys[0]}..{keys[-1]}) from "
                      f"{len(result.files)} file(s): {len(valid)} valid, {len(quarantined)} quarantined")
     speakers = valid["speaker"].value_counts().to_dict()
-    out_by_day, quarantined_by_day = day_counts(valid), day_counts(quarantined)
+    out_by_day, quarantined_by_day, in_by_day = day_counts(valid), day_counts(quarantined), result.rows_in_by_day
+    # each day's page: that day's counts (they reconcile per day); the output metadata: the run's
+    add_day_metadata(context, "raw_chat_logs", keys, rows_in=in_by_day, rows_out=out_by_day,
+                     rows_quarantined=quarantined_by_day, dagster__row_count=out_by_day,
+                     reconciles={d: in_by_day.get(d, 0) == out_by_day.get(d, 0) + quarantined_by_day.get(d, 0) for d in keys})
+    add_day_metadata(context, "quarantined_records", keys, rows=quarantined_by_day, dagster__row_count=quarantined_by_day)
     yield dg.Output(
         by_day(valid, keys),
         output_name="raw_chat_logs",
@@ -100,29 +106,27 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
             "source": dg.MetadataValue.path(source),
             "days": len(keys),
             "days_with_records": len(set(out_by_day) | set(quarantined_by_day)),
-            "by_day": day_table(rows_out=out_by_day, rows_quarantined=quarantined_by_day),
+            "by_day": day_table(rows_in=in_by_day, rows_out=out_by_day, rows_quarantined=quarantined_by_day),
             "input_kind": result.input_kind,
             **({"files_skipped": dg.MetadataValue.json(result.skipped)} if result.skipped else {}),
             "record_limit": limit if limit is not None else "none",
-            "rows_in": result.rows_in,
-            "rows_out": len(valid),
-            "rows_quarantined": len(quarantined),
-            "reconciles": result.rows_in == len(valid) + len(quarantined),
+            "run_rows_in": result.rows_in,
+            "run_rows_out": len(valid),
+            "run_rows_quarantined": len(quarantined),
+            "run_reconciles": result.rows_in == len(valid) + len(quarantined) == sum(in_by_day.values()),
             "conversations": int(valid["conversation_id"].nunique()),
             "customer_messages": int(speakers.get("customer", 0)),
             "agent_messages": int(speakers.get("agent", 0)),
             "labelled_messages": int((valid["intent"] != "").sum()),
             "distinct_labels": int(valid.loc[valid["intent"] != "", "intent"].nunique()),
-            "dagster/row_count": len(valid),
         },
     )
     yield dg.Output(
         by_day(quarantined, keys),
         output_name="quarantined_records",
         metadata={
-            "rows": len(quarantined),
+            "run_rows": len(quarantined),
             "by_reason": counts_table(result.reasons, "reason", "rows"),
             "by_field": counts_table(quarantined["field"].value_counts().to_dict(), "field", "rows"),
-            "dagster/row_count": len(quarantined),
         },
     )

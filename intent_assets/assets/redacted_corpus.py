@@ -6,8 +6,8 @@ from pydantic import Field
 
 from intent_assets import k8s_config
 from intent_assets import leak_scan
-from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, by_day, column_lineage,
-                                        counts_table, day_counts, day_table)
+from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
+                                        column_lineage, counts_table, day_counts, day_table)
 from intent_assets.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
 from intent_assets.near_duplicates import DuplicateIndex
 from intent_assets.resources import ArtifactStore
@@ -72,27 +72,29 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
         f"redacted {len(redacted)} messages of {len(keys)} day(s) ({sum(by_type.values())} PII spans); removed "
         f"{len(removed)} duplicates against {history} messages of other days"
     )
-    removed_days = redacted.loc[redacted["record_id"].isin(removed["record_id"]), "day"]
+    in_by_day, out_by_day = day_counts(redacted), day_counts(kept)
+    removed_by_day = redacted.loc[redacted["record_id"].isin(removed["record_id"]), "day"].value_counts().to_dict()
+    add_day_metadata(context, "redacted_corpus", keys, rows_in=in_by_day, rows_out=out_by_day,
+                     duplicates_removed=removed_by_day, dagster__row_count=out_by_day,
+                     reconciles={d: in_by_day.get(d, 0) == out_by_day.get(d, 0) + removed_by_day.get(d, 0) for d in keys})
     context.add_output_metadata(
         {
-            "rows_in": len(raw_chat_logs),
-            "rows_out": len(kept),
+            "run_rows_in": len(raw_chat_logs),
+            "run_rows_out": len(kept),
             "days": len(keys),
-            "by_day": day_table(rows_in=day_counts(redacted), rows_out=day_counts(kept),
-                                duplicates_removed=removed_days.value_counts().to_dict()),
+            "by_day": day_table(rows_in=in_by_day, rows_out=out_by_day, duplicates_removed=removed_by_day),
             "dedup_index_messages_before": history,
             "dedup_index_messages_after": len(index),
             "dedup_index_entries_replaced": dropped,
             "redaction_processes": processes,
-            "duplicates_removed": len(removed),
+            "run_duplicates_removed": len(removed),
             "duplicates_exact": int(kinds.get("exact", 0)),
             "duplicates_near": int(kinds.get("near", 0)),
             "duplicate_label_conflicts": int(removed["label_conflict"].sum()) if len(removed) else 0,
-            "reconciles": len(raw_chat_logs) == len(kept) + len(removed),
+            "run_reconciles": len(raw_chat_logs) == len(kept) + len(removed),
             "messages_with_pii": int((redacted["pii_count"] > 0).sum()),
             "pii_spans_total": int(sum(by_type.values())),
             "pii_by_type": counts_table(dict(by_type.most_common()), "entity_type", "spans"),
-            "dagster/row_count": len(kept),
             "dagster/column_lineage": column_lineage({
                 "record_id": [("raw_chat_logs", "record_id")],
                 "conversation_key": [("raw_chat_logs", "conversation_id")],

@@ -55,7 +55,7 @@ def test_tiny_run_with_paraphrases_from_a_loopback_server(data_root):
         assert len(server.requests) == first_requests
 
     raw = output_meta(result, "raw_chat_logs")
-    assert raw["rows_in"] == 400 == raw["rows_out"] + raw["rows_quarantined"]
+    assert raw["run_rows_in"] == 400 == raw["run_rows_out"] + raw["run_rows_quarantined"]
     augments = pd.read_parquet(data_root / "redacted" / "synthetic_augments.parquet")
     assert first_requests > 0 and len(augments) > 0
     assert set(augments["reason"]) >= {"accepted", "duplicate_of_existing", "contains_pii"}
@@ -103,7 +103,7 @@ def test_bad_input_is_quarantined_and_unknown_labels_kept_out(data_root, tmp_pat
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
     result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
     raw = output_meta(result, "raw_chat_logs")
-    assert (raw["rows_in"], raw["rows_out"], raw["rows_quarantined"]) == (8, 4, 4)
+    assert (raw["run_rows_in"], raw["run_rows_out"], raw["run_rows_quarantined"]) == (8, 4, 4)
     quarantined = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("quarantined_records")
     assert sorted(quarantined["field"]) == sorted(["<line>", "conversation_id,turn", "text", "text"])
     labels = pd.read_parquet(data_root / "redacted" / "quarantined_labels.parquet")
@@ -156,9 +156,14 @@ def test_shipped_sample_no_inserted_pii_reaches_instruction_dataset(shipped_samp
 def test_shipped_sample_counts_reconcile(shipped_sample_run):
     _, result = shipped_sample_run
     raw = output_meta(result, "raw_chat_logs")
-    assert raw["rows_in"] == raw["rows_out"] + raw["rows_quarantined"]
+    assert raw["run_rows_in"] == raw["run_rows_out"] + raw["run_rows_quarantined"]
+    # every day's own materialization carries that day's counts, and they reconcile day by day
+    days = [{k: v.value for k, v in m.metadata.items()} for m in result.asset_materializations_for_node("raw_chat_logs")
+            if m.asset_key == dg.AssetKey("raw_chat_logs")]
+    assert len(days) == raw["days"] == 363 and all(d["reconciles"] for d in days)
+    assert sum(d["rows_in"] for d in days) == raw["run_rows_in"] and sum(d["dagster/row_count"] for d in days) == raw["run_rows_out"]
     corpus = output_meta(result, "redacted_corpus")
-    assert corpus["reconciles"] and corpus["pii_spans_total"] > 1000
+    assert corpus["run_reconciles"] and corpus["pii_spans_total"] > 1000
     splits = output_meta(result, "dataset_splits")
     assert splits["reconciles"] and splits["intents_present"] == 77
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -219,7 +224,7 @@ def test_clinc150_layout_uses_its_split_keys_and_the_shipped_taxonomy(data_root,
     }))
     result = materialize(data_root, {"ops": {"raw_chat_logs": {"config": {"path": str(path)}}}})
     raw = output_meta(result, "raw_chat_logs")
-    assert (raw["rows_in"], raw["rows_quarantined"]) == (41, 1)
+    assert (raw["run_rows_in"], raw["run_rows_quarantined"]) == (41, 1)
     quarantined = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("quarantined_records")
     assert list(quarantined["field"]) == ["split"] and list(quarantined["split"]) == ["unlabelled_extras"]
     taxonomy = output_meta(result, "intent_taxonomy")
