@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/scale.py --sizes 50000 500000                  # both pipelines, 50k messages a day
     PYTHONPATH=. python bench/scale.py --sizes 5000000 --pipelines streaming
+    PYTHONPATH=. python bench/scale.py --sizes 500000 5000000 --pipelines dagster --days-per-run 7   # the assets
     PYTHONPATH=. python bench/scale.py --sizes 20000 --days 5 --pipelines streaming first --json out.json
 
 Generates realistic chat logs once per size under ``--work``: the shipped sample's labelled customer utterances
@@ -18,6 +19,10 @@ larger size is a longer history. then runs the data half's domain code on them, 
 * ``streaming``: one day at a time, as a daily partition would run: read and validate the day, redact it
   (``--processes`` workers, one pool for the whole run), deduplicate it against all earlier days through one
   ``DuplicateIndex`` (MinHash LSH), audit it, write the day's tables.
+* ``dagster``: the daily-partitioned assets themselves (``raw_chat_logs``, ``quarantined_records``,
+  ``redacted_corpus``, ``pii_audit_log`` and their checks) through ``dg.materialize`` in process, ``--days-per-run``
+  days per run as prod's multi-run backfill policy batches them, the dedup index persisted between runs; then the
+  last day alone on that history (what the day-files sensor requests), with its own wall time and rows read.
 
 Per stage: seconds, messages/s, peak RSS of the process while the stage ran (sampled every 50 ms); per pipeline and
 size: total wall time and peak RSS; between consecutive sizes: the growth exponent of wall time
@@ -33,6 +38,7 @@ import math
 import multiprocessing
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -232,25 +238,98 @@ def run_streaming(folder: Path, out: Path, processes: int) -> dict:
     return {**totals, "stages": stages.rows, "index_messages": len(index)}
 
 
-PIPELINES = {"first": run_first, "streaming": run_streaming}
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds of each step of a Dagster run, from its STEP_START / STEP_SUCCESS events."""
+    started, seconds = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = entry.timestamp
+        elif event.event_type_value == "STEP_SUCCESS":
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
+def run_dagster(folder: Path, out: Path, processes: int, days_per_run: int = 7) -> dict:
+    """The real thing: the daily-partitioned assets (raw_chat_logs, quarantined_records, redacted_corpus,
+    pii_audit_log and their checks) materialized in process, ``days_per_run`` days per run as prod's multi-run
+    backfill policy batches them (0: every day in one run, the local single-run policy); then one more day (the
+    next day's file, as the sensor would land it) on that history, alone."""
+    import dagster as dg
+
+    from intent_assets.assets.common import partition_range_tags
+    from intent_assets.chat_logs import data_days
+    from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
+    from intent_assets.resources import local_resources
+
+    shutil.rmtree(out, ignore_errors=True)  # a fresh data folder: no index of an earlier measurement
+    selection = ["raw_chat_logs", "quarantined_records", "redacted_corpus", "pii_audit_log"]
+    days = data_days(folder)
+    history, new_day = (days[:-1], days[-1]) if len(days) > 1 else (days, None)
+    config = {"ops": {"raw_chat_logs": {"config": {"path": str(folder)}},
+                      "redacted_corpus": {"config": {"redaction_processes": processes}}}}
+    stages = Stages()
+
+    def materialize(first, last):
+        return dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], selection=selection, instance=instance,
+                              resources=local_resources(out), run_config=config, tags=partition_range_tags(first, last))
+
+    def meta(result, key):
+        mats = [m for m in result.asset_materializations_for_node(key) if m.asset_key == dg.AssetKey(key)]
+        return {k: v.value for k, v in mats[0].metadata.items()}
+
+    per_run = days_per_run or len(history)
+    totals = {"messages": 0, "kept": 0, "duplicates": 0, "quarantined": 0, "days": len(history), "runs": 0}
+    history_stage = f"history: {per_run} days per run"
+    with dg.instance_for_test() as instance:
+        for start in range(0, len(history), per_run):
+            chunk = history[start:start + per_run]
+            result = stages.run(history_stage, 0, materialize, chunk[0], chunk[-1])
+            assert result.success
+            raw, corpus = meta(result, "raw_chat_logs"), meta(result, "redacted_corpus")
+            stages.rows[history_stage]["messages"] += raw["run_rows_in"]
+            for step, seconds in _step_seconds(instance, result.run_id).items():
+                row = stages.rows.setdefault(f"  step {step}", {"seconds": 0.0, "messages": 0, "peak_rss_gb": 0.0})
+                row["seconds"] += seconds
+                row["messages"] += raw["run_rows_in"]
+            totals = {**totals, "messages": totals["messages"] + raw["run_rows_in"], "runs": totals["runs"] + 1,
+                      "kept": totals["kept"] + corpus["run_rows_out"],
+                      "duplicates": totals["duplicates"] + corpus["run_duplicates_removed"],
+                      "quarantined": totals["quarantined"] + raw["run_rows_quarantined"]}
+        if new_day is not None:
+            added = stages.run("one more day on that history", 0, materialize, new_day, new_day)
+            assert added.success
+            day_raw, day_corpus = meta(added, "raw_chat_logs"), meta(added, "redacted_corpus")
+            stages.rows["one more day on that history"]["messages"] = day_raw["run_rows_in"]
+            totals.update({"new_day_rows_read": day_raw["run_rows_in"], "new_day_duplicates": day_corpus["run_duplicates_removed"],
+                           "new_day_index_before": day_corpus["dedup_index_messages_before"]})
+    return {**totals, "stages": stages.rows}
+
+
+PIPELINES = {"first": run_first, "streaming": run_streaming, "dagster": run_dagster}
 
 
 def child(args) -> None:
     import bench._dense_dedup, intent_assets.corpus, intent_assets.near_duplicates, intent_assets.pii_audit  # noqa: F401
+    if args.child == "dagster":
+        import intent_assets.definitions  # noqa: F401
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()  # imports done: the pipeline's own time
-    result = PIPELINES[args.child](Path(args.folder), out, args.processes)
+    extra = {"days_per_run": args.days_per_run} if args.child == "dagster" else {}
+    result = PIPELINES[args.child](Path(args.folder), out, args.processes, **extra)
     result["wall_s"] = time.perf_counter() - start
     result["peak_rss_gb"] = max(r["peak_rss_gb"] for r in result["stages"].values())
     print("RESULT " + json.dumps(result))
 
 
-def measure(pipeline: str, folder: Path, out: Path, processes: int, max_rss_gb: float) -> dict:
+def measure(pipeline: str, folder: Path, out: Path, processes: int, max_rss_gb: float, days_per_run: int = 7) -> dict:
     """Run one pipeline in a child process; stop it when its resident memory passes ``max_rss_gb``."""
     cmd = [sys.executable, __file__, "--child", pipeline, "--folder", str(folder), "--out", str(out),
-           "--processes", str(processes)]
+           "--processes", str(processes), "--days-per-run", str(days_per_run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     watched, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -281,6 +360,8 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", choices=sorted(PIPELINES), default=["first", "streaming"])
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Redaction workers (streaming).")
     parser.add_argument("--max-rss-gb", type=float, default=20.0)
+    parser.add_argument("--days-per-run", type=int, default=7,
+                        help="dagster pipeline: days per run, as prod's backfill policy (0: all in one run).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/intent_assets_scale"))
     parser.add_argument("--json", help="Also write the results here.")
     parser.add_argument("--child", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
@@ -301,7 +382,8 @@ def main() -> None:
         if args.generate_only:
             continue
         for pipeline in args.pipelines:
-            result = measure(pipeline, folder, args.work / f"out-{pipeline}-{size}", args.processes, args.max_rss_gb)
+            result = measure(pipeline, folder, args.work / f"out-{pipeline}-{size}", args.processes, args.max_rss_gb,
+                             args.days_per_run)
             result.update({"pipeline": pipeline, "size": info["written"]})
             results.append(result)
             print(json.dumps(result), flush=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from array import array
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ NUM_PERM = 256
 BANDS = 32
 SEED = 42
 N_FEATURES = 2**20
+# candidate pairs whose cosines one sparse product computes: all at once, a batch of a week of 50k-message days
+# peaked at 6.9 GB; 100k at a time, 3.3 GB and faster (BENCHMARKS.md, issue 16)
+PAIR_CHUNK = 100_000
 _INDEX_FILE = "messages.parquet"
 _DF_FILE = "document_frequencies.npz"
 _META_FILE = "index.json"
@@ -227,13 +231,14 @@ class DuplicateIndex:
     def _similar_pairs(self, vectors, minhashes: list, groups: list, idf: np.ndarray, threshold: float) -> dict:
         """For each batch row, the messages of its group with cosine >= ``threshold`` that come before it, earliest
         first: index entries as ``-1 - position`` (all before the batch), earlier batch rows as their row number.
-        Candidates come from the LSH tables; every candidate pair's cosine is computed in one sparse product."""
+        Candidates come from the LSH tables; the candidate pairs' cosines are computed in sparse products of
+        ``PAIR_CHUNK`` pairs at a time (all at once, a week of 50k-message days took 7 GB)."""
         batch_lsh: dict = {}
         for row, (group, mh) in enumerate(zip(groups, minhashes)):
             if group not in batch_lsh:
                 batch_lsh[group] = _new_lsh()
             batch_lsh[group].insert(row, mh)
-        pairs_row, pairs_other = [], []
+        pairs_row, pairs_other = array("q"), array("q")  # 8 bytes a candidate, not a Python int's 36
         for row, (group, mh) in enumerate(zip(groups, minhashes)):
             history = self._lsh.get(group)
             for position in history.query(mh) if history is not None else ():
@@ -245,7 +250,7 @@ class DuplicateIndex:
                     pairs_other.append(other)
         if not pairs_row:
             return {}
-        rows, others = np.asarray(pairs_row), np.asarray(pairs_other)
+        rows, others = np.frombuffer(pairs_row, dtype=np.int64), np.frombuffer(pairs_other, dtype=np.int64)
         # one matrix for both sides: the batch's vectors, then the history hits vectorized with today's IDF
         positions = np.unique(-1 - others[others < 0])
         matrix = vectors
@@ -253,7 +258,10 @@ class DuplicateIndex:
             history_vectors = _weight(_term_frequencies(_ngrams([self.key[p] for p in positions])), idf)
             matrix = sp.vstack([vectors, history_vectors]).tocsr()
         other_rows = np.where(others >= 0, others, len(minhashes) + np.searchsorted(positions, -1 - others))
-        sims = np.asarray(matrix[rows].multiply(matrix[other_rows]).sum(axis=1)).ravel()
+        sims = np.empty(len(rows))
+        for start in range(0, len(rows), PAIR_CHUNK):
+            chunk = slice(start, start + PAIR_CHUNK)
+            sims[chunk] = np.asarray(matrix[rows[chunk]].multiply(matrix[other_rows[chunk]]).sum(axis=1)).ravel()
         similar: dict = {}
         # per row: history (earliest position first), then earlier batch rows in order
         order = np.lexsort((np.where(others < 0, -1 - others, others), others >= 0, rows))

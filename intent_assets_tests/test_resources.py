@@ -182,3 +182,25 @@ def test_full_data_switch_lifts_the_cpu_caps_and_keeps_the_tuned_recipe(monkeypa
     local = resources_for()["trainer"]
     capped = LoraAdapterConfig().training_config(local.budget(), local.defaults())
     assert capped.max_train_examples and capped.max_steps  # the embedded default stays a CPU-sized run
+
+
+# ------------------------------------------------------------------------------------ partitioned tables, locally
+def test_a_partitioned_table_is_one_file_per_day_and_reads_back_as_one_frame(tmp_path):
+    from intent_assets.resources import LocalTableIOManager
+
+    io = LocalTableIOManager(base_dir=str(tmp_path))
+    key = dg.AssetKey("daily")
+    out = lambda keys: dg.build_output_context(asset_key=key, partition_key=keys[0]) if len(keys) == 1 else None  # noqa: E731
+    io.handle_output(out(["2025-01-02"]), {"2025-01-02": pd.DataFrame({"day": ["2025-01-02"], "n": [2]})})
+    io.handle_output(out(["2025-01-04"]), {"2025-01-04": pd.DataFrame({"day": ["2025-01-04"] * 2, "n": [4, 5]})})
+    assert sorted(p.name for p in (tmp_path / "daily").iterdir()) == ["2025-01-02.parquet", "2025-01-04.parquet"]
+    # every stored day, in day order; some days (a missing one is skipped); one missing day alone is an error
+    assert list(io.load_table("daily")["n"]) == [2, 4, 5]
+    assert list(io.load_table("daily", ["2025-01-01", "2025-01-02", "2025-01-03"])["n"]) == [2]
+    with pytest.raises(FileNotFoundError, match=r"partition\(s\) 2025-01-03..2025-01-03 not materialized yet"):
+        io.load_table("daily", ["2025-01-03"])
+    # a partitioned output must say which day each frame is
+    with pytest.raises(TypeError, match="one DataFrame per partition key of the run"):
+        io.handle_output(out(["2025-01-05"]), pd.DataFrame({"n": [1]}))
+    with pytest.raises(TypeError, match="got \\['2025-01-06'\\]"):
+        io.handle_output(out(["2025-01-05"]), {"2025-01-06": pd.DataFrame({"n": [1]})})
