@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from intent_assets.pii import ENTITY_TYPES, find_pii
+from intent_assets.pii import ENTITY_TYPES, redact_many
 
 SALT_ENV = "INTENT_ASSETS_AUDIT_SALT"
 SALT_FILE_NAME = ".audit_salt"
@@ -65,20 +65,23 @@ def audit_id(salt: bytes, conversation_id: str, turn: int) -> str:
     return hmac.new(salt, msg, hashlib.sha256).hexdigest()[:24]
 
 
-def audit_rows(frame: pd.DataFrame, salt: bytes) -> pd.DataFrame:
+def audit_rows(frame: pd.DataFrame, salt: bytes, processes: int = 1) -> pd.DataFrame:
     """One audit row per row of ``frame`` (raw chat logs); raises ``ValueError`` naming the record and field of
-    any bad input."""
+    any bad input. ``processes``: worker processes for the PII scan (``pii.redact_many``: the same spans as
+    ``find_pii``, in order)."""
     missing = [c for c in ("record_id", "conversation_id", "turn", "text") if c not in frame.columns]
     if missing:
         raise ValueError(f"raw_chat_logs lacks column(s) {missing}")
-    rows = []
-    speakers = frame["speaker"] if "speaker" in frame.columns else pd.Series([""] * len(frame), index=frame.index)
-    for rid, conv, turn, text, speaker in zip(frame["record_id"], frame["conversation_id"], frame["turn"], frame["text"], speakers):
+    for rid, conv, text in zip(frame["record_id"], frame["conversation_id"], frame["text"]):
         if not isinstance(text, str):
             raise ValueError(f"record {rid}: field 'text' must be a string, not {type(text).__name__}")
         if not isinstance(conv, str) or not conv:
             raise ValueError(f"record {rid}: field 'conversation_id' must be a non-empty string")
-        spans = find_pii(text)
+    found = [r.spans for r in redact_many(frame["text"].tolist(), processes=processes)]
+    rows = []
+    speakers = frame["speaker"] if "speaker" in frame.columns else pd.Series([""] * len(frame), index=frame.index)
+    for rid, conv, turn, text, speaker, spans in zip(frame["record_id"], frame["conversation_id"], frame["turn"],
+                                                     frame["text"], speakers, found):
         counts: dict[str, int] = {}
         for s in spans:
             counts[s.entity_type] = counts.get(s.entity_type, 0) + 1

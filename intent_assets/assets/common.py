@@ -48,7 +48,7 @@ def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> d
 # time partitions give the UI's calendar and ranges for free. Today's partition exists (end_offset=1).
 DAILY = dg.DailyPartitionsDefinition(start_date=first_day(), end_offset=1, timezone="UTC")
 # One run for a whole range (one op invocation that reads and writes every day in it): a year of the shipped
-# sample is one process, not 363. Prod swaps in a multi-run policy (definitions.backfill_policy_for).
+# sample is one process, not 363. Prod swaps in a multi-run policy (definitions.PROD_BACKFILL).
 DAILY_BACKFILL = dg.BackfillPolicy.single_run()
 
 

@@ -7,6 +7,7 @@ from intent_assets import pii_audit
 from intent_assets import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
                                         counts_table, day_counts, day_table)
+from intent_assets.corpus import redaction_processes
 from intent_assets.resources import AuditSalt
 
 AUDIT_LINEAGE = dg.TableColumnLineage(
@@ -36,7 +37,8 @@ def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_
     Partitioned by day like ``raw_chat_logs`` (its ``day`` column).
     """
     salt, salt_source = audit_salt.resolve()
-    rows = pii_audit.audit_rows(raw_chat_logs, salt)
+    # the same worker rule as redaction: every core from PARALLEL_REDACTION_FROM messages on (a long backfill)
+    rows = pii_audit.audit_rows(raw_chat_logs, salt, processes=redaction_processes(len(raw_chat_logs)))
     stats = pii_audit.summary(rows)
     context.log.info(f"pii_audit_log: {len(rows)} records, {int(rows['pii_count'].sum())} spans; salt from {salt_source.split(':')[0]}")
     keys = sorted(context.partition_keys)
