@@ -442,7 +442,8 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
     wanted = set(days) if days is not None else None
     frames, rejects, kinds, files, skipped = [], [], set(), [], []
     in_folder = Path(location).is_dir()
-    for path in in_files(list_input_files(location), calendar, wanted):
+    selected = in_files(list_input_files(location), calendar, wanted)
+    for path in selected:
         try:
             frame, file_rejects, kind = read_file(path)
         except LabelListFile:
@@ -455,8 +456,10 @@ def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_
         rejects.extend({**r, "day": file_day or calendar.first} for r in file_rejects)
         kinds.add(kind)
         files.append(str(path))
-    if not frames:
+    if not frames and selected:
         raise ChatLogLoadError(f"{location}: no records, only label lists ({', '.join(Path(s).name for s in skipped)})")
+    if not frames:  # every file is another day's: none of the days asked for landed, an empty day
+        frames = [pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, *_INTERNAL, "_file_day"])]
     frame = pd.concat(frames, ignore_index=True)
     frame["_day"], frame["_outside"] = calendar.record_days(frame["timestamp"], frame["_file_day"])
     frame = frame.drop(columns="_file_day")

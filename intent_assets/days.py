@@ -3,15 +3,17 @@ Dagster import).
 
 A record's day is, in this order:
 
-1. the UTC date of its ``timestamp``;
-2. the date in its file's name or in the name of a folder it is in (``2025-03-07.jsonl``,
-   ``chats-2025-03-07.csv.gz``, ``day=2025-03-07/part-0.parquet``): how a day's export lands;
+1. the date in its file's name or in the name of a folder it is in (``2025-03-07.jsonl``,
+   ``chats-2025-03-07.csv.gz``, ``day=2025-03-07/part-0.parquet``): how a day's export lands. Every record of a
+   dated file is that day's, whatever its timestamp says, so a run reads only its days' dated files and no record
+   of a dated file can fall in a day whose run never opens that file;
+2. the UTC date of its ``timestamp`` (an undated file: a history export, the shipped sample);
 3. the first day of the calendar: plain labelled data sets (Banking77's CSVs, CLINC150's JSON) carry no date and
    are history from before the first day, so they all belong to the first partition.
 
-A timestamp before the first day or after the last one (a clock in the future, a wrong ``INTENT_ASSETS_FIRST_DAY``)
-falls in no partition: the record is clamped to the nearest day and quarantined there (field ``timestamp``), so it
-is counted, never dropped.
+A timestamp (of an undated file) before the first day or after the last one (a clock in the future, a wrong
+``INTENT_ASSETS_FIRST_DAY``) falls in no partition: the record is clamped to the nearest day and quarantined there
+(field ``timestamp``), so it is counted, never dropped.
 """
 
 from __future__ import annotations
@@ -68,35 +70,24 @@ class Calendar:
             raise ValueError(f"calendar ends ({self.last}) before it starts ({self.first})")
 
     def record_days(self, timestamps: pd.Series, file_days: pd.Series) -> tuple[pd.Series, pd.Series]:
-        """(day of each record, True where its timestamp lies outside the calendar and the day was clamped).
+        """(day of each record, True where its timestamp gave the day and lies outside the calendar, clamped).
 
-        An unparseable timestamp is not this function's business (validation quarantines it): such a record takes
-        its file's day like an undated one, so it is quarantined in the partition its file belongs to."""
+        The file's day first (see the module docstring), then the timestamp, then the first day. An unparseable
+        timestamp is not this function's business (validation quarantines it in the record's day)."""
         given = timestamps.map(lambda v: v is not None and not (isinstance(v, float) and pd.isna(v)) and v != "")
         parsed = pd.to_datetime(timestamps.where(given), errors="coerce", utc=True, format="ISO8601")
         stamped = parsed.dt.strftime("%Y-%m-%d").where(parsed.notna())
-        days = stamped.astype(object).where(stamped.notna(), file_days)
+        by_timestamp = stamped.notna() & file_days.isna()
+        days = file_days.astype(object).where(file_days.notna(), stamped)
         days = days.where(days.notna(), self.first).astype(str)
         outside = (days < self.first) | (days > self.last)
         clamped = days.where(days >= self.first, self.first).where(days <= self.last, self.last)
-        return clamped, outside & stamped.notna()
+        return clamped, outside & by_timestamp
 
     def file_day(self, path: str | os.PathLike) -> str | None:
         """The day a file's name gives, clamped to the calendar (a name is not a record: nothing to quarantine)."""
         day = name_day(path)
         return None if day is None else min(max(day, self.first), self.last)
-
-
-def span(days) -> tuple[str, str] | None:
-    """(first, last) of some day keys, or None when there are none."""
-    days = sorted(set(days))
-    return (days[0], days[-1]) if days else None
-
-
-def day_keys(start: str, end: str) -> list[str]:
-    """Every day from ``start`` to ``end`` inclusive, as YYYY-MM-DD keys."""
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
 def in_files(files: list[Path], calendar: Calendar, days: set[str] | None) -> list[Path]:

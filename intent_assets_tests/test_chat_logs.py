@@ -294,3 +294,17 @@ def test_data_days_lists_the_days_that_hold_records(tmp_path):
     (folder / "2025-03-05.jsonl").write_bytes(b"\xff named: not opened")
     write_jsonl(folder / "history.jsonl", [msg("h", 0, timestamp="2025-02-10T09:00:00Z")])
     assert data_days(folder, calendar) == ["2025-02-10", "2025-03-01", "2025-03-05"]
+
+
+def test_a_dated_file_owns_its_records_whatever_their_timestamps(tmp_path):
+    """A day's export may hold a message stamped just before midnight of the day before: it is the file's day's,
+    so the run of that earlier day (which does not open the file) cannot lose it."""
+    from intent_assets.days import Calendar
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    write_jsonl(folder / "2025-03-02.jsonl", [msg("late", 0, timestamp="2025-03-01T23:59:00Z"), msg("b", 0)])
+    calendar = Calendar(first="2025-01-01", last="2025-03-31")
+    assert load_chat_logs(folder, days=["2025-03-01"], calendar=calendar).rows_in == 0
+    day = load_chat_logs(folder, days=["2025-03-02"], calendar=calendar)
+    assert day.rows_in == 2 == len(day.valid) and set(day.valid["day"]) == {"2025-03-02"}

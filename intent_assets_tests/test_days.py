@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from intent_assets.days import OUTSIDE_CALENDAR, Calendar, day_keys, first_day, in_files, name_day
+from intent_assets.days import OUTSIDE_CALENDAR, Calendar, first_day, in_files, name_day
 
 
 @pytest.mark.parametrize("path, day", [
@@ -17,15 +17,17 @@ def test_the_day_a_file_name_gives(path, day):
     assert name_day(path) == day
 
 
-def test_record_days_timestamp_then_file_then_first_day_and_outside_is_clamped_and_flagged():
+def test_record_days_file_then_timestamp_then_first_day_and_outside_is_clamped_and_flagged():
     calendar = Calendar(first="2025-01-01", last="2025-06-30")
-    stamps = pd.Series(["2025-03-01T23:30:00-02:00", None, "", "not a time", "2024-12-31T10:00:00Z", "2026-01-01T00:00:00Z"])
-    files = pd.Series(["2025-02-02", "2025-02-02", None, "2025-02-03", None, None], dtype=object)
+    stamps = pd.Series(["2025-03-01T23:30:00-02:00", None, "", "not a time", "2024-12-31T10:00:00Z", "2026-01-01T00:00:00Z",
+                        "2025-02-01T23:59:00Z"])
+    files = pd.Series([None, "2025-02-02", None, "2025-02-03", None, None, "2025-02-02"], dtype=object)
     days, outside = calendar.record_days(stamps, files)
     # UTC date of the timestamp (23:30 at -02:00 is the next day), the file's day, the first day, the file's day
-    # for an unparseable timestamp (validation quarantines it there), then two outside the calendar, clamped
-    assert list(days) == ["2025-03-02", "2025-02-02", "2025-01-01", "2025-02-03", "2025-01-01", "2025-06-30"]
-    assert list(outside) == [False, False, False, False, True, True]
+    # for an unparseable timestamp (validation quarantines it there), two outside the calendar (clamped), and a
+    # dated file's record stamped the day before: its file's day (the run of 2025-02-01 never opens that file)
+    assert list(days) == ["2025-03-02", "2025-02-02", "2025-01-01", "2025-02-03", "2025-01-01", "2025-06-30", "2025-02-02"]
+    assert list(outside) == [False, False, False, False, True, True, False]
 
 
 def test_calendar_and_its_helpers(monkeypatch, tmp_path):
@@ -36,7 +38,6 @@ def test_calendar_and_its_helpers(monkeypatch, tmp_path):
         first_day()
     with pytest.raises(ValueError, match="ends .* before it starts"):
         Calendar(first="2025-02-01", last="2025-01-01")
-    assert day_keys("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
     files = [tmp_path / "2025-01-02.jsonl", tmp_path / "2025-01-03.jsonl", tmp_path / "history.csv"]
     calendar = Calendar(first="2025-01-01", last="2025-01-31")
     assert in_files(files, calendar, {"2025-01-03"}) == files[1:]
