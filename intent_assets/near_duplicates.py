@@ -45,6 +45,9 @@ N_FEATURES = 2**20
 # candidate pairs whose cosines one sparse product computes: all at once, a batch of a week of 50k-message days
 # peaked at 6.9 GB; 100k at a time, 3.3 GB and faster (BENCHMARKS.md, issue 16)
 PAIR_CHUNK = 100_000
+# messages whose n-grams (Python strings) and MinHashes (~9 KB each in rensa 0.5) are held at once: a week's batch
+# held them all, ~2 x 1.8 GB for 200k unique messages, the largest share of the 8.75 GB peak at 5M (issue 16)
+GRAM_CHUNK = 20_000
 _INDEX_FILE = "messages.parquet"
 _DF_FILE = "document_frequencies.npz"
 _META_FILE = "index.json"
@@ -68,6 +71,15 @@ def _ngrams(keys: list[str]) -> list[list[str]]:
 
 def _term_frequencies(grams: list[list[str]]):
     return _HASHER.transform(grams)
+
+
+def _term_frequencies_of(keys: list[str]):
+    """The hashed n-gram counts of ``keys``, analysed ``GRAM_CHUNK`` at a time: a message's n-grams as Python strings
+    take ~100 times its length."""
+    if not keys:
+        return sp.csr_matrix((0, N_FEATURES), dtype=np.float64)
+    return sp.vstack([_term_frequencies(_ngrams(keys[start:start + GRAM_CHUNK]))
+                      for start in range(0, len(keys), GRAM_CHUNK)]).tocsr()
 
 
 @dataclass
@@ -107,11 +119,12 @@ class DuplicateIndex:
     def _rebuild(self) -> None:
         self._exact, self._lsh = {}, {}
         rows = list(zip(*(getattr(self, name) for name in _COLUMNS)))
-        minhashes = _minhashes(_ngrams(self.key)) if rows else []
         for name in _COLUMNS:
             setattr(self, name, [])
-        for row, mh in zip(rows, minhashes):
-            self._add(*row, minhash=None if row[-1] else mh)
+        for start in range(0, len(rows), GRAM_CHUNK):  # n-grams and MinHashes of one chunk at a time in memory
+            chunk = rows[start:start + GRAM_CHUNK]
+            for row, mh in zip(chunk, _minhashes(_ngrams([row[1] for row in chunk]))):
+                self._add(*row, minhash=None if row[-1] else mh)
 
     def drop_source(self, source: str | Collection[str]) -> int:
         """Forget what ``source`` (one, or several) added (before deduplicating it again); returns the number of
@@ -122,7 +135,7 @@ class DuplicateIndex:
             return 0
         counted = [self.key[i] for i in drop if not self.near_duplicate[i]]
         if counted:
-            self.document_frequency -= _binary_column_sums(_term_frequencies(_ngrams(counted)))
+            self.document_frequency -= _binary_column_sums(_term_frequencies_of(counted))
             self.documents -= len(counted)
         keep = np.ones(len(self), dtype=bool)
         keep[drop] = False
@@ -202,66 +215,79 @@ class DuplicateIndex:
         if not unique:
             return removed
 
-        grams = _ngrams([keys[i] for i in unique])
-        tf = _term_frequencies(grams)
+        tf = _term_frequencies_of([keys[i] for i in unique])
         frequencies = _binary_column_sums(tf)
         kept = np.ones(len(unique), dtype=bool)
-        minhashes = [None] * len(unique)
-        if near_threshold < 1.0:
-            # the IDF of the dense method when the index is empty: every unique message of the batch (and history)
-            idf = np.log((1 + self.documents + len(unique)) / (1 + self.document_frequency + frequencies)) + 1.0
-            minhashes = _minhashes(grams)
-            groups = [(scopes[i], intents[i]) for i in unique]
-            similar = self._similar_pairs(_weight(tf, idf), minhashes, groups, idf, near_threshold)
-            for row, i in enumerate(unique):  # in order: the earliest kept similar message, history first
-                match = next((other for other in similar.get(row, ()) if other < 0 or kept[other]), None)
-                if match is not None:
-                    kept[row] = False
-                    other_id = self.record_id[-1 - match] if match < 0 else record_ids[unique[match]]
-                    removed.append({"i": i, "duplicate_of": other_id, "kind": "near", "label_conflict": False})
-        for row, i in enumerate(unique):
-            self._add(record_ids[i], keys[i], scopes[i], intents[i], source if isinstance(source, str) else source[i],
-                      near_duplicate=not kept[row],
-                      minhash=minhashes[row] if kept[row] else None)
+        base = len(self)  # the batch's unique messages take the index positions base, base + 1, ... in order
+        groups = [(scopes[i], intents[i]) for i in unique]
+        # the IDF of the dense method when the index is empty: every unique message of the batch (and history)
+        idf = np.log((1 + self.documents + len(unique)) / (1 + self.document_frequency + frequencies)) + 1.0
+        vectors = _weight(tf, idf) if near_threshold < 1.0 else None
+        del tf
+        for start in range(0, len(unique), GRAM_CHUNK):  # n-grams and MinHashes of one chunk at a time in memory
+            rows = range(start, min(start + GRAM_CHUNK, len(unique)))
+            minhashes = [None] * len(rows)
+            if near_threshold < 1.0:
+                minhashes = _minhashes(_ngrams([keys[unique[row]] for row in rows]))
+                similar = self._similar_pairs(vectors, rows, minhashes, groups, base, idf, near_threshold)
+                for row in rows:  # in order: the earliest kept similar message, history first
+                    match = next((other for other in similar.get(row, ()) if other < 0 or kept[other]), None)
+                    if match is not None:
+                        kept[row] = False
+                        other_id = self.record_id[-1 - match] if match < 0 else record_ids[unique[match]]
+                        removed.append({"i": unique[row], "duplicate_of": other_id, "kind": "near",
+                                        "label_conflict": False})
+            for row, mh in zip(rows, minhashes):  # kept ones join the LSH tables: later chunks find them there
+                i = unique[row]
+                self._add(record_ids[i], keys[i], scopes[i], intents[i],
+                          source if isinstance(source, str) else source[i], near_duplicate=not kept[row],
+                          minhash=mh if kept[row] else None)
         # the index's document frequencies count what it keeps (so drop_source can take a source's share back out)
-        self.document_frequency += frequencies if kept.all() else _binary_column_sums(tf[np.flatnonzero(kept)])
+        # (the weighted vectors have the term frequencies' nonzeros: sublinear TF and IDF are both >= 1)
+        self.document_frequency += frequencies if kept.all() else _binary_column_sums(vectors[np.flatnonzero(kept)])
         self.documents += int(kept.sum())
         return removed
 
-    def _similar_pairs(self, vectors, minhashes: list, groups: list, idf: np.ndarray, threshold: float) -> dict:
-        """For each batch row, the messages of its group with cosine >= ``threshold`` that come before it, earliest
-        first: index entries as ``-1 - position`` (all before the batch), earlier batch rows as their row number.
-        Candidates come from the LSH tables; the candidate pairs' cosines are computed in sparse products of
-        ``PAIR_CHUNK`` pairs at a time (all at once, a week of 50k-message days took 7 GB)."""
-        batch_lsh: dict = {}
-        for row, (group, mh) in enumerate(zip(groups, minhashes)):
-            if group not in batch_lsh:
-                batch_lsh[group] = _new_lsh()
-            batch_lsh[group].insert(row, mh)
+    def _similar_pairs(self, vectors, chunk: range, minhashes: list, groups: list, base: int, idf: np.ndarray,
+                       threshold: float) -> dict:
+        """For each batch row of ``chunk`` (one chunk, ``minhashes`` its MinHashes), the messages of its group with
+        cosine >= ``threshold`` that come before it, earliest first: index entries from before the batch as
+        ``-1 - position``, earlier batch rows as their row number (earlier chunks' kept rows are in the LSH tables
+        already, at ``base + row``; the chunk's own rows come from a table of the chunk). The candidate pairs'
+        cosines are computed in sparse products of ``PAIR_CHUNK`` pairs at a time (all at once, a week of
+        50k-message days took 7 GB)."""
+        chunk_lsh: dict = {}
+        for row, mh in zip(chunk, minhashes):
+            if groups[row] not in chunk_lsh:
+                chunk_lsh[groups[row]] = _new_lsh()
+            chunk_lsh[groups[row]].insert(row, mh)
         pairs_row, pairs_other = array("q"), array("q")  # 8 bytes a candidate, not a Python int's 36
-        for row, (group, mh) in enumerate(zip(groups, minhashes)):
-            history = self._lsh.get(group)
+        for row, mh in zip(chunk, minhashes):
+            history = self._lsh.get(groups[row])
             for position in history.query(mh) if history is not None else ():
                 pairs_row.append(row)
-                pairs_other.append(-1 - position)
-            for other in batch_lsh[group].query(mh):
+                pairs_other.append(-1 - position if position < base else position - base)
+            for other in chunk_lsh[groups[row]].query(mh):
                 if other < row:
                     pairs_row.append(row)
                     pairs_other.append(other)
         if not pairs_row:
             return {}
         rows, others = np.frombuffer(pairs_row, dtype=np.int64), np.frombuffer(pairs_other, dtype=np.int64)
-        # one matrix for both sides: the batch's vectors, then the history hits vectorized with today's IDF
+        # one matrix for both sides: the batch rows involved, then the history hits vectorized with today's IDF
+        batch_rows = np.unique(np.concatenate([rows, others[others >= 0]]))
         positions = np.unique(-1 - others[others < 0])
-        matrix = vectors
+        matrix = vectors[batch_rows]
         if len(positions):
-            history_vectors = _weight(_term_frequencies(_ngrams([self.key[p] for p in positions])), idf)
-            matrix = sp.vstack([vectors, history_vectors]).tocsr()
-        other_rows = np.where(others >= 0, others, len(minhashes) + np.searchsorted(positions, -1 - others))
+            history_vectors = _weight(_term_frequencies_of([self.key[p] for p in positions]), idf)
+            matrix = sp.vstack([matrix, history_vectors]).tocsr()
+        rows_at = np.searchsorted(batch_rows, rows)
+        other_rows = np.where(others >= 0, np.searchsorted(batch_rows, others),
+                              len(batch_rows) + np.searchsorted(positions, -1 - others))
         sims = np.empty(len(rows))
         for start in range(0, len(rows), PAIR_CHUNK):
-            chunk = slice(start, start + PAIR_CHUNK)
-            sims[chunk] = np.asarray(matrix[rows[chunk]].multiply(matrix[other_rows[chunk]]).sum(axis=1)).ravel()
+            part = slice(start, start + PAIR_CHUNK)
+            sims[part] = np.asarray(matrix[rows_at[part]].multiply(matrix[other_rows[part]]).sum(axis=1)).ravel()
         similar: dict = {}
         # per row: history (earliest position first), then earlier batch rows in order
         order = np.lexsort((np.where(others < 0, -1 - others, others), others >= 0, rows))

@@ -73,3 +73,27 @@ def test_agrees_with_the_dense_method_on_the_shipped_sample():
     want, got = set(dense["record_id"]), set(lsh["record_id"])
     assert (dense["kind"] == "near").sum() > 20  # the slice has near-duplicates to find
     assert len(want ^ got) <= 0.02 * len(want)
+
+
+def test_chunks_of_the_batch_decide_as_one_chunk(monkeypatch):
+    """n-grams and MinHashes are held GRAM_CHUNK messages at a time: the decisions, the message each removed one
+    duplicates (history first, then earlier batch rows) and the index are those of a single chunk."""
+    import intent_assets.near_duplicates as near_duplicates
+
+    frame, _ = redact_frame(load_chat_logs(DEFAULT_CHAT_LOGS, limit=3000).valid)
+    history, batch = frame.iloc[:1000], frame.iloc[1000:]
+    results = []
+    for chunk in (10**6, 97):
+        monkeypatch.setattr(near_duplicates, "GRAM_CHUNK", chunk)
+        index = DuplicateIndex()
+        deduplicate(history, index=index, source="day1")
+        kept, removed = deduplicate(batch, index=index, source="day2")
+        results.append((kept, removed, index))
+    (kept, removed, index), (kept_c, removed_c, index_c) = results
+    assert (removed["kind"] == "near").sum() > 5 and removed["duplicate_of"].isin(batch["record_id"]).any()
+    pd.testing.assert_frame_equal(kept, kept_c)
+    pd.testing.assert_frame_equal(removed, removed_c)
+    assert index.record_id == index_c.record_id and index.near_duplicate == index_c.near_duplicate
+    assert (index.document_frequency == index_c.document_frequency).all() and index.documents == index_c.documents
+    assert index.drop_source("day2") == index_c.drop_source("day2")
+    assert (index.document_frequency == index_c.document_frequency).all()

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from intent_assets import k8s_config, quality
+from intent_assets.assets.common import DAILY
 from intent_assets.assets.eval_report import FINE_TUNED
 from intent_assets.assets.synthetic_augments import SyntheticAugmentsConfig
 from intent_assets.chat_logs import CHAT_LOG_SCHEMA
@@ -14,7 +15,8 @@ WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
 
 @dg.asset_check(asset="raw_chat_logs", description="Every stored row matches the chat-log schema (pandera: columns, "
-                "types, speakers, non-empty text, unique conversation turns).", op_tags=k8s_config.PII_DATA_STEP)
+                "types, speakers, non-empty text, unique conversation turns).", op_tags=k8s_config.PII_DATA_STEP,
+                partitions_def=DAILY)
 def raw_chat_logs_schema(raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
     violations = quality.schema_violations(raw_chat_logs, CHAT_LOG_SCHEMA)
     return dg.AssetCheckResult(
@@ -32,6 +34,7 @@ def raw_chat_logs_schema(raw_chat_logs: pd.DataFrame) -> dg.AssetCheckResult:
     asset="quarantined_records",
     additional_ins={"raw_chat_logs": dg.AssetIn()},
     op_tags=k8s_config.PII_DATA_STEP,  # reads the raw (PII) bucket
+    partitions_def=DAILY,
     description=f"At most {quality.MAX_QUARANTINE_SHARE:.0%} of the input records are quarantined (more means the "
     "source or its format changed).",
 )

@@ -107,7 +107,8 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
     )
     return by_day(kept, keys)
 
-@dg.asset_check(asset=redacted_corpus, blocking=True, description="Independent re-scan of the redacted text finds no PII.")
+@dg.asset_check(asset=redacted_corpus, blocking=True, partitions_def=DAILY,
+                description="Independent re-scan of the redacted text finds no PII.")
 def redacted_corpus_has_no_pii(redacted_corpus: pd.DataFrame) -> dg.AssetCheckResult:
     """Fails (and blocks everything downstream) if the independent scanner finds emails, Luhn-valid card numbers,
     long digit runs, IBANs or SSNs left in the redacted text. Reports record ids and types, never values."""
