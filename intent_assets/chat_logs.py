@@ -4,10 +4,17 @@ Two input shapes are accepted, in JSONL (optionally gzipped), CSV or Parquet, fr
 
 * **chat logs**: one record per message with ``conversation_id``, ``turn``, ``timestamp``, ``speaker``
   (customer/agent), ``text``, ``intent`` (agent-assigned, may be empty) and ``channel``;
-* **plain labelled intent data** (Banking77, CLINC150, a customer's export): a ``text`` column and one of
-  ``intent`` / ``label`` / ``category``. Each row becomes a one-turn customer conversation whose id is derived from
-  the file name and the text, so the hash-based test split does not move when rows are reordered or appended.
-  CLINC150's ``data_full.json`` (an object of ``[text, label]`` lists) is read the same way.
+* **plain labelled intent data** (Banking77, CLINC150, NLU++, a customer's export): a ``text`` column and one of
+  ``intent`` / ``label`` / ``category`` / ``intents`` / ``labels``. Each row becomes a one-turn customer
+  conversation whose id is derived from the file name and the text, so the hash-based test split does not move
+  when rows are reordered or appended.
+  CLINC150's ``data_full.json`` (an object of ``[text, label]`` lists) is read the same way, and so is a JSON list
+  of records (NLU++'s ``foldK.json``: ``{"text": ..., "intents": [...]}``, no ``intents`` key meaning no intent).
+
+A label field may hold several intents (a multi-intent message): a list (JSON, Parquet), or in text a JSON list such
+as ``["card", "lost_stolen"]``; an empty list is a labelled message that carries no intent. The valid rows have
+``intents``, the label set in the order written (null: unlabelled), and ``intent``, its first label (empty when
+none), which single-intent code reads.
 
 Either shape may say which split a record belongs to (an official test set, the folds of a benchmark):
 
@@ -17,7 +24,10 @@ Either shape may say which split a record belongs to (an official test set, the 
   splits (their label is ``oos``); any other key quarantines its records (field ``split``);
 * otherwise the file name: a file without a split column whose name (without its extensions) is ``train``,
   ``validation``, ``val``, ``dev`` or ``test`` (Banking77's ``train.csv`` and ``test.csv``) gives that split to
-  all its records.
+  all its records;
+* or fold files (``fold0``, ``fold1``, ... as NLU++ ships them): the ``test_fold_count`` highest-numbered folds
+  of the input are the test split, the others train (NLU++'s protocol: train on the other folds, test on a consecutive
+  pair; with folds 0-15, train on 0-13 and test on 14-15).
 
 The valid rows carry ``split`` (normalized, or empty) and ``split_source`` (``input column``, ``file names`` or
 empty); ``intent_assets.splits`` decides what the graph does with them. A labelled row with a split from its
@@ -36,22 +46,26 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
 from intent_assets.days import OUTSIDE_CALENDAR, Calendar, in_files
-from intent_assets.splits import FILE_NAMES, INPUT_COLUMN, SPLIT_SOURCES, SPLITS, normalize_split
+from intent_assets.splits import FILE_NAMES, FOLD_FILES, INPUT_COLUMN, SPLIT_SOURCES, SPLITS, normalize_split
 
 CHAT_LOG_COLUMNS = ["conversation_id", "turn", "timestamp", "speaker", "text", "intent", "channel", "split"]
-LABEL_COLUMNS = ("intent", "label", "category")
+LABEL_COLUMNS = ("intent", "label", "category", "intents", "labels")
 SPEAKERS = ("customer", "agent")
 DEFAULT_MAX_TEXT_CHARS = 10_000
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".parquet", ".json")
+DEFAULT_TEST_FOLDS = 2
+_FOLD = re.compile(r"^fold(\d+)$", re.IGNORECASE)
 QUARANTINE_COLUMNS = ["source", "record", "field", "reason", *CHAT_LOG_COLUMNS, "day"]
 
 
@@ -60,7 +74,8 @@ class ChatLogLoadError(ValueError):
 
 
 class LabelListFile(ChatLogLoadError):
-    """A JSON list of label names (Banking77's ``categories.json``): no records. Skipped in a folder."""
+    """A JSON list of label names (Banking77's ``categories.json``) or an ontology (NLU++'s ``ontology.json``): no
+    records. Skipped in a folder."""
 
 
 @dataclass
@@ -119,7 +134,42 @@ def _is_timestamp(value) -> bool:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and pd.isna(value)) or value == ""
+    return value is None or (isinstance(value, float) and pd.isna(value)) or (isinstance(value, str) and value == "")
+
+
+def parse_labels(value) -> list[str] | None:
+    """The intents a raw label field holds, in the order written: None when unlabelled (missing or empty text); a
+    label string is one intent; a list (or a string written as a JSON list, ``'["a", "b"]'``) is several, or none
+    when empty; a label listed twice counts once. Raises ValueError naming what is wrong."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"intent list is not valid JSON ({exc.msg})") from None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        labels = [v.strip() if isinstance(v, str) else v for v in value]
+        if not all(isinstance(v, str) and v for v in labels):
+            raise ValueError("intent list must hold non-empty strings")
+        return list(dict.fromkeys(labels))
+    if _missing(value):
+        return None
+    if not isinstance(value, str):
+        raise ValueError("intent must be a string or a list of strings")
+    return [value.strip()] if value.strip() else None
+
+
+def _is_labels(value) -> bool:
+    try:
+        parse_labels(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _labels_utf8(value) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return all(_valid_utf8(v) for v in value)
+    return _valid_utf8(value)
 
 
 def _is_split(value) -> bool:
@@ -145,7 +195,7 @@ def raw_record_schema(max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pa.DataFr
             "timestamp": pa.Column(object, check(_is_timestamp, "timestamp is not an ISO 8601 date-time"), nullable=True),
             "speaker": pa.Column(object, check(lambda v: isinstance(v, str) and v.strip().lower() in SPEAKERS, "speaker must be 'customer' or 'agent'")),
             "text": pa.Column(object, text_checks),
-            "intent": pa.Column(object, [check(lambda v: isinstance(v, str), "intent must be a string"), check(_valid_utf8, "intent is not valid UTF-8")], nullable=True),
+            "intent": pa.Column(object, [check(_is_labels, "intent must be a label or a list of labels (in text, a JSON list)"), check(_labels_utf8, "intent is not valid UTF-8")], nullable=True),
             "channel": pa.Column(object, [check(lambda v: isinstance(v, str), "channel must be a string"), check(_valid_utf8, "channel is not valid UTF-8")], nullable=True),
             "split": pa.Column(object, check(_is_split, "split must be train, validation (or val, dev) or test"), nullable=True),
         },
@@ -164,6 +214,10 @@ CHAT_LOG_SCHEMA = pa.DataFrameSchema(
         "speaker": pa.Column(str, pa.Check.isin(SPEAKERS)),
         "text": pa.Column(str, pa.Check.str_length(min_value=1)),
         "intent": pa.Column(str),
+        # the label set (a multi-intent message has several; [] labelled with none; null unlabelled); optional
+        "intents": pa.Column(object, pa.Check(lambda v: v is None or (isinstance(v, (list, tuple, np.ndarray)) and all(
+            isinstance(x, str) and x for x in v)), element_wise=True, error="intents must be a list of labels"),
+            nullable=True, required=False),
         "channel": pa.Column(str),
         # optional, so that tables written before splits were read still validate
         "split": pa.Column(str, pa.Check.isin(["", *SPLITS]), required=False),
@@ -246,15 +300,20 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_clinc_json(path: Path) -> pd.DataFrame:
+def _read_json(path: Path) -> pd.DataFrame:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ChatLogLoadError(f"{path}: malformed JSON: {exc}") from exc
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        return _json_records(data, path)
     if isinstance(data, list) and all(isinstance(v, str) for v in data):
         raise LabelListFile(f"{path}: a list of {len(data)} label names, not records (point at the data files)")
+    if isinstance(data, dict) and isinstance(data.get("intents"), dict):
+        raise LabelListFile(f"{path}: an ontology of {len(data['intents'])} intents (NLU++ layout), not records")
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise ChatLogLoadError(f"{path}: expected an object of [text, label] lists (CLINC150 layout)")
+        raise ChatLogLoadError(f"{path}: expected an object of [text, label] lists (CLINC150 layout) or a list of "
+                               "records (NLU++ layout)")
     rows = []
     for part, pairs in data.items():
         for i, pair in enumerate(pairs):
@@ -266,6 +325,29 @@ def _read_clinc_json(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _json_records(records: list[dict], path: Path) -> pd.DataFrame:
+    """A JSON list of records (NLU++'s ``foldK.json``). Where the records label with ``intents``, a record without
+    the key carries no intent (NLU++ leaves it out rather than writing an empty list)."""
+    frame = pd.DataFrame.from_records(records)
+    if "intents" in frame:
+        frame["intents"] = [[] if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in frame["intents"]]
+    frame["_source"] = [f"{path.name}[{i}]" for i in range(len(frame))]
+    return frame
+
+
+def fold_of(path: Path) -> int | None:
+    """The fold number of a fold file (``fold14.json`` -> 14), None for any other name."""
+    match = _FOLD.match(_stem(Path(path)))
+    return int(match.group(1)) if match else None
+
+
+def folds_for_test(paths, count: int = DEFAULT_TEST_FOLDS) -> set[int]:
+    """The folds that are the test split: the ``count`` highest fold numbers among ``paths`` (none when there are
+    not more folds than that)."""
+    folds = sorted({f for f in map(fold_of, paths) if f is not None})
+    return set(folds[-count:]) if count > 0 and len(folds) > count else set()
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
@@ -274,14 +356,17 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _with_split(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Adds ``split`` and ``_split_source``: the file's own split column, else the file name when it is a split."""
+def _with_split(frame: pd.DataFrame, path: Path, folds: set[int] | None = None) -> pd.DataFrame:
+    """Adds ``split`` and ``_split_source``: the file's own split column, else the file name when it is a split,
+    else its fold (``folds``: the test folds, from :func:`folds_for_test`)."""
     if "_split_source" in frame:  # CLINC150 keys
         return frame
     if "split" in frame:
         frame["_split_source"] = [None if _missing(v) else INPUT_COLUMN for v in frame["split"]]
     elif normalize_split(_stem(path)) is not None:
         frame["split"], frame["_split_source"] = _stem(path), FILE_NAMES
+    elif folds and fold_of(path) is not None:
+        frame["split"], frame["_split_source"] = ("test" if fold_of(path) in folds else "train"), FOLD_FILES
     else:
         frame["split"], frame["_split_source"] = None, None
     return frame
@@ -322,8 +407,9 @@ def _labelled_to_chat_logs(frame: pd.DataFrame, path: Path, label_column: str) -
 _INTERNAL = ["_split_source", "_source"]  # columns the readers add, never part of the output
 
 
-def read_file(path: Path) -> tuple[pd.DataFrame, list[dict], str]:
-    """Read one file into chat-log shaped raw records, plus line-level rejects and the input kind."""
+def read_file(path: Path, folds: set[int] | None = None) -> tuple[pd.DataFrame, list[dict], str]:
+    """Read one file into chat-log shaped raw records, plus line-level rejects and the input kind (``folds``: the
+    test folds of the input, when it is fold files)."""
     name = path.name
     rejects: list[dict] = []
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
@@ -334,15 +420,17 @@ def read_file(path: Path) -> tuple[pd.DataFrame, list[dict], str]:
     elif name.endswith(".parquet"):
         frame = _read_parquet(path)
     else:
-        frame = _read_clinc_json(path)
+        frame = _read_json(path)
 
     columns = set(frame.columns) - {"_part", "_split_source"}
     if frame.empty and rejects:
         return pd.DataFrame(columns=[*CHAT_LOG_COLUMNS, *_INTERNAL]), rejects, "chat_logs"
     if "text" not in columns:
         raise ChatLogLoadError(f"{path}: no 'text' column (found: {sorted(columns - {'_source'})})")
-    frame = _with_split(frame, path)
+    frame = _with_split(frame, path, folds)
     if {"conversation_id", "turn", "speaker"} <= columns:
+        if "intent" not in columns and "intents" in columns:  # a label set per message
+            frame["intent"] = frame["intents"]
         for optional in ("timestamp", "intent", "channel"):
             if optional not in columns:
                 frame[optional] = None
@@ -403,6 +491,7 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
             failures.setdefault(int(idx), ("timestamp", OUTSIDE_CALENDAR))
 
     ok = frame.drop(index=list(failures))
+    labels = ok["intent"].map(parse_labels)
     valid = pd.DataFrame(
         {
             "conversation_id": ok["conversation_id"].map(lambda v: str(v).strip()),
@@ -410,7 +499,8 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
             "timestamp": pd.to_datetime(ok["timestamp"].map(lambda v: v if v not in ("", None) else None), utc=True, format="ISO8601"),
             "speaker": ok["speaker"].map(lambda v: v.strip().lower()),
             "text": ok["text"],
-            "intent": ok["intent"].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).strip()),
+            "intent": labels.map(lambda v: v[0] if v else ""),
+            "intents": labels,
             "channel": ok["channel"].map(lambda v: "unknown" if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else str(v)),
             "split": ok["split"].map(lambda v: normalize_split(v) or ""),
             "split_source": ok["_split_source"].map(lambda v: v if isinstance(v, str) else ""),
@@ -430,22 +520,26 @@ def validate_records(frame: pd.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT
 
 
 def load_chat_logs(location: str | Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, limit: int | None = None,
-                   days: Collection[str] | None = None, calendar: Calendar | None = None) -> LoadResult:
+                   days: Collection[str] | None = None, calendar: Calendar | None = None,
+                   test_fold_count: int = DEFAULT_TEST_FOLDS) -> LoadResult:
     """Read every supported file at ``location``; validate; return valid rows and quarantined rows.
 
     Every row (valid or quarantined) carries its ``day`` (``intent_assets.days``). With ``days``, only the records
     of those days are read (a file whose name gives another day is not opened) and ``rows_in`` counts those.
     ``limit`` keeps the first N records (before validation), for tiny configurations. In a folder, a JSON list of
-    label names (Banking77's ``categories.json``) is not data: it is skipped and listed in ``skipped``.
+    label names (Banking77's ``categories.json``) is not data: it is skipped and listed in ``skipped``. Fold files:
+    the ``test_fold_count`` highest-numbered folds are the test split.
     """
     calendar = calendar or Calendar()
     wanted = set(days) if days is not None else None
     frames, rejects, kinds, files, skipped = [], [], set(), [], []
     in_folder = Path(location).is_dir()
-    selected = in_files(list_input_files(location), calendar, wanted)
+    every = list_input_files(location)
+    folds = folds_for_test(every, test_fold_count)
+    selected = in_files(every, calendar, wanted)
     for path in selected:
         try:
-            frame, file_rejects, kind = read_file(path)
+            frame, file_rejects, kind = read_file(path, folds)
         except LabelListFile:
             if not in_folder:
                 raise

@@ -59,6 +59,8 @@ def redact_frame(frame: pd.DataFrame, processes: int = 1, executor=None) -> tupl
             "speaker": frame["speaker"].to_numpy(),
             "text": [r.text for r in redactions],
             "intent": frame["intent"].to_numpy(),
+            # the label set (older raw tables have none)
+            **({"intents": frame["intents"].to_numpy()} if "intents" in frame else {}),
             "channel": frame["channel"].to_numpy(),
             # the split the input gives (empty when none; older raw tables have no such column)
             "split": frame["split"].to_numpy() if "split" in frame else "",

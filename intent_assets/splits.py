@@ -2,8 +2,8 @@
 
 Two sources, chosen by :func:`resolve_splits`:
 
-* **the input's own split** (a ``split`` column, CLINC150's split keys, or file names such as Banking77's
-  ``train.csv`` / ``test.csv``: see ``intent_assets.chat_logs``), honoured whenever it names a test split, so that
+* **the input's own split** (a ``split`` column, CLINC150's split keys, file names such as Banking77's
+  ``train.csv`` / ``test.csv``, or fold files such as NLU++'s ``fold0.json`` ... : see ``intent_assets.chat_logs``), honoured whenever it names a test split, so that
   figures can stand next to published ones. When it gives train and test but no validation, validation is carved
   out of the given train rows with the hash below (never out of test).
 * **the frozen hash split** otherwise: a conversation's split is a pure function of its key and a salt: the hash
@@ -23,8 +23,8 @@ SPLITS = ("train", "validation", "test")
 # how an input may write a split (after stripping and lower-casing); anything else is not a split
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation", "test": "test"}
 # where a given split came from (column ``split_source`` of raw_chat_logs and redacted_corpus)
-INPUT_COLUMN, FILE_NAMES, HASH = "input column", "file names", "hash"
-SPLIT_SOURCES = (INPUT_COLUMN, FILE_NAMES)
+INPUT_COLUMN, FILE_NAMES, FOLD_FILES, HASH = "input column", "file names", "fold files", "hash"
+SPLIT_SOURCES = (INPUT_COLUMN, FILE_NAMES, FOLD_FILES)
 DEFAULT_VALIDATION_SHARE = 0.1
 
 

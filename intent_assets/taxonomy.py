@@ -86,11 +86,19 @@ class Taxonomy:
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
+    """A taxonomy file: the project's format (name, version, intents as a list of name + description), or an
+    ontology as NLU++ ships it (``{"intents": {name: {"description": ..., "domain": [...]}}, "slots": ...}``),
+    named after its data set's folder, version 1."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TaxonomyError(f"{path}: cannot read taxonomy: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("intents"), dict) and "name" not in data:
+        folder = path.parent.parent if path.parent.name == "data" else path.parent
+        data = {"name": folder.name or "ontology", "version": "1", "source": str(path),
+                "intents": [{"name": name, "description": (item or {}).get("description", "")
+                             if isinstance(item, dict) else ""} for name, item in data["intents"].items()]}
     return Taxonomy.from_dict(data, origin=str(path))
 
 
@@ -104,8 +112,22 @@ def partition_by_taxonomy(frame: pd.DataFrame, taxonomy: Taxonomy) -> tuple[pd.D
 
 
 def labelled_messages(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows that are training data: customer messages with a label."""
-    return frame[(frame["speaker"] == "customer") & (frame["intent"] != "")]
+    """The rows that are training data: customer messages with a label.
+
+    Raises ValueError when customer messages carry a label set of other than one intent (several, or labelled
+    with none): the loader reads them (``intents``), but the graph from the taxonomy on trains and scores one
+    intent per message, and would silently keep only the first (or drop the message)."""
+    customer = frame[frame["speaker"] == "customer"]
+    if "intents" in customer:
+        sets = customer["intents"][customer["intents"].notna()]
+        other = sets[sets.map(len) != 1]
+        if len(other):
+            several = int((other.map(len) > 1).sum())
+            raise ValueError(
+                f"{several} customer messages carry several intents and {len(other) - several} are labelled with "
+                f"none (first record ids: {list(customer.loc[other.index[:5], 'record_id'])}): training and "
+                "scoring label sets is not built yet, only their loading; use a single-intent data set")
+    return customer[customer["intent"] != ""]
 
 
 def coverage(taxonomy: Taxonomy, labels: pd.Series) -> float:

@@ -1,10 +1,13 @@
 import gzip
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from intent_assets.chat_logs import CHAT_LOG_COLUMNS, ChatLogLoadError, load_chat_logs, record_id
+from intent_assets.chat_logs import (CHAT_LOG_COLUMNS, CHAT_LOG_SCHEMA, ChatLogLoadError, load_chat_logs,
+                                     record_id, folds_for_test)
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 
 
@@ -32,7 +35,9 @@ def test_valid_chat_logs_are_typed_and_reconcile(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [msg(turn=0, speaker="agent", text="Hello!", intent=""), msg(turn=1)])
     result = load_chat_logs(path)
     assert result.rows_in == 2 and len(result.valid) == 2 and result.quarantined.empty
-    assert list(result.valid.columns) == ["record_id", *CHAT_LOG_COLUMNS, "split_source", "day"]
+    columns = ["record_id", *CHAT_LOG_COLUMNS, "split_source", "day"]
+    assert list(result.valid.columns) == [*columns[:7], "intents", *columns[7:]]
+    assert list(result.valid["intents"]) == [None, ["card_arrival"]] and list(result.valid["intent"]) == ["", "card_arrival"]
     assert result.valid["turn"].dtype == "int64"
     assert str(result.valid["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert result.valid.loc[1, "record_id"] == record_id("c1", 1)
@@ -50,7 +55,9 @@ def test_valid_chat_logs_are_typed_and_reconcile(tmp_path):
         (msg(turn="two"), "turn", "turn must be a non-negative integer"),
         (msg(timestamp="yesterday-ish"), "timestamp", "timestamp is not an ISO 8601 date-time"),
         (msg(text="x" * 100_000), "text", "text longer than 10000 characters"),
-        (msg(intent=7), "intent", "intent must be a string"),
+        (msg(intent=7), "intent", "intent must be a label or a list of labels (in text, a JSON list)"),
+        (msg(intent=["card", 7]), "intent", "intent must be a label or a list of labels (in text, a JSON list)"),
+        (msg(intent='["card", '), "intent", "intent must be a label or a list of labels (in text, a JSON list)"),
     ],
 )
 def test_bad_records_are_quarantined_with_field_and_reason(tmp_path, record, field, reason):
@@ -308,3 +315,60 @@ def test_a_dated_file_owns_its_records_whatever_their_timestamps(tmp_path):
     assert load_chat_logs(folder, days=["2025-03-01"], calendar=calendar).rows_in == 0
     day = load_chat_logs(folder, days=["2025-03-02"], calendar=calendar)
     assert day.rows_in == 2 == len(day.valid) and set(day.valid["day"]) == {"2025-03-02"}
+
+
+def test_a_label_field_may_hold_a_list_of_intents_in_every_format(tmp_path):
+    """A multi-intent message: a JSON list (JSONL, Parquet list column) or, in text, a JSON list; in the order
+    written, a repeat once; [] is labelled with no intent, a missing label is unlabelled."""
+    records = [msg(turn=0, intent=["card", "lost_stolen", "card"]), msg(turn=1, intent=[]), msg(turn=2, intent=None),
+               msg(turn=3, intent="card"), msg(turn=4, intent=' ["fees_interests", "transfer_payment_deposit"] ')]
+    want = [["card", "lost_stolen"], [], None, ["card"], ["fees_interests", "transfer_payment_deposit"]]
+    jsonl = load_chat_logs(write_jsonl(tmp_path / "a.jsonl", records)).valid
+    assert list(jsonl["intents"]) == want and list(jsonl["intent"]) == ["card", "", "", "card", "fees_interests"]
+
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"text": ["lost my card", "hi", "card please"],
+                  "labels": ['["card", "lost_stolen"]', "[]", "card"]}).to_csv(csv, index=False)
+    assert list(load_chat_logs(csv).valid["intents"]) == [["card", "lost_stolen"], [], ["card"]]
+
+    parquet = tmp_path / "export.parquet"
+    pd.DataFrame({"text": ["lost my card", "hi"], "intents": [["card", "lost_stolen"], []]}).to_parquet(parquet)
+    valid = load_chat_logs(parquet).valid
+    assert [list(v) for v in valid["intents"]] == [["card", "lost_stolen"], []]
+    # what raw_chat_logs stores reads back valid (a Parquet list column comes back as arrays)
+    stored = tmp_path / "stored.parquet"
+    valid.to_parquet(stored)
+    CHAT_LOG_SCHEMA.validate(pd.read_parquet(stored))
+
+
+def test_nlupp_fold_files_are_read_with_their_intent_sets_and_the_last_two_folds_as_test(tmp_path):
+    """NLU++'s layout: foldK.json, a JSON list of records, no ``intents`` key when a message carries none."""
+    for k in range(4):
+        (tmp_path / f"fold{k}.json").write_text(json.dumps([
+            {"text": f"I lost my card {k}", "intents": ["card", "lost_stolen"],
+             "slots": {"date": {"text": "May", "span": [0, 3], "value": "x"}}},
+            {"text": f"hello there {k}"},
+        ]))
+    result = load_chat_logs(tmp_path)
+    valid = result.valid
+    assert result.input_kind == "labelled" and len(valid) == 8 and result.quarantined.empty
+    assert list(valid["intents"][:2]) == [["card", "lost_stolen"], []]
+    by_file = dict(zip(valid["conversation_id"].str.split("-").str[0], valid["split"]))
+    assert by_file == {"fold0": "train", "fold1": "train", "fold2": "test", "fold3": "test"}
+    assert set(valid["split_source"]) == {"fold files"}
+    assert folds_for_test([tmp_path / f"fold{k}.json" for k in range(16)]) == {14, 15}
+    assert folds_for_test([tmp_path / "fold0.json", tmp_path / "fold1.json"]) == set()  # all would be test: no split
+    assert set(load_chat_logs(tmp_path, test_fold_count=1).valid["split"]) == {"train", "test"}
+    assert (load_chat_logs(tmp_path, test_fold_count=1).valid["split"] == "test").sum() == 2
+
+
+def test_the_shipped_nlupp_banking_folds_load_whole(tmp_path):
+    folder = Path(os.environ.get("NLUPP_DIR", "/work/shared/data/nlupp")) / "data" / "banking"
+    if not folder.exists():
+        pytest.skip("NLU++ is not beside this checkout")
+    result = load_chat_logs(folder)
+    valid = result.valid
+    assert result.rows_in == 1658 and len(valid) + len(result.quarantined) == 1658
+    sizes = valid["intents"].map(len).value_counts().to_dict()
+    assert sizes[0] >= 70 and sizes[2] >= 500 and max(sizes) == 6  # README: 73 / 432 / 512 / ... / 17 with six
+    assert (valid["split"] == "test").sum() > 150

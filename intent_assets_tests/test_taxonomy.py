@@ -1,10 +1,11 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from intent_assets.paths import DEFAULT_TAXONOMY
-from intent_assets.taxonomy import Taxonomy, TaxonomyError, load_taxonomy, partition_by_taxonomy
+from intent_assets.taxonomy import Taxonomy, TaxonomyError, labelled_messages, load_taxonomy, partition_by_taxonomy
 
 
 def test_shipped_taxonomy_loads():
@@ -121,3 +122,29 @@ def test_with_a_derived_taxonomy_nothing_is_quarantined_and_the_prompt_lists_nam
     assert f"(mine v{taxonomy.version})" in prompt
     # a file's descriptions are still in the described prompt
     assert "- card_arrival: " in system_prompt(load_taxonomy(DEFAULT_TAXONOMY), describe_intents=True)
+
+
+def test_label_sets_of_other_than_one_intent_are_refused_until_the_graph_trains_on_them():
+    """The loader reads multi-intent records; the graph from the taxonomy on must not keep only their first label."""
+    frame = pd.DataFrame({"record_id": ["a", "b", "c", "d"], "speaker": ["customer", "customer", "agent", "customer"],
+                          "intent": ["card", "", "", "card"],
+                          "intents": [["card"], None, None, ["card", "lost_stolen"]]})
+    with pytest.raises(ValueError, match=r"1 customer messages carry several intents and 0 are labelled with none.*'d'"):
+        labelled_messages(frame)
+    assert list(labelled_messages(frame.iloc[:3])["record_id"]) == ["a"]
+    frame.loc[3, "intents"] = []
+    with pytest.raises(ValueError, match="0 customer messages carry several intents and 1 are labelled with none"):
+        labelled_messages(frame)
+
+
+def test_an_ontology_as_nlupp_ships_it_is_a_taxonomy(tmp_path):
+    (tmp_path / "nlupp" / "data").mkdir(parents=True)
+    path = tmp_path / "nlupp" / "data" / "ontology.json"
+    path.write_text(json.dumps({"intents": {"card": {"description": "cards", "domain": ["banking"]},
+                                            "greet": {"description": "hello", "domain": ["general"]}},
+                                "slots": {"date": {"description": "a date"}}}))
+    taxonomy = load_taxonomy(path)
+    assert (taxonomy.name, taxonomy.version, list(taxonomy.names)) == ("nlupp", "1", ["card", "greet"])
+    shipped = Path("/work/shared/data/nlupp/data/ontology.json")
+    if shipped.exists():
+        assert len(load_taxonomy(shipped).names) == 62

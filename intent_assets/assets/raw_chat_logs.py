@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from intent_assets import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, add_day_metadata, by_day,
                                         counts_table, day_counts, day_table)
-from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, load_chat_logs
+from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, DEFAULT_TEST_FOLDS, load_chat_logs
 from intent_assets.days import Calendar, today
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
@@ -37,6 +37,9 @@ class RawChatLogsConfig(dg.Config):
     )
     max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, gt=0, description="Longer messages are quarantined.")
     limit: Optional[int] = Field(default=None, gt=0, description="Read only the first N records (tiny runs).")
+    test_folds: int = Field(default=DEFAULT_TEST_FOLDS, ge=0, description=(
+        "Fold files (fold0, fold1, ... as NLU++ ships them): this many highest-numbered folds are the test split, "
+        "the others train. 0: no split from folds."))
 
     @field_validator("path")
     @classmethod
@@ -87,7 +90,8 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
     calendar = Calendar(first=DAILY.start.date().isoformat(), last=max(today(), keys[-1]))
     with tempfile.TemporaryDirectory(prefix="landing-") as scratch:  # S3 day files, deleted at the end (raw PII)
         path = chat_log_source.stage(keys, Path(scratch)) if config.path == LANDING else config.resolved_path()
-        result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit, days=keys, calendar=calendar)
+        result = load_chat_logs(path, max_text_chars=config.max_text_chars, limit=limit, days=keys, calendar=calendar,
+                                test_fold_count=config.test_folds)
     source = chat_log_source.describe() if config.path == LANDING else str(path)
     valid, quarantined = result.valid, result.quarantined
     context.log.info(f"read {result.rows_in} records of {len(keys)} day(s) ({keys[0]}..{keys[-1]}) from "
@@ -119,6 +123,9 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
             "agent_messages": int(speakers.get("agent", 0)),
             "labelled_messages": int((valid["intent"] != "").sum()),
             "distinct_labels": int(valid.loc[valid["intent"] != "", "intent"].nunique()),
+            # multi-intent messages (a label set of several, or labelled with none): intent_assets.chat_logs
+            "messages_with_several_intents": int(valid["intents"].map(lambda v: v is not None and len(v) > 1).sum()),
+            "messages_labelled_with_no_intent": int(valid["intents"].map(lambda v: v is not None and len(v) == 0).sum()),
         },
     )
     yield dg.Output(

@@ -101,7 +101,7 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
                 "text": [("raw_chat_logs", "text")],
                 "pii_types": [("raw_chat_logs", "text")],
                 "pii_count": [("raw_chat_logs", "text")],
-                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "channel", "split", "split_source", "day")},
+                **{c: [("raw_chat_logs", c)] for c in ("turn", "timestamp", "speaker", "intent", "intents", "channel", "split", "split_source", "day")},
             }),
         }
     )

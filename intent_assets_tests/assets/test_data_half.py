@@ -288,3 +288,42 @@ def test_a_new_day_is_processed_alone_and_deduplicated_against_every_earlier_day
         assert len(redacted_io.load_table("pii_audit_log")) == len(raw_io.load_table("raw_chat_logs")) == len(day1) + len(day2) + 3
         checks = {c.check_name: c.passed for c in second.get_asset_check_evaluations()}
         assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True, "quarantine_share_within_limit": True}
+
+
+def test_nlupp_fold_files_load_through_the_path_switch_and_label_sets_stop_before_training(data_root, tmp_path):
+    """NLU++'s layout through raw_chat_logs' path (its ontology as the taxonomy): label sets are stored per message,
+    the last two folds are the test split, and dataset_splits refuses label sets it cannot train on yet rather
+    than keep each message's first label."""
+    folds = tmp_path / "nlupp" / "data" / "banking"
+    folds.mkdir(parents=True)
+    texts = ["I lost my card yesterday and want to freeze it", "how much is the fee for an international transfer",
+             "hello", "my card is not working at the shop"]
+    sets = [["card", "lost_stolen"], ["fees_interests", "international", "transfer_payment_deposit"], None, ["card"]]
+    for k in range(4):
+        (folds / f"fold{k}.json").write_text(json.dumps(
+            [{"text": f"{t} ({k})", **({"intents": s} if s else {})} for t, s in zip(texts, sets)]))
+    ontology = tmp_path / "nlupp" / "data" / "ontology.json"
+    names = sorted({n for s in sets if s for n in s})
+    ontology.write_text(json.dumps({"intents": {n: {"description": n.replace("_", " "), "domain": ["banking"]}
+                                                for n in names}}))
+    config = {"ops": {"raw_chat_logs": {"config": {"path": str(folds)}},
+                      "intent_taxonomy": {"config": {"path": str(ontology)}}}}
+    resources = local_resources(data_root)
+    data = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, run_config=config,
+                          tags=days_of_run_config(config),
+                          selection=[*DAILY_KEYS, "intent_taxonomy"])
+    assert data.success
+    raw = output_meta(data, "raw_chat_logs")
+    assert raw["messages_with_several_intents"] == 8 and raw["messages_labelled_with_no_intent"] == 4
+    stored = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("raw_chat_logs")
+    assert [list(v) for v in stored["intents"][:4]] == [s or [] for s in sets]
+    assert stored.groupby("split")["conversation_id"].apply(lambda c: sorted(set(c.str[:5]))).to_dict() == {
+        "test": ["fold2", "fold3"], "train": ["fold0", "fold1"]}
+    redacted = LocalTableIOManager(base_dir=str(data_root / "redacted")).load_table("redacted_corpus")
+    assert "intents" in redacted and output_meta(data, "intent_taxonomy")["intents"] == len(names)
+
+    splits = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources,
+                            selection=["dataset_splits", "quarantined_labels"], raise_on_error=False)
+    assert not splits.success
+    failure = next(e for e in splits.all_events if e.is_step_failure).step_failure_data.error
+    assert re.search(r"\d+ customer messages carry several intents and \d+ are labelled with none", str(failure))
