@@ -43,7 +43,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SetPrediction:
-    labels: tuple[str, ...]  # 1 to max_intents distinct labels of the classifier, in the order the model gave them
+    labels: tuple[str, ...]  # 1 (0 where empty answers are allowed) to max_intents distinct labels, in the model's order
     confidences: tuple[float, ...]  # per label: product of p(choice) over the choices made while it was open
     decode_steps: int
     latency_s: float
@@ -175,6 +175,10 @@ SET_PREFIX = '{"intents": ["'
 SET_CLOSE = '"]}'
 SET_NEXT = '",'
 SET_JOINER = ' "'
+# with empty answers allowed the forced part stops before the list opens: `` ["`` (a label follows) and `` []`` (the
+# empty list) are different tokens in byte-level BPE vocabularies
+SET_LEAD, SET_OPEN, SET_EMPTY = '{"intents":', ' ["', ' []}'
+NO_INTENT = ""  # the payload label of the empty answer
 
 
 @dataclass(frozen=True)
@@ -195,25 +199,38 @@ class LabelSetTrie:
     After the forced ``{"intents": ["``, the model chooses a label token by token (a trie over every label followed
     by its ending: ``"]}`` closes the list, ``",`` announces another label, then `` "`` is forced); a label already
     chosen is never allowed again, and after ``max_intents`` labels only the closing ending is. Every answer is thus
-    a list of 1 to ``max_intents`` distinct taxonomy labels, by construction. Each label's tokens come from the joint
+    a list of 1 to ``max_intents`` distinct taxonomy labels, by construction; with ``allow_empty`` the forced part
+    stops at ``{"intents":`` and the first choice is between `` []}`` (no intent) and `` ["`` + a label. Each label's tokens come from the joint
     tokenization of the label with its ending (``?"]`` is one token after ``reverted_card_payment``), and
     :meth:`from_tokenizer` checks that a whole answer tokenizes as its pieces do.
     """
 
     def __init__(self, forced_ids: Sequence[int], paths: dict[tuple[str, bool], list[int]],
-                 joiner_ids: Sequence[int], max_intents: int = 3):
+                 joiner_ids: Sequence[int], max_intents: int = 3,
+                 first_paths: dict[tuple[str, bool], list[int]] | None = None):
+        """``first_paths``: the paths of the first position when they differ from the later ones (empty answers
+        allowed: the list's opening is part of them, and the payload ``(NO_INTENT, True)`` is the empty list)."""
         if not paths:
             raise ValueError("LabelSetTrie needs at least one label")
         if max_intents < 1:
             raise ValueError(f"max_intents must be >= 1, got {max_intents}")
         self.forced_ids, self.joiner_ids, self.max_intents = list(forced_ids), list(joiner_ids), max_intents
         self.labels = list(dict.fromkeys(label for label, _ in paths))
-        self.children: list[dict[int, int]] = [{}]
-        self.payloads: list[list[tuple[str, bool]]] = [[]]  # (label, closes) of every path through the node
+        self.allows_empty = first_paths is not None and (NO_INTENT, True) in first_paths
+        self.children: list[dict[int, int]] = []
+        self.payloads: list[list[tuple[str, bool]]] = []  # (label, closes) of every path through the node
         self.terminal: dict[int, tuple[str, bool]] = {}
+        self._insert(first_paths if first_paths is not None else paths)
+        # where the labels after the first start: the same root unless the first position has paths of its own
+        self.next_root = self._insert(paths) if first_paths is not None else 0
+
+    def _insert(self, paths: dict[tuple[str, bool], list[int]]) -> int:
+        root = len(self.children)
+        self.children.append({})
+        self.payloads.append([])
         for payload, ids in paths.items():
-            node = 0
-            self.payloads[0].append(payload)
+            node = root
+            self.payloads[root].append(payload)
             for tok in ids:
                 nxt = self.children[node].get(tok)
                 if nxt is None:
@@ -226,25 +243,35 @@ class LabelSetTrie:
             if self.children[node] or node in self.terminal:
                 raise ValueError(f"label {payload[0]!r} with its ending is a prefix of another answer")
             self.terminal[node] = payload
+        return root
 
     @classmethod
     def from_tokenizer(cls, tokenizer, labels: Sequence[str], lead_text: str = "",
-                       max_intents: int = 3) -> "LabelSetTrie":
-        """Tokenize each label with either ending; ``lead_text`` as for :meth:`LabelTrie.from_tokenizer`."""
+                       max_intents: int = 3, allow_empty: bool = False) -> "LabelSetTrie":
+        """Tokenize each label with either ending; ``lead_text`` as for :meth:`LabelTrie.from_tokenizer`.
+        ``allow_empty``: ``{"intents": []}`` is an answer too (a message that carries no intent)."""
         import json
 
         labels = list(dict.fromkeys(labels))
-        forced = _encode(tokenizer, lead_text + SET_PREFIX)
+        if NO_INTENT in labels:
+            raise ValueError("an empty label cannot be an intent")
+        forced = _encode(tokenizer, lead_text + (SET_LEAD if allow_empty else SET_PREFIX))
         paths = {(label, closes): _encode(tokenizer, label + (SET_CLOSE if closes else SET_NEXT))
                  for label in labels for closes in (True, False)}
+        first = None
+        if allow_empty:
+            first = {(label, closes): _encode(tokenizer, SET_OPEN + label + (SET_CLOSE if closes else SET_NEXT))
+                     for label in labels for closes in (True, False)}
+            first[(NO_INTENT, True)] = _encode(tokenizer, SET_EMPTY)
         joiner = _encode(tokenizer, SET_JOINER)
-        trie = cls(forced, paths, joiner, max_intents)
+        trie = cls(forced, paths, joiner, max_intents, first)
         # whole answers must tokenize as their pieces: a few two-label answers and every one-label answer
         samples = [[label] for label in labels] + [list(pair) for pair in zip(labels, labels[1:])]
-        for sample in samples[: len(labels) + 32]:
-            pieces = list(forced)
+        for sample in ([[]] if allow_empty else []) + samples[: len(labels) + 32]:
+            pieces = list(forced) + (first[(NO_INTENT, True)] if not sample else [])
             for n, label in enumerate(sample):
-                pieces += paths[(label, n == len(sample) - 1)] + ([] if n == len(sample) - 1 else joiner)
+                step = first if (first is not None and n == 0) else paths
+                pieces += step[(label, n == len(sample) - 1)] + ([] if n == len(sample) - 1 else joiner)
             if _encode(tokenizer, lead_text + json.dumps({"intents": sample})) != pieces:
                 raise ValueError(f"the answer {sample} does not tokenize as its pieces: this tokenizer merges across "
                                  "a label's boundary")
@@ -252,6 +279,8 @@ class LabelSetTrie:
 
     def _open(self, state: SetState, payload: tuple[str, bool]) -> bool:
         label, closes = payload
+        if label == NO_INTENT:
+            return not state.chosen
         if label in state.chosen:
             return False
         # another label may follow while the list is short enough and some label is still unchosen
@@ -272,7 +301,7 @@ class LabelSetTrie:
         if len(open_payloads) == 1:
             (label, closes), = open_payloads
             if closes:
-                return state.chosen + (label,)
+                return state.chosen + ((label,) if label != NO_INTENT else ())
         return None
 
     def advance(self, state: SetState, token: int) -> tuple[SetState, list[int]]:
@@ -285,10 +314,10 @@ class LabelSetTrie:
         while True:
             if node in self.terminal:
                 label, closes = self.terminal[node]
-                chosen = state.chosen + (label,)
+                chosen = state.chosen + ((label,) if label != NO_INTENT else ())
                 if closes:
                     return SetState(chosen, -1), feed
-                return SetState(chosen, 0), feed + self.joiner_ids
+                return SetState(chosen, self.next_root), feed + self.joiner_ids
             state_here = SetState(state.chosen, node)
             options = self.allowed(state_here)
             if len(options) != 1:
@@ -580,19 +609,21 @@ class ConstrainedClassifier:
             logits = run.extend(rows, feeds)
         return [(done[i], math.exp(logconf[i]), steps[i]) for i in range(B)]
 
-    def set_trie(self, max_intents: int = 3) -> LabelSetTrie:
-        """The list-answer automaton over this classifier's labels (built once per ``max_intents``)."""
+    def set_trie(self, max_intents: int = 3, allow_empty: bool = False) -> LabelSetTrie:
+        """The list-answer automaton over this classifier's labels (built once per setting)."""
         tries = self.__dict__.setdefault("_set_tries", {})
-        if max_intents not in tries:
-            tries[max_intents] = LabelSetTrie.from_tokenizer(self.tokenizer, self.labels,
-                                                             lead_text=self.layout.lead_text, max_intents=max_intents)
-        return tries[max_intents]
+        if (max_intents, allow_empty) not in tries:
+            tries[(max_intents, allow_empty)] = LabelSetTrie.from_tokenizer(
+                self.tokenizer, self.labels, lead_text=self.layout.lead_text, max_intents=max_intents,
+                allow_empty=allow_empty)
+        return tries[(max_intents, allow_empty)]
 
-    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 16) -> list[SetPrediction]:
+    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 16,
+                      allow_empty: bool = False) -> list[SetPrediction]:
         """List answers ``{"intents": [...]}``: every intent a message carries, 1 to ``max_intents`` distinct labels
-        (the model must have been trained on list answers). Same cached prefix, batching and packing as
-        :meth:`classify`."""
-        trie = self.set_trie(max_intents)
+        (0 to ``max_intents`` with ``allow_empty``; the model must have been trained on list answers). Same cached
+        prefix, batching and packing as :meth:`classify`."""
+        trie = self.set_trie(max_intents, allow_empty)
 
         def suffix(text: str) -> list[int]:
             return self.layout.suffix_ids(self.tokenizer, text) + trie.forced_ids

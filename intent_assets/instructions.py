@@ -40,21 +40,43 @@ COMPACT_TEMPLATE = (
 )
 PROMPT_STYLES = ("compact", "taxonomy")
 
+# Answer formats (``ANSWER_FORMATS``): one label, ``{"intent": "<name>"}``, or a label set, ``{"intents": [...]}`` (the
+# labels in the order the message states them, ``[]`` when it carries none). One format per data set: a multi-intent
+# data set answers every record, single-intent ones too, with a list (one element), so the model never has to guess
+# which form a message wants and one constrained decoder (the label-set trie) serves every request.
+ANSWER_FORMATS = ("intent", "intents")
+_LIST_TASK = (
+    ("exactly one intent", "all the intents it carries, none, one or several,"),
+    ("{{\"intent\": \"<name>\"}}", "{{\"intents\": [\"<name>\", ...]}} (in the order the message states them; [] "
+     "when it carries none)"),
+)
 
-def system_prompt(taxonomy: Taxonomy, describe_intents: bool = False, style: str = "taxonomy") -> str:
-    """The system prompt of every record: ``style`` is one of ``PROMPT_STYLES``."""
+
+def _template(template: str, answers: str) -> str:
+    if answers not in ANSWER_FORMATS:
+        raise ValueError(f"answer format {answers!r}: expected one of {ANSWER_FORMATS}")
+    if answers == "intents":
+        for one, many in _LIST_TASK:
+            template = template.replace(one, many)
+    return template
+
+
+def system_prompt(taxonomy: Taxonomy, describe_intents: bool = False, style: str = "taxonomy",
+                  answers: str = "intent") -> str:
+    """The system prompt of every record: ``style`` is one of ``PROMPT_STYLES``, ``answers`` one of
+    ``ANSWER_FORMATS``."""
     if style not in PROMPT_STYLES:
         raise ValueError(f"prompt style {style!r}: expected one of {PROMPT_STYLES}")
     if style == "compact":
         if describe_intents:
             raise ValueError("describe_intents needs the 'taxonomy' prompt style (the compact prompt lists no intents)")
-        return COMPACT_TEMPLATE.format(name=taxonomy.name, version=taxonomy.version)
+        return _template(COMPACT_TEMPLATE, answers).format(name=taxonomy.name, version=taxonomy.version)
     if describe_intents:
         # a derived taxonomy has no descriptions: such an intent is listed by name only
         lines = "\n".join(f"- {name}: {description}" if description else f"- {name}" for name, description in taxonomy.intents)
     else:
         lines = "\n".join(f"- {name}" for name in taxonomy.names)
-    return SYSTEM_TEMPLATE.format(name=taxonomy.name, version=taxonomy.version, lines=lines)
+    return _template(SYSTEM_TEMPLATE, answers).format(name=taxonomy.name, version=taxonomy.version, lines=lines)
 
 
 def dataset_system_prompt(messages: Iterable[str]) -> str:
@@ -72,6 +94,18 @@ def answer(intent: str) -> str:
     return json.dumps({"intent": intent})
 
 
+def answer_set(intents) -> str:
+    """The list answer: ``{"intents": ["a", "b"]}`` (``[]``: no intent)."""
+    return json.dumps({"intents": list(intents)})
+
+
+def answer_format(messages: Iterable[str]) -> str:
+    """``intents`` when the records (``messages`` column, JSON) answer with lists, else ``intent``."""
+    for m in messages:
+        return "intents" if '"intents"' in json.loads(m)[-1]["content"][:12] else "intent"
+    return "intent"
+
+
 def parse_answer(content: str) -> str | None:
     """The intent named by an assistant answer, or None when the answer is not the expected JSON."""
     try:
@@ -81,24 +115,42 @@ def parse_answer(content: str) -> str | None:
     return value.get("intent") if isinstance(value, dict) and isinstance(value.get("intent"), str) else None
 
 
-def chat_record(system: str, text: str, intent: str) -> dict:
+def parse_answer_set(content: str) -> list[str] | None:
+    """The intents of a list answer (``[]``: none), or None when the answer is not the expected JSON."""
+    try:
+        value = json.loads(content)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    labels = value.get("intents") if isinstance(value, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        return None
+    return labels
+
+
+def chat_record(system: str, text: str, intent: str, intents=None) -> dict:
+    """One chat record; with ``intents`` (a label set) the answer is the list, else the one ``intent``."""
     return {
         "messages": [
             {"role": "system", "content": system},
             {"role": "user", "content": text},
-            {"role": "assistant", "content": answer(intent)},
+            {"role": "assistant", "content": answer(intent) if intents is None else answer_set(intents)},
         ]
     }
 
 
 def build_records(examples: pd.DataFrame, taxonomy: Taxonomy, describe_intents: bool = False,
-                  style: str = "taxonomy") -> pd.DataFrame:
-    """One row per example (columns ``record_id, split, intent, text, synthetic``, optionally ``corrected``) → adds
-    ``messages`` (JSON) with the system prompt of ``style``."""
-    system = system_prompt(taxonomy, describe_intents, style)
-    columns = ["record_id", "split", "intent", "text", "synthetic", *(["corrected"] if "corrected" in examples else [])]
+                  style: str = "taxonomy", answers: str = "intent") -> pd.DataFrame:
+    """One row per example (columns ``record_id, split, intent, text, synthetic``, optionally ``corrected``; with
+    ``answers="intents"`` also ``intents``, the label sets) → adds ``messages`` (JSON) with the system prompt of
+    ``style`` and answers of that format."""
+    system = system_prompt(taxonomy, describe_intents, style, answers)
+    lists = answers == "intents"
+    columns = ["record_id", "split", "intent", *(["intents"] if lists else []), "text", "synthetic",
+               *(["corrected"] if "corrected" in examples else [])]
     out = examples[columns].reset_index(drop=True).copy()
-    out["messages"] = [json.dumps(chat_record(system, t, i)["messages"]) for t, i in zip(out["text"], out["intent"])]
+    sets = out["intents"] if lists else [None] * len(out)
+    out["messages"] = [json.dumps(chat_record(system, t, i, None if s is None else list(s))["messages"])
+                       for t, i, s in zip(out["text"], out["intent"], sets)]
     return out
 
 
@@ -111,8 +163,9 @@ def write_jsonl(records: pd.DataFrame, directory: Path) -> dict[str, Path]:
         tmp = path.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             for row in part.itertuples(index=False):
-                fh.write(json.dumps({"record_id": row.record_id, "intent": row.intent, "synthetic": bool(row.synthetic),
-                                     "messages": json.loads(row.messages)}) + "\n")
+                labels = {"intents": list(row.intents)} if "intents" in part else {}
+                fh.write(json.dumps({"record_id": row.record_id, "intent": row.intent, **labels,
+                                     "synthetic": bool(row.synthetic), "messages": json.loads(row.messages)}) + "\n")
         tmp.replace(path)
         paths[str(split)] = path
     return paths

@@ -4,18 +4,21 @@
   single-intent data: 2-3 utterances of different intents joined by varied conjunctions and punctuation, seeded and
   reproducible, the intents listed in the order the message states them. Call it on one split at a time (training
   blends from the training split, test blends from the test split only), so no utterance crosses splits.
+* ``blend_splits``: such blends for every split from that split's own rows, as instruction-dataset rows.
 * ``multilabel_scores``: exact-set accuracy, micro and macro precision/recall/F1 over intent labels (scikit-learn on
   binarized label sets), accuracy by number of intents, and how often the number of intents is right.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import Counter
 from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import f1_score, precision_score, recall_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -108,3 +111,30 @@ def multilabel_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterabl
                                  for k, v in sorted(by_count.items())}
     result["gold_intent_counts"] = dict(sorted(Counter(len(g) for g in gold_sets).items()))
     return result
+
+
+BLEND_SPLITS = ("train", "validation", "test")
+
+
+def blend_splits(examples: pd.DataFrame, share: float, seed: int = 0):
+    """Blended messages for each split from that split's own single-intent rows (``examples``: ``split, text,
+    intent, intents``): ``share`` x the split's rows, as rows ``record_id, split, intent, intents, text, synthetic``
+    (``synthetic`` True, ``record_id`` ``blend-<hash>``). Training blends come from the training split only and test
+    blends from the test split only, so no utterance crosses splits; a split with fewer than two intents gets none.
+    Seeded: the same rows, share and seed give the same blends."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"blend share must be in [0, 1], got {share}")
+    rows = []
+    for offset, split in enumerate(BLEND_SPLITS):
+        part = examples[examples["split"] == split]
+        single = part[[len(s) == 1 for s in part["intents"]]]
+        count = int(round(share * len(part)))
+        if not count or single["intent"].nunique() < 2:
+            continue
+        for text, intents in blend(zip(single["text"], single["intent"]), count, seed=seed * 7919 + offset):
+            key = hashlib.sha256(f"{split}\x1f{text}\x1f{intents}".encode()).hexdigest()[:12]
+            rows.append({"record_id": f"blend-{key}", "split": split, "intent": intents[0], "intents": intents,
+                         "text": text, "synthetic": True})
+    columns = ["record_id", "split", "intent", "intents", "text", "synthetic"]
+    out = pd.DataFrame(rows, columns=columns)
+    return out.drop_duplicates("record_id").reset_index(drop=True)

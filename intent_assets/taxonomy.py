@@ -103,35 +103,68 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
 
 
 def partition_by_taxonomy(frame: pd.DataFrame, taxonomy: Taxonomy) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows whose ``intent`` is in the taxonomy, rows outside it with ``field``/``reason`` columns)."""
-    known = frame["intent"].isin(set(taxonomy.names))
+    """(rows whose labels are all in the taxonomy, rows outside it with ``field``/``reason`` columns). With an
+    ``intents`` column (label sets) every label of a row must be known, and the reason names the first that is not;
+    an empty set (a message labelled with no intent) is known."""
+    names = set(taxonomy.names)
+    if "intents" in frame:
+        first_unknown = [next((x for x in labels if x not in names), None) for labels in frame["intents"]]
+    else:
+        first_unknown = [None if v in names else v for v in frame["intent"]]
+    known = pd.Series([u is None for u in first_unknown], index=frame.index, dtype=bool)
     outside = frame[~known].copy()
     outside["field"] = "intent"
-    outside["reason"] = [f"intent {v!r} is not in taxonomy {taxonomy.name} v{taxonomy.version}" for v in outside["intent"]]
+    outside["reason"] = [f"intent {u!r} is not in taxonomy {taxonomy.name} v{taxonomy.version}"
+                         for u, k in zip(first_unknown, known) if not k]
     return frame[known].copy(), outside
 
 
-def labelled_messages(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows that are training data: customer messages with a label.
+def label_sets(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each row's label set: its ``intents`` when the frame has them, else the one ``intent``."""
+    if "intents" in frame:
+        return [tuple(v) if v is not None else () for v in frame["intents"]]
+    return [(v,) if v else () for v in frame["intent"]]
 
-    Raises ValueError when customer messages carry a label set of other than one intent (several, or labelled
-    with none): the loader reads them (``intents``), but the graph from the taxonomy on trains and scores one
-    intent per message, and would silently keep only the first (or drop the message)."""
+
+def is_multi_intent(frame: pd.DataFrame) -> bool:
+    """Whether any row's label set has other than one intent (several, or none): the graph then answers lists."""
+    return any(len(s) != 1 for s in label_sets(frame))
+
+
+def single_intent(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows labelled with exactly one intent (what paraphrases, blends and single-label baselines take)."""
+    keep = [len(s) == 1 for s in label_sets(frame)]
+    return frame[pd.Series(keep, index=frame.index, dtype=bool)]
+
+
+def labels_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (message, label): ``frame`` exploded over its label sets into ``intent`` (a message labelled
+    with none gives no row)."""
+    if "intents" not in frame:
+        return frame[frame["intent"] != ""]
+    long = frame.drop(columns=["intent"]).assign(intent=[list(s) for s in label_sets(frame)]).explode("intent")
+    return long[long["intent"].notna()]
+
+
+def labelled_messages(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are training data: customer messages with a label set (one intent, several, or none: NLU++
+    labels some messages with no intent, and a model must learn to answer those with an empty list). The result
+    always has ``intents`` (a list per row; ``[intent]`` for single-label input) and ``intent`` (the first label,
+    empty when there is none)."""
     customer = frame[frame["speaker"] == "customer"]
     if "intents" in customer:
-        sets = customer["intents"][customer["intents"].notna()]
-        other = sets[sets.map(len) != 1]
-        if len(other):
-            several = int((other.map(len) > 1).sum())
-            raise ValueError(
-                f"{several} customer messages carry several intents and {len(other) - several} are labelled with "
-                f"none (first record ids: {list(customer.loc[other.index[:5], 'record_id'])}): training and "
-                "scoring label sets is not built yet, only their loading; use a single-intent data set")
-    return customer[customer["intent"] != ""]
+        given = customer["intents"].map(lambda v: v is not None and not (isinstance(v, float) and pd.isna(v)))
+        out = customer[given].copy()
+        out["intents"] = [list(v) for v in out["intents"]]
+        out["intent"] = [v[0] if len(v) else "" for v in out["intents"]]
+        return out
+    out = customer[customer["intent"] != ""].copy()
+    out["intents"] = [[v] for v in out["intent"]]
+    return out
 
 
 def coverage(taxonomy: Taxonomy, labels: pd.Series) -> float:
-    """Share of the labelled messages (``labels``: one label per message) whose label is in ``taxonomy``."""
+    """Share of the labels (``labels``: one per row, e.g. :func:`labels_long`) that are in ``taxonomy``."""
     return float(labels.isin(set(taxonomy.names)).mean()) if len(labels) else 0.0
 
 

@@ -244,6 +244,35 @@ def test_label_set_trie_never_repeats_a_label_and_stops_at_max_intents(tokenizer
         LabelSetTrie.from_tokenizer(tokenizer, SMALL, max_intents=0)
 
 
+def test_label_set_trie_with_empty_answers_accepts_the_empty_list_and_every_other_answer(tokenizer, small_taxonomy):
+    """A message that carries no intent answers ``{"intents": []}``: the forced part stops before the list opens."""
+    import json
+
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    trie = LabelSetTrie.from_tokenizer(tokenizer, SMALL, lead_text="assistant\n", max_intents=2, allow_empty=True)
+    assert trie.allows_empty and not LabelSetTrie.from_tokenizer(tokenizer, SMALL).allows_empty
+    for chosen in [[], ["card_arrival"], ["exchange_rate", "card_arrival"], ["card_linking", "exchange_rate"]]:
+        ids = enc("assistant\n" + json.dumps({"intents": chosen}))
+        assert ids[: len(trie.forced_ids)] == trie.forced_ids
+        assert trie.determined(_walk(trie, ids[len(trie.forced_ids):])) == tuple(chosen)
+    with pytest.raises((KeyError, AssertionError)):  # still no repeat and no third label
+        _walk(trie, enc(json.dumps({"intents": ["card_arrival", "card_arrival"]}))[len(trie.forced_ids):])
+    with pytest.raises((KeyError, AssertionError)):
+        _walk(trie, enc(json.dumps({"intents": ["card_arrival", "exchange_rate", "card_linking"]}))[len(trie.forced_ids):])
+    # whatever the logits: 0 to 2 distinct known labels, and the empty answer is reachable
+    vocab = len(tokenizer)
+    generator = torch.Generator().manual_seed(1)
+    noise = lambda n: torch.randn(n, vocab, generator=generator) * 10  # noqa: E731
+    sizes = set()
+    for chosen, confidence, _ in greedy_label_sets(trie, noise(200), lambda rows, feeds: noise(len(rows))):
+        assert len(chosen) <= 2 and len(set(chosen)) == len(chosen) and set(chosen) <= set(SMALL)
+        assert len(confidence) == len(chosen)
+        sizes.add(len(chosen))
+    assert sizes == {0, 1, 2}
+    with pytest.raises(ValueError, match="empty label"):
+        LabelSetTrie.from_tokenizer(tokenizer, ["", "card_arrival"], allow_empty=True)
+
+
 def test_greedy_label_sets_are_valid_whatever_the_logits_and_follow_a_clear_preference(tokenizer, banking77):
     import json
 

@@ -81,3 +81,21 @@ def test_token_lengths_with_the_base_model_tokenizer(tmp_path):
     assert len(lengths) == 3 and (lengths > system_tokens).all()
     assert ins.length_stats(lengths)["max"] == lengths.max()
     assert load_tokenizer(tmp_path / "tok").get_vocab() == tokenizer.get_vocab()
+
+
+def test_list_answers_for_every_record_of_a_multi_intent_data_set(tmp_path):
+    frame = examples().assign(intents=[["card_arrival", "top_up_limits"], [], ["card_arrival"]])
+    records = ins.build_records(frame, TAXONOMY, style="compact", answers="intents")
+    answers = [json.loads(m)[-1]["content"] for m in records["messages"]]
+    assert answers == ['{"intents": ["card_arrival", "top_up_limits"]}', '{"intents": []}', '{"intents": ["card_arrival"]}']
+    assert [ins.parse_answer_set(a) for a in answers] == [["card_arrival", "top_up_limits"], [], ["card_arrival"]]
+    assert ins.answer_format(records["messages"]) == "intents"
+    assert ins.answer_format(ins.build_records(examples(), TAXONOMY)["messages"]) == "intent"
+    prompt = json.loads(records["messages"][0])[0]["content"]
+    assert "all the intents it carries" in prompt and '{"intents": ["<name>", ...]}' in prompt and "exactly one" not in prompt
+    assert ins.parse_answer_set('{"intents": "card_arrival"}') is None and ins.parse_answer_set("nope") is None
+    paths = ins.write_jsonl(records, tmp_path)
+    first = json.loads(paths["train"].read_text().splitlines()[0])
+    assert first["intents"] == ["card_arrival", "top_up_limits"] and first["intent"] == "card_arrival"
+    with pytest.raises(ValueError, match="answer format 'set'"):
+        ins.system_prompt(TAXONOMY, answers="set")

@@ -69,3 +69,25 @@ def test_order_does_not_matter_and_bad_input_is_named():
         multilabel_scores([["a"], ["b"]], [["a"]])
     with pytest.raises(ValueError, match=r"outside the given label space: \['z'\]"):
         multilabel_scores([["a"]], [["z"]], labels=["a"])
+
+
+def test_blends_of_each_split_come_from_that_split_only():
+    import pandas as pd
+
+    from intent_assets.multi_intent import blend_splits
+
+    rows = [(split, f"{split} utterance {k} about {intent}", intent)
+            for split in ("train", "validation", "test") for k in range(10) for intent in ("a_x", "b_y", "c_z")]
+    frame = pd.DataFrame(rows, columns=["split", "text", "intent"]).assign(intents=lambda f: [[i] for i in f["intent"]])
+    frame.at[0, "intents"] = ["a_x", "b_y"]  # a message that already carries two is not a blend's part
+    out = blend_splits(frame, 0.2, seed=1)
+    assert out.equals(blend_splits(frame, 0.2, seed=1)) and not out.equals(blend_splits(frame, 0.2, seed=2))
+    assert out["split"].value_counts().to_dict() == {"train": 6, "validation": 6, "test": 6}
+    assert out["synthetic"].all() and out["record_id"].str.startswith("blend-").all()
+    for split, text, intents in zip(out["split"], out["text"], out["intents"]):
+        assert text.startswith(split) and 2 <= len(intents) <= 3 and len(set(intents)) == len(intents)
+        assert not any(other in text for other in {"train", "validation", "test"} - {split})
+    assert frame.loc[0, "text"] not in " ".join(out["text"])
+    assert blend_splits(frame, 0.0).empty
+    with pytest.raises(ValueError, match="blend share"):
+        blend_splits(frame, 1.5)

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from intent_assets.paths import DEFAULT_TAXONOMY
-from intent_assets.taxonomy import Taxonomy, TaxonomyError, labelled_messages, load_taxonomy, partition_by_taxonomy
+from intent_assets.taxonomy import (Taxonomy, TaxonomyError, is_multi_intent, labelled_messages, labels_long, load_taxonomy,
+                                   partition_by_taxonomy, single_intent)
 
 
 def test_shipped_taxonomy_loads():
@@ -124,17 +125,27 @@ def test_with_a_derived_taxonomy_nothing_is_quarantined_and_the_prompt_lists_nam
     assert "- card_arrival: " in system_prompt(load_taxonomy(DEFAULT_TAXONOMY), describe_intents=True)
 
 
-def test_label_sets_of_other_than_one_intent_are_refused_until_the_graph_trains_on_them():
-    """The loader reads multi-intent records; the graph from the taxonomy on must not keep only their first label."""
-    frame = pd.DataFrame({"record_id": ["a", "b", "c", "d"], "speaker": ["customer", "customer", "agent", "customer"],
-                          "intent": ["card", "", "", "card"],
-                          "intents": [["card"], None, None, ["card", "lost_stolen"]]})
-    with pytest.raises(ValueError, match=r"1 customer messages carry several intents and 0 are labelled with none.*'d'"):
-        labelled_messages(frame)
-    assert list(labelled_messages(frame.iloc[:3])["record_id"]) == ["a"]
-    frame.loc[3, "intents"] = []
-    with pytest.raises(ValueError, match="0 customer messages carry several intents and 1 are labelled with none"):
-        labelled_messages(frame)
+def test_label_sets_are_training_data_and_every_label_must_be_in_the_taxonomy():
+    """Customer messages with a label set are kept whole (several intents, or none); unlabelled ones and agents' turns
+    are not training data; a set with one unknown label is set aside naming that label."""
+    frame = pd.DataFrame({"record_id": ["a", "b", "c", "d", "e"],
+                          "speaker": ["customer", "customer", "agent", "customer", "customer"],
+                          "intent": ["card", "", "", "card", ""],
+                          "intents": [["card"], None, None, ["card", "lost_stolen"], []]})
+    labelled = labelled_messages(frame)
+    assert list(labelled["record_id"]) == ["a", "d", "e"]
+    assert list(labelled["intents"]) == [["card"], ["card", "lost_stolen"], []]
+    assert list(labelled["intent"]) == ["card", "card", ""]
+    assert is_multi_intent(labelled) and not is_multi_intent(labelled.iloc[:1])
+    assert list(single_intent(labelled)["record_id"]) == ["a"]
+    assert list(labels_long(labelled)["intent"]) == ["card", "card", "lost_stolen"]
+    taxonomy = Taxonomy("t", "1", (("card", "cards"), ("greet", "hello")))
+    known, outside = partition_by_taxonomy(labelled, taxonomy)
+    assert list(known["record_id"]) == ["a", "e"]
+    assert list(outside["reason"]) == ["intent 'lost_stolen' is not in taxonomy t v1"]
+    # single-label input (no intents column) keeps its behaviour, and gains the one-element sets
+    single = labelled_messages(frame.drop(columns="intents"))
+    assert list(single["record_id"]) == ["a", "d"] and list(single["intents"]) == [["card"], ["card"]]
 
 
 def test_an_ontology_as_nlupp_ships_it_is_a_taxonomy(tmp_path):

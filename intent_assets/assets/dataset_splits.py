@@ -9,9 +9,9 @@ from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineag
 from intent_assets.plots import bar_chart
 from intent_assets.resources import ArtifactStore
 from intent_assets.splits import DEFAULT_VALIDATION_SHARE, SPLITS, resolve_splits, split_counts
-from intent_assets.taxonomy import Taxonomy, labelled_messages, partition_by_taxonomy
+from intent_assets.taxonomy import Taxonomy, label_sets, labelled_messages, labels_long, partition_by_taxonomy
 
-SPLIT_COLUMNS = ["record_id", "conversation_key", "text", "intent", "split"]
+SPLIT_COLUMNS = ["record_id", "conversation_key", "text", "intent", "intents", "split"]
 
 class DatasetSplitsConfig(dg.Config):
     fractions: list[float] = Field(
@@ -65,8 +65,9 @@ def dataset_splits(
     An official split (a ``split`` column, CLINC150's keys, Banking77's ``train.csv`` / ``test.csv``) is kept as
     given, so figures compare with published ones; without a given validation split, ``validation_share`` of the
     given train rows become validation. Otherwise the hash split: the test split does not change when new rows
-    arrive and no conversation is in two splits. Only customer messages with a label are training data; labels
-    outside the taxonomy (and rows without a split when the others have one) go to ``quarantined_labels``.
+    arrive and no conversation is in two splits. Only customer messages with a label are training data: one intent,
+    or a label set (column ``intents``; ``intent`` is its first label), which may be empty (a message that carries
+    no intent, as NLU++ labels some). Labels outside the taxonomy (and rows without a split when the others have one) go to ``quarantined_labels``.
     Metadata ``split_source`` says which source was used.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
@@ -75,7 +76,8 @@ def dataset_splits(
     assigned, unsplit, source = resolve_splits(known, tuple(config.fractions), config.salt, config.validation_share)
     outside = pd.concat([outside, unsplit], ignore_index=True) if len(unsplit) else outside
     splits = assigned[SPLIT_COLUMNS].reset_index(drop=True)
-    table = split_counts(splits)
+    table = split_counts(labels_long(splits))
+    sizes = pd.Series([len(x) for x in label_sets(splits)], dtype=int)
     per_split = splits["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
     missing = [n for n in taxonomy.names if n not in table.index]
     plots = artifacts.path("plots")
@@ -97,6 +99,10 @@ def dataset_splits(
             **({"split_note": source["note"]} if source["note"] else {}),
             **{f"rows_{k}": int(v) for k, v in per_split.items()},
             "intents_present": int(table.shape[0]),
+            # label sets (NLU++, multi-intent exports): instruction_dataset then answers with lists
+            "rows_with_several_intents": int((sizes > 1).sum()),
+            "rows_labelled_with_no_intent": int((sizes == 0).sum()),
+            "intents_per_row": dg.MetadataValue.json({str(k): int(v) for k, v in sorted(sizes.value_counts().items())}),
             "intents_without_examples": dg.MetadataValue.json(missing),
             "min_train_rows_per_intent": int(table["train"].min()) if len(table) else 0,
             "min_test_rows_per_intent": int(table["test"].min()) if len(table) else 0,
@@ -108,6 +114,7 @@ def dataset_splits(
             "dagster/row_count": len(splits),
             "dagster/column_lineage": column_lineage({
                 **{c: [("redacted_corpus", c)] for c in ("record_id", "conversation_key", "text", "intent")},
+                "intents": [("redacted_corpus", "intents"), ("redacted_corpus", "intent")],
                 "split": [("redacted_corpus", "split"), ("redacted_corpus", "conversation_key")],
             }),
         },

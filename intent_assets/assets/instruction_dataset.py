@@ -12,16 +12,18 @@ from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineag
 from intent_assets.base_model import load_tokenizer
 from intent_assets.corrections import apply_corrections
 from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
+from intent_assets.multi_intent import blend_splits
 from intent_assets.plots import histogram
 from intent_assets.resources import ArtifactStore
-from intent_assets.taxonomy import Taxonomy
+from intent_assets.taxonomy import Taxonomy, is_multi_intent
 
 def _synthetic_rows(augments: pd.DataFrame) -> pd.DataFrame:
     accepted = augments[augments["accepted"]]
     ids = [
         "syn-" + hashlib.sha256(f"{i}\x1f{t}".encode()).hexdigest()[:12] for i, t in zip(accepted["intent"], accepted["text"])
     ]
-    return pd.DataFrame({"record_id": ids, "split": "train", "intent": accepted["intent"].to_numpy(), "text": accepted["text"].to_numpy(), "synthetic": True})
+    return pd.DataFrame({"record_id": ids, "split": "train", "intent": accepted["intent"].to_numpy(),
+                         "intents": [[i] for i in accepted["intent"]], "text": accepted["text"].to_numpy(), "synthetic": True})
 
 class InstructionDatasetConfig(dg.Config):
     prompt_style: Literal["compact", "taxonomy"] = Field(
@@ -35,6 +37,21 @@ class InstructionDatasetConfig(dg.Config):
         description="With prompt_style taxonomy: list each intent's description too, not only its name (on "
         "Banking77 1,502 instead of 689 prompt tokens, paid by every training step and every request).",
     )
+    answer_format: Literal["auto", "intent", "intents"] = Field(
+        default="auto",
+        description="intent: {\"intent\": \"<name>\"}. intents: a list, {\"intents\": [...]}, for every record (one "
+        "element for a single-intent message, [] for none). auto: the list when the data carries label sets other "
+        "than one intent (NLU++) or blend_share adds blended messages, else one intent.",
+    )
+    blend_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Blended multi-intent messages (2-3 single-intent utterances of different intents joined as "
+        "BlendX did) added to each split, built from that split's own single-intent messages only, as this share "
+        "of the split's rows; marked synthetic. 0: none.",
+    )
+    blend_seed: int = Field(default=0, description="Seed of the blends: the same data and seed give the same blends.")
 
 
 @dg.asset(
@@ -56,22 +73,34 @@ def instruction_dataset(
     """Chat records (system, user, assistant) for train / validation / test, also written as JSONL files.
 
     The system prompt (``prompt_style``) names the task and the taxonomy; the ``taxonomy`` style also lists its
-    intents (with ``describe_intents`` their descriptions too). It is byte-identical in every record so a server can cache it; the user turn is the redacted utterance; the assistant answers ``{"intent": "<name>"}``.
+    intents (with ``describe_intents`` their descriptions too). It is byte-identical in every record so a server can cache it; the user turn is the redacted utterance; the assistant answers ``{"intent": "<name>"}``, or
+    ``{"intents": [...]}`` for every record when the data carries label sets (``answer_format``). ``blend_share``
+    adds blended multi-intent messages to each split from that split's own messages (test blends from the frozen
+    test split only, for testing).
     Synthetic paraphrases (accepted ones only) are added to the training split only. Agents' corrections relabel
     the train and validation examples they match and add the others to the training split; the frozen test split
     never changes.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
-    real = dataset_splits.assign(synthetic=False)[["record_id", "split", "intent", "text", "synthetic"]]
-    examples = pd.concat([real, _synthetic_rows(synthetic_augments)], ignore_index=True)
+    real = dataset_splits.assign(synthetic=False)
+    if "intents" not in real:  # a table stored before label sets
+        real["intents"] = [[i] for i in real["intent"]]
+    real = real[["record_id", "split", "intent", "intents", "text", "synthetic"]]
+    blends = blend_splits(real, config.blend_share, config.blend_seed)
+    answers = config.answer_format
+    if answers == "auto":
+        answers = "intents" if is_multi_intent(real) or len(blends) else "intent"
+    examples = pd.concat([real, _synthetic_rows(synthetic_augments), blends], ignore_index=True)
     applied = apply_corrections(examples, agent_corrections)
     examples = applied.examples
-    records = build_records(examples, taxonomy, config.describe_intents, config.prompt_style)
+    corrected = examples["corrected"].astype(bool)  # a correction names one intent: the label set becomes it
+    examples["intents"] = [[i] if c else s for i, s, c in zip(examples["intent"], examples["intents"], corrected)]
+    records = build_records(examples, taxonomy, config.describe_intents, config.prompt_style, answers)
     paths = write_jsonl(records, artifacts.path("instruction_dataset"))
 
     tokenizer = load_tokenizer(artifacts.path("base_model") / "tokenizer")
     lengths = token_lengths(tokenizer, records["messages"])
-    system_tokens = len(tokenizer(system_prompt(taxonomy, config.describe_intents, config.prompt_style))["input_ids"])
+    system_tokens = len(tokenizer(system_prompt(taxonomy, config.describe_intents, config.prompt_style, answers))["input_ids"])
     per_split = records["split"].value_counts().to_dict()
     stats = length_stats(lengths)
     context.log.info(f"instruction_dataset: {per_split}; tokens per record {stats}")
@@ -80,6 +109,8 @@ def instruction_dataset(
             **{f"rows_{k}": int(v) for k, v in sorted(per_split.items())},
             "rows_total": len(records),
             "synthetic_rows": int(records["synthetic"].sum()),
+            "answer_format": answers,
+            "blended_rows": dg.MetadataValue.json({k: int(v) for k, v in blends["split"].value_counts().sort_index().items()}),
             "corrections_relabelled": applied.relabelled,
             "corrections_confirmed": applied.confirmed,
             "corrections_added": applied.added,

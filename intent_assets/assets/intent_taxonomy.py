@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from intent_assets import k8s_config
 from intent_assets.assets.common import DATA_OWNERS
 from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR, TAXONOMY_DIR, project_path
-from intent_assets.taxonomy import AUTO, AUTO_MIN_COVERAGE, DERIVE, dataset_name, labelled_messages, resolve_taxonomy
+from intent_assets.taxonomy import AUTO, AUTO_MIN_COVERAGE, DERIVE, dataset_name, labelled_messages, labels_long, resolve_taxonomy
 
 CORPUS = dg.AssetKey("redacted_corpus")
 
@@ -41,7 +41,7 @@ def _stored_labels(context: dg.AssetExecutionContext) -> Optional[pd.DataFrame]:
         corpus = context.resources.io_manager.load_table(CORPUS)
     except FileNotFoundError:
         return None
-    return labelled_messages(corpus)[["record_id", "intent"]]
+    return labels_long(labelled_messages(corpus))[["record_id", "intent"]]  # one row per label of a label set
 
 
 def _data_source(context: dg.AssetExecutionContext) -> Optional[str]:

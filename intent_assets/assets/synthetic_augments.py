@@ -14,7 +14,7 @@ from intent_assets.augment import (
     plan_requests,
 )
 from intent_assets.resources import ArtifactStore, ParaphraseLLM
-from intent_assets.taxonomy import Taxonomy
+from intent_assets.taxonomy import Taxonomy, single_intent
 
 AUGMENT_COLUMNS = ["intent", "text", "accepted", "reason", "predicted_intent", "prompt_hash", "from_cache"]
 
@@ -42,12 +42,13 @@ def synthetic_augments(
 
     Only candidates that pass the quality gate are used downstream: not a duplicate of real data, PII-free
     after the same redaction, and still assigned to the target intent by a cheap classifier trained on the real
-    training split. The synthetic share per intent is capped. Every candidate is kept here with its reason.
+    training split (its single-intent messages). The synthetic share per intent is capped. Every candidate is kept here with its reason.
     Responses are cached by prompt hash, so re-materializing costs nothing. Without credentials the result is
     empty and the metadata says why; the graph goes on.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
-    train = dataset_splits[dataset_splits["split"] == "train"]
+    # paraphrases keep one intent: they are asked of (and gated on) single-intent messages only
+    train = single_intent(dataset_splits[dataset_splits["split"] == "train"])
     plan = plan_requests(train["intent"].value_counts().to_dict(), config.min_examples, config.max_share)
     base = {"intents_below_threshold": len(plan), "rows_planned": int(sum(plan.values())), "max_share": config.max_share}
     if not plan or not paraphrase_llm.configured:

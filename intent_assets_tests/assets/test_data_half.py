@@ -290,18 +290,25 @@ def test_a_new_day_is_processed_alone_and_deduplicated_against_every_earlier_day
         assert checks == {"redacted_corpus_has_no_pii": True, "raw_chat_logs_schema": True, "quarantine_share_within_limit": True}
 
 
-def test_nlupp_fold_files_load_through_the_path_switch_and_label_sets_stop_before_training(data_root, tmp_path):
+def test_nlupp_fold_files_load_through_the_path_switch_and_train_on_label_sets(data_root, tmp_path):
     """NLU++'s layout through raw_chat_logs' path (its ontology as the taxonomy): label sets are stored per message,
-    the last two folds are the test split, and dataset_splits refuses label sets it cannot train on yet rather
-    than keep each message's first label."""
+    the last two folds are the test split, and the instruction dataset answers every record with its whole label
+    set (an empty list for a message that carries none), blends included."""
     folds = tmp_path / "nlupp" / "data" / "banking"
     folds.mkdir(parents=True)
-    texts = ["I lost my card yesterday and want to freeze it", "how much is the fee for an international transfer",
-             "hello", "my card is not working at the shop"]
-    sets = [["card", "lost_stolen"], ["fees_interests", "international", "transfer_payment_deposit"], None, ["card"]]
+    texts = [["I lost my card yesterday and want to freeze it", "how much is the fee for an international transfer",
+              "hello", "my card is not working at the shop", "I need to send 50 to my brother"],
+             ["my wallet was stolen with the card inside, block it", "what do you charge to send money to Spain",
+              "good morning", "the card got declined at the supermarket", "pay my landlord the rent today"],
+             ["someone took my debit card, please cancel it", "is there a cost for paying a supplier abroad",
+              "hi there", "why does my card keep failing", "move money to my savings account"],
+             ["card missing since the trip, can you stop it", "fees on a transfer to a bank in Canada?",
+              "hey", "my plastic is refused everywhere", "can I wire cash to my mum"]]
+    sets = [["card", "lost_stolen"], ["fees_interests", "international", "transfer_payment_deposit"], None, ["card"],
+            ["transfer_payment_deposit"]]
     for k in range(4):
         (folds / f"fold{k}.json").write_text(json.dumps(
-            [{"text": f"{t} ({k})", **({"intents": s} if s else {})} for t, s in zip(texts, sets)]))
+            [{"text": t, **({"intents": s} if s else {})} for t, s in zip(texts[k], sets)]))
     ontology = tmp_path / "nlupp" / "data" / "ontology.json"
     names = sorted({n for s in sets if s for n in s})
     ontology.write_text(json.dumps({"intents": {n: {"description": n.replace("_", " "), "domain": ["banking"]}
@@ -316,14 +323,29 @@ def test_nlupp_fold_files_load_through_the_path_switch_and_label_sets_stop_befor
     raw = output_meta(data, "raw_chat_logs")
     assert raw["messages_with_several_intents"] == 8 and raw["messages_labelled_with_no_intent"] == 4
     stored = LocalTableIOManager(base_dir=str(data_root / "raw")).load_table("raw_chat_logs")
-    assert [list(v) for v in stored["intents"][:4]] == [s or [] for s in sets]
+    assert [list(v) for v in stored["intents"][:5]] == [s or [] for s in sets]
     assert stored.groupby("split")["conversation_id"].apply(lambda c: sorted(set(c.str[:5]))).to_dict() == {
         "test": ["fold2", "fold3"], "train": ["fold0", "fold1"]}
     redacted = LocalTableIOManager(base_dir=str(data_root / "redacted")).load_table("redacted_corpus")
     assert "intents" in redacted and output_meta(data, "intent_taxonomy")["intents"] == len(names)
 
-    splits = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources,
-                            selection=["dataset_splits", "quarantined_labels"], raise_on_error=False)
-    assert not splits.success
-    failure = next(e for e in splits.all_events if e.is_step_failure).step_failure_data.error
-    assert re.search(r"\d+ customer messages carry several intents and \d+ are labelled with none", str(failure))
+    rest = dg.AssetSelection.all() - dg.AssetSelection.assets(*DAILY_KEYS, "intent_taxonomy")
+    data = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, selection=rest,
+                          run_config={"ops": {"instruction_dataset": {"config": {"blend_share": 0.5}}}})
+    assert data.success
+    splits = output_meta(data, "dataset_splits")
+    assert (splits["rows_with_several_intents"], splits["rows_labelled_with_no_intent"], splits["rows_out"]) == (8, 4, 20)
+    assert splits["intents_per_row"] == {"0": 4, "1": 8, "2": 4, "3": 4} and splits["reconciles"]
+    meta = output_meta(data, "instruction_dataset")
+    assert meta["answer_format"] == "intents"
+    assert meta["blended_rows"]["test"] == 5 and meta["blended_rows"]["train"] == round(0.5 * splits["rows_train"])
+    records = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet")
+    answers = {t: json.loads(json.loads(m)[-1]["content"]) for t, m in zip(records["text"], records["messages"])}
+    assert answers["hello"] == {"intents": []} and answers["my plastic is refused everywhere"] == {"intents": ["card"]}
+    assert answers["is there a cost for paying a supplier abroad"] == {"intents": sets[1]}
+    blends = records[records["record_id"].str.startswith("blend-")]
+    assert blends["synthetic"].all() and all(len(json.loads(json.loads(m)[-1]["content"])["intents"]) >= 2 for m in blends["messages"])
+    # test blends are built from the test folds' messages only
+    train_texts = [t for fold in texts[:2] for t in fold]
+    for text in blends.loc[blends["split"] == "test", "text"]:
+        assert not any(t.lower() in text.lower() for t in train_texts), text
