@@ -5,6 +5,10 @@
     python bench/model_half.py --root /tmp/bench_b77 --data ../shared/data/banking77 --no-budget \
         --lora num_epochs=1 learning_rate=3e-3 effective_batch_size=32 per_device_batch_size=32 \
         checkpoint_steps=40 max_eval_examples=256               # full Banking77, one pass (CPU: about an hour)
+    python bench/model_half.py --root /tmp/bench_nlupp --data ../shared/data/nlupp/data/banking \
+        --taxonomy ../shared/data/nlupp/data/ontology.json --no-budget     # NLU++ banking: folds 0-13 / 14-15, label sets
+    python bench/model_half.py --root /tmp/bench_blend --data ../shared/data/banking77 --no-budget \
+        --blend-share 0.3                                      # blended Banking77: list answers, test blends from test
     python bench/model_half.py --report data/artifacts/eval_report/<run key>/report.json   # table of a past run
 
 Writes nothing into the project: every asset lands under ``--root``. Prints a Markdown table for BENCHMARKS.md:
@@ -35,6 +39,8 @@ def main() -> None:
                         "INTENT_ASSETS_ENV=full): every training message, epochs until early stopping, no CPU caps.")
     parser.add_argument("--max-test-examples", type=int, help="Evaluate on a seeded subset of the test split.")
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
+    parser.add_argument("--blend-share", type=float, help="instruction_dataset.blend_share: blended multi-intent "
+                        "messages per split, from that split's own messages.")
     parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
                         help="Other lora_adapter run config, e.g. learning_rate=3e-3 effective_batch_size=32.")
     args = parser.parse_args()
@@ -51,6 +57,8 @@ def main() -> None:
         ops["intent_taxonomy"] = {"config": {"path": str(Path(args.taxonomy).resolve())}}
     if args.max_test_examples:
         ops["eval_report"] = {"config": {"max_test_examples": args.max_test_examples}}
+    if args.blend_share is not None:
+        ops["instruction_dataset"] = {"config": {"blend_share": args.blend_share}}
     lora = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.lora)}
     if args.epochs:
         lora["num_epochs"] = args.epochs
@@ -94,6 +102,18 @@ def print_table(report: dict) -> None:
         m, lat = s["metrics"], s["latency"]
         print(f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['accuracy'] / base_acc:.2f}x "
               f"| {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | {lat['throughput_per_s']:.1f} |")
+    multi = report.get("multi_intent")
+    if multi:  # label sets: exact set and micro-F1 as ratios to the best one-vs-rest baseline of the same run
+        sets = multi["systems"]
+        best = max((n for n in sets if "one-vs-rest" in n), key=lambda n: sets[n]["exact_set_accuracy"])
+        print(f"\n{multi['n']} test messages scored as label sets")
+        print(f"| system | exact set | micro-F1 | macro-F1 | count right | exact set / {best} | by intents in the message |")
+        print("|---|---|---|---|---|---|---|")
+        for name, m in sets.items():
+            by = ", ".join(f"{k}: {v['exact_set_accuracy']:.3f} (n={v['messages']})" for k, v in m["by_intent_count"].items())
+            ratio = m["exact_set_accuracy"] / sets[best]["exact_set_accuracy"] if sets[best]["exact_set_accuracy"] else float("nan")
+            print(f"| {name} | {m['exact_set_accuracy']:.3f} | {m.get('micro_f1', 0):.3f} | {m.get('macro_f1', 0):.3f} "
+                  f"| {m['count_accuracy']:.3f} | {ratio:.2f}x | {by} |")
 
 
 if __name__ == "__main__":

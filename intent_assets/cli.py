@@ -61,18 +61,27 @@ def _model_dir(args):
 
 def classify_main(args) -> int:
     model_dir = _model_dir(args)
+    spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
     if args.server:
         from intent_assets.vllm_server import OpenAIClassifier
 
-        spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
         clf = OpenAIClassifier.connect(args.server, spec.labels, spec.system_prompt, model=args.served_model)
     else:
         clf = load_classifier(model_dir, taxonomy_path=args.taxonomy, dtype=args.dtype)
     out = sys.stdout
     for batch in _batches(sys.stdin, args.batch_size):
-        preds = clf.classify([t for t, _ in batch], batch_size=args.batch_size)
-        for (_, extra), p in zip(batch, preds):
-            out.write(json.dumps({**extra, "intent": p.label, "confidence": round(p.confidence, 4)}) + "\n")
+        texts = [t for t, _ in batch]
+        if spec.answers_with_lists:  # a model trained on label sets: every intent the message carries
+            sets = clf.classify_sets(texts, max_intents=spec.max_intents, batch_size=args.batch_size,
+                                     allow_empty=spec.allow_empty)
+            rows = [{"intents": list(p.labels), "intent": p.labels[0] if p.labels else None,
+                     "confidences": [round(c, 4) for c in p.confidences],
+                     "confidence": round(min(p.confidences, default=1.0), 4)} for p in sets]
+        else:
+            rows = [{"intents": [p.label], "intent": p.label, "confidences": [round(p.confidence, 4)],
+                     "confidence": round(p.confidence, 4)} for p in clf.classify(texts, batch_size=args.batch_size)]
+        for (_, extra), row in zip(batch, rows):
+            out.write(json.dumps({**extra, **row}) + "\n")
         out.flush()
     return 0
 

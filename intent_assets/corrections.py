@@ -2,7 +2,9 @@
 (no Dagster import).
 
 A correction says "the model answered ``predicted_intent`` for this message; the right intent is
-``corrected_intent``". Corrections arrive in batches from a source (files dropped into a folder or an S3 prefix,
+``corrected_intent``". For a multi-intent message ``corrected_intent`` may be a list (JSON, or in a CSV or a
+database text column a JSON list such as ``["card", "lost_stolen"]``; ``[]``: the message carries none): the ledger
+keeps the set as ``corrected_intents`` (JSON text) and its first label as ``corrected_intent``. Corrections arrive in batches from a source (files dropped into a folder or an S3 prefix,
 or rows of a table in the support system's PostgreSQL). Each batch has a deterministic id and a sortable
 ``position``: a sensor keeps the high-water mark of positions as its cursor and asks for one run per batch with the
 batch id as ``run_key``.
@@ -33,14 +35,14 @@ from pathlib import Path
 import pandas as pd
 
 from intent_assets import pii
-from intent_assets.chat_logs import DEFAULT_MAX_TEXT_CHARS
+from intent_assets.chat_logs import DEFAULT_MAX_TEXT_CHARS, parse_labels
 from intent_assets.corpus import conversation_key, normalize
 from intent_assets.paths import atomic_dir
 
 CORRECTION_FIELDS = ["message_id", "conversation_id", "text", "predicted_intent", "corrected_intent", "agent_id", "timestamp"]
 LEDGER_COLUMNS = [
     "source_row", "batch_id", "message_key", "conversation_key", "agent_key", "timestamp", "text", "predicted_intent",
-    "corrected_intent", "pii_types", "pii_count",
+    "corrected_intent", "corrected_intents", "pii_types", "pii_count",
 ]
 QUARANTINE_COLUMNS = ["source_row", "batch_id", "record", "field", "reason"]
 SUPPORTED_SUFFIXES = (".jsonl", ".csv")
@@ -228,14 +230,25 @@ def validate_batch(raw: pd.DataFrame, batch_id: str, intents: set[str], max_text
         for field in CORRECTION_FIELDS:
             if problem:
                 break
-            if field not in rec or _blank(rec[field]):
+            value = rec.get(field)
+            if field not in rec or (_blank(value) and not isinstance(value, (list, tuple))):
                 problem = (field, "empty text" if field == "text" else "missing value")
+        corrected_set: list[str] = []
         if not problem:
             text = str(rec["text"])
-            corrected = str(rec["corrected_intent"]).strip()
-            if len(text) > max_text_chars:
+            parsed = {}
+            for field in ("corrected_intent", "predicted_intent"):  # a label, or a list of them
+                try:
+                    parsed[field] = parse_labels(rec[field]) or []
+                except ValueError as exc:
+                    problem = problem or (field, str(exc))
+            corrected_set, predicted = parsed.get("corrected_intent", []), parsed.get("predicted_intent", [])
+            unknown = [x for x in corrected_set if x not in intents]
+            if problem:
+                pass
+            elif len(text) > max_text_chars:
                 problem = ("text", f"text longer than {max_text_chars} characters")
-            elif corrected not in intents:
+            elif unknown:
                 problem = ("corrected_intent", "unknown intent (not in the taxonomy)")
             else:
                 stamp = pd.to_datetime(str(rec["timestamp"]), utc=True, errors="coerce", format="ISO8601")
@@ -248,7 +261,9 @@ def validate_batch(raw: pd.DataFrame, batch_id: str, intents: set[str], max_text
         ok.append({"source_row": row, "batch_id": batch_id, "message_key": message_key(str(rec["message_id"]).strip()),
                    "conversation_key": conversation_key(str(rec["conversation_id"]).strip()),
                    "agent_key": agent_key(str(rec["agent_id"]).strip()), "timestamp": stamp, "text": str(rec["text"]),
-                   "predicted_intent": str(rec["predicted_intent"]).strip(), "corrected_intent": corrected})
+                   "predicted_intent": predicted[0] if len(predicted) == 1 else json.dumps(predicted),
+                   "corrected_intent": corrected_set[0] if corrected_set else "",
+                   "corrected_intents": json.dumps(corrected_set)})
     redactions = pii.redact_many([r["text"] for r in ok])
     by_type: Counter = Counter()
     for r, red in zip(ok, redactions):
@@ -325,10 +340,12 @@ class Ledger:
 def build_ledger(accepted: pd.DataFrame) -> Ledger:
     """One row per message: the latest correction wins (ties: the later batch and source row)."""
     rows = len(accepted)
+    if "corrected_intents" not in accepted:  # batches stored before corrections could carry a list
+        accepted = accepted.assign(corrected_intents=[json.dumps([i] if i else []) for i in accepted["corrected_intent"]])
     frame = accepted.drop_duplicates(subset=["source_row"], keep="last")
     duplicates = rows - len(frame)
     frame = frame.assign(_order=range(len(frame))).sort_values(["timestamp", "_order"], kind="stable")
-    intents_per_message = frame.groupby("message_key")["corrected_intent"].nunique()
+    intents_per_message = frame.groupby("message_key")["corrected_intents"].nunique()
     latest = frame.drop_duplicates(subset=["message_key"], keep="last").drop(columns="_order")
     latest = latest.sort_values("timestamp", kind="stable").reset_index(drop=True)
     return Ledger(latest[LEDGER_COLUMNS], rows, duplicates, len(frame) - len(latest), int((intents_per_message > 1).sum()))
@@ -356,17 +373,25 @@ def apply_corrections(examples: pd.DataFrame, ledger: pd.DataFrame) -> Applied:
     out = examples.copy()
     out["corrected"] = False
     keys = out["text"].map(normalize)
-    latest = {normalize(t): i for t, i in zip(ledger["text"], ledger["corrected_intent"])}
+    sets = ledger["corrected_intents"] if "corrected_intents" in ledger else [json.dumps([i]) for i in ledger["corrected_intent"]]
+    latest = {normalize(t): json.loads(i) for t, i in zip(ledger["text"], sets)}
     test_keys = set(keys[out["split"] == "test"])
     match = keys.isin(latest.keys()) & (out["split"] != "test")
-    new_intent = keys[match].map(latest)
-    relabelled = int((new_intent != out.loc[match, "intent"]).sum())
-    out.loc[match, "intent"] = new_intent
+    new_sets = [latest[k] for k in keys[match]]
+    before = list(out.loc[match, "intents"]) if "intents" in out else [[i] for i in out.loc[match, "intent"]]
+    relabelled = sum(list(old) != new for old, new in zip(before, new_sets))
+    out.loc[match, "intent"] = [s[0] if s else "" for s in new_sets]
+    if "intents" in out:
+        out.loc[match, "intents"] = pd.Series(new_sets, index=out.index[match], dtype=object)
     out.loc[match, "corrected"] = True
     known = set(keys)
-    fresh = ledger[[normalize(t) not in known for t in ledger["text"]]].drop_duplicates(subset=["text"], keep="last")
+    fresh = ledger.assign(_set=[latest[normalize(t)] for t in ledger["text"]])
+    fresh = fresh[[normalize(t) not in known for t in fresh["text"]]].drop_duplicates(subset=["text"], keep="last")
     added = pd.DataFrame({"record_id": ["cor-" + k for k in fresh["message_key"]], "split": "train",
-                          "intent": fresh["corrected_intent"].to_numpy(), "text": fresh["text"].to_numpy(), "corrected": True})
+                          "intent": [s[0] if s else "" for s in fresh["_set"]], "text": fresh["text"].to_numpy(),
+                          "corrected": True})
+    if "intents" in out:
+        added["intents"] = pd.Series(list(fresh["_set"]), dtype=object)
     for col in out.columns.difference(added.columns):
         added[col] = False if out[col].dtype == bool else None
     ignored = sum(normalize(t) in test_keys for t in ledger["text"])
@@ -374,8 +399,20 @@ def apply_corrections(examples: pd.DataFrame, ledger: pd.DataFrame) -> Applied:
                    len(added), ignored)
 
 
+def corrected_answer(ledger: pd.DataFrame) -> pd.Series:
+    """Each correction in the form ``predicted_intent`` is stored in: the one label, or the set as JSON text."""
+    if "corrected_intents" not in ledger:
+        return ledger["corrected_intent"]
+    sets = [json.loads(x) for x in ledger["corrected_intents"]]
+    return pd.Series([s[0] if len(s) == 1 else json.dumps(s) for s in sets], index=ledger.index, dtype=object)
+
+
 def preference_pairs(ledger: pd.DataFrame) -> pd.DataFrame:
     """DPO pairs from corrections where the model was wrong: chosen = the corrected intent, rejected = the predicted."""
-    wrong = ledger[ledger["predicted_intent"] != ledger["corrected_intent"]]
+    # one label each side: a list correction (or prediction) is no single chosen/rejected answer
+    single = ledger[~ledger["predicted_intent"].astype(str).str.startswith("[")]
+    if "corrected_intents" in single:
+        single = single[[len(json.loads(x)) == 1 for x in single["corrected_intents"]]]
+    wrong = single[single["predicted_intent"] != single["corrected_intent"]]
     return pd.DataFrame({"text": wrong["text"].to_numpy(), "chosen": wrong["corrected_intent"].to_numpy(),
                          "rejected": wrong["predicted_intent"].to_numpy()})

@@ -99,6 +99,11 @@ def answer_set(intents) -> str:
     return json.dumps({"intents": list(intents)})
 
 
+def answers_with_lists(system: str) -> bool:
+    """Whether a model trained with this system prompt answers with a list (``{"intents": [...]}``)."""
+    return '{"intents": [' in system
+
+
 def answer_format(messages: Iterable[str]) -> str:
     """``intents`` when the records (``messages`` column, JSON) answer with lists, else ``intent``."""
     for m in messages:

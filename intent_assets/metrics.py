@@ -191,6 +191,18 @@ def render_markdown(report: dict) -> str:
             if o:
                 lines.append(f"| {_cell(name)} | {_pct(o.get('in_scope_accuracy'))} | {_pct(o.get('oos_recall'))} "
                              f"| {_pct(o.get('oos_precision'))} | {int(o.get('in_scope_n', 0))} | {int(o.get('oos_n', 0))} |")
+    multi = report.get("multi_intent")
+    if multi:
+        lines += ["", "## Multi-intent messages (label sets)", "",
+                  f"Every test message scored as a set ({int(multi['n'])} messages, blends included); baselines' "
+                  f"thresholds calibrated on the {multi.get('validation', 'validation split')}.", "",
+                  "| system | exact set | micro-F1 | macro-F1 | intent count right | exact set by intents in the message |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name, s in multi["systems"].items():
+            by_count = ", ".join(f"{k}: {_pct(v['exact_set_accuracy'])} (n={v['messages']})"
+                                 for k, v in s.get("by_intent_count", {}).items())
+            lines.append(f"| {_cell(name)} | {_pct(s.get('exact_set_accuracy'))} | {_pct(s.get('micro_f1'))} "
+                         f"| {_pct(s.get('macro_f1'))} | {_pct(s.get('count_accuracy'))} | {by_count} |")
     main = report.get("fine_tuned") or next(iter(systems))
     m = systems[main]["metrics"]
     lines += ["", f"## Per-intent scores: {_cell(main)}", "",

@@ -5,6 +5,7 @@
   reproducible, the intents listed in the order the message states them. Call it on one split at a time (training
   blends from the training split, test blends from the test split only), so no utterance crosses splits.
 * ``blend_splits``: such blends for every split from that split's own rows, as instruction-dataset rows.
+* ``list_decoding``: how many labels a list answer may hold, and whether it may be empty, from the training sets.
 * ``multilabel_scores``: exact-set accuracy, micro and macro precision/recall/F1 over intent labels (scikit-learn on
   binarized label sets), accuracy by number of intents, and how often the number of intents is right.
 """
@@ -138,3 +139,12 @@ def blend_splits(examples: pd.DataFrame, share: float, seed: int = 0):
     columns = ["record_id", "split", "intent", "intents", "text", "synthetic"]
     out = pd.DataFrame(rows, columns=columns)
     return out.drop_duplicates("record_id").reset_index(drop=True)
+
+
+def list_decoding(label_sets: Iterable[Sequence[str]], max_intents: int | None = None) -> tuple[int, bool]:
+    """(max_intents, allow_empty) of the list answers a model trained on ``label_sets`` gives: at most the largest
+    set it was trained on (or ``max_intents`` when given), and an empty list only when some training message had
+    none. Read from the training data, so no data set needs its own setting."""
+    sizes = [len(s) for s in label_sets]
+    largest = max(sizes, default=1)
+    return (max_intents if max_intents is not None else max(1, largest)), any(n == 0 for n in sizes)

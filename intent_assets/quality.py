@@ -13,6 +13,8 @@ import pandas as pd
 MAX_QUARANTINE_SHARE = 0.05
 # the classical baselines every system is compared with in eval_report
 CLASSICAL_BASELINES = ("TF-IDF + linear SVM", "MiniLM-L6 + logistic regression")
+# the same two feature sets as one-vs-rest multi-label classifiers (eval_report's multi-intent table)
+MULTI_LABEL_BASELINES = ("TF-IDF one-vs-rest + threshold", "MiniLM-L6 one-vs-rest + threshold")
 ZERO_SHOT = "base model zero-shot"
 
 

@@ -44,7 +44,8 @@ def best_baseline(baselines: Mapping[str, dict] | None, metric: str) -> tuple[st
 
 def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | None, *, margin: float,
                    max_intent_f1_drop: float, baselines: Mapping[str, dict] | None, metric: str = "macro_f1",
-                   require_beating_baselines: bool = True, baseline_margin: float = 0.0) -> GateDecision:
+                   require_beating_baselines: bool = True, baseline_margin: float = 0.0,
+                   label_sets: Mapping | None = None) -> GateDecision:
     """Promote only if the challenger beats the champion by ``margin`` on ``metric``, beats the zero-shot base model,
     scores at least the best classical baseline (+ ``baseline_margin``), and no intent's F1 drops by more than
     ``max_intent_f1_drop`` against the champion. Each argument is a metrics dict of
@@ -54,6 +55,10 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
     ``require_beating_baselines=False`` (``RetrainPolicy.require_beating_baselines``) keeps the baseline
     comparison in the reasons but no longer lets it refuse the challenger. When required and the report has no
     baseline, the challenger is refused: nothing shows it is better than a linear classifier.
+
+    ``label_sets`` (a multi-intent test split): exact-set accuracies on it, ``{"challenger": x, "baselines": {name:
+    x}, "champion": x or None}``; the challenger must also reach the best multi-label baseline's (same
+    ``require_beating_baselines`` / ``baseline_margin``) and must not fall below the champion's.
     """
     checks: dict[str, bool] = {}
     reasons: list[str] = []
@@ -82,7 +87,32 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
         checks["no_intent_f1_drop"] = worst[1] <= max_intent_f1_drop
         reasons.append(f"largest per-intent F1 drop {worst[1]:.4f} ({worst[0]}) vs allowed {max_intent_f1_drop:.4f}: "
                        + ("ok" if checks["no_intent_f1_drop"] else "too large"))
+    if label_sets:
+        reasons.extend(_label_set_reasons(label_sets, require_beating_baselines, baseline_margin, checks))
     return GateDecision(all(checks.values()), reasons, checks)
+
+
+def _label_set_reasons(label_sets: Mapping, required: bool, margin: float, checks: dict[str, bool]) -> list[str]:
+    """Exact-set accuracy on the multi-intent test messages against the multi-label baselines and the champion."""
+    ours, reasons = label_sets["challenger"], []
+    present = {k: v for k, v in (label_sets.get("baselines") or {}).items() if v is not None}
+    if present:
+        name = max(present, key=present.get)
+        ok = ours >= present[name] + margin
+        if required:
+            checks["beats_multi_label_baselines"] = ok
+        reasons.append(f"label sets: exact-set accuracy {ours:.4f} vs best multi-label baseline {name} "
+                       f"{present[name]:.4f} + margin {margin:.4f}: " + ("beats it" if ok else "does not beat it")
+                       + ("" if required else f" ({RELAXED})"))
+    elif required:
+        checks["beats_multi_label_baselines"] = False
+        reasons.append("label sets: no multi-label baseline in this report to compare with")
+    champion = label_sets.get("champion")
+    if champion is not None:
+        checks["label_sets_no_worse_than_champion"] = ours >= champion
+        reasons.append(f"label sets: exact-set accuracy {ours:.4f} vs champion {champion:.4f}: "
+                       + ("no worse" if ours >= champion else "worse"))
+    return reasons
 
 
 RELAXED = "baseline check relaxed by RetrainPolicy.require_beating_baselines=False"

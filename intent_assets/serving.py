@@ -114,9 +114,17 @@ class ServingSpec:
     model_dir: Path
     labels: list[str]
     system_prompt: str
+    # list answers (a model trained on label sets): at most this many labels, and whether an empty list is allowed
+    max_intents: int = 3
+    allow_empty: bool = False
+
+    @property
+    def answers_with_lists(self) -> bool:
+        return '{"intents": [' in self.system_prompt
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "system_prompt": self.system_prompt}
+        return {"labels": self.labels, "system_prompt": self.system_prompt,
+                **({"max_intents": self.max_intents, "allow_empty": self.allow_empty} if self.answers_with_lists else {})}
 
 
 def labels_from_prompt(system_prompt: str) -> list[str]:
@@ -124,15 +132,19 @@ def labels_from_prompt(system_prompt: str) -> list[str]:
     return [line[2:].split(": ", 1)[0] for line in system_prompt.split("\n") if line.startswith("- ")]
 
 
-def serving_info_text(labels: Sequence[str], system_prompt: str) -> str:
-    """The content of ``intent_assets.json``: what a client of the served model needs (labels, system prompt)."""
-    return json.dumps({"labels": list(labels), "system_prompt": system_prompt}, indent=1) + "\n"
+def serving_info_text(labels: Sequence[str], system_prompt: str, max_intents: int | None = None,
+                      allow_empty: bool = False) -> str:
+    """The content of ``intent_assets.json``: what a client of the served model needs (labels, system prompt; for a
+    model that answers with lists, how many labels a list may hold and whether it may be empty)."""
+    spec = ServingSpec(Path("."), list(labels), system_prompt, max_intents or 3, allow_empty)
+    return json.dumps(spec.to_dict(), indent=1) + "\n"
 
 
-def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], system_prompt: str) -> Path:
+def write_serving_info(model_dir: str | os.PathLike, labels: Sequence[str], system_prompt: str,
+                       max_intents: int | None = None, allow_empty: bool = False) -> Path:
     """Write the labels and the training system prompt next to a model's weights (``intent_assets.json``)."""
     path = Path(model_dir) / SERVING_INFO
-    path.write_text(serving_info_text(labels, system_prompt), encoding="utf-8")
+    path.write_text(serving_info_text(labels, system_prompt, max_intents, allow_empty), encoding="utf-8")
     return path
 
 
@@ -142,7 +154,8 @@ def read_serving_info(model_dir: str | os.PathLike) -> ServingSpec | None:
     if not info.is_file():
         return None
     data = json.loads(info.read_text(encoding="utf-8"))
-    return ServingSpec(Path(model_dir), list(data["labels"]), data["system_prompt"])
+    return ServingSpec(Path(model_dir), list(data["labels"]), data["system_prompt"], int(data.get("max_intents", 3)),
+                       bool(data.get("allow_empty", False)))
 
 
 def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike | None = None,

@@ -215,16 +215,18 @@ class OpenAIClassifier:
         return [Prediction(label=l, confidence=c, decode_steps=s, latency_s=t)
                 for (l, c, s), t in self._concurrently(self._one, texts, batch_size)]
 
-    def set_schema(self, max_intents: int = 3) -> dict:
+    def set_schema(self, max_intents: int = 3, allow_empty: bool = False) -> dict:
         """JSON schema of a list answer over this taxonomy (vLLM's ``structured_outputs.json``)."""
         return {"type": "object", "additionalProperties": False, "required": ["intents"],
                 "properties": {"intents": {"type": "array", "items": {"type": "string", "enum": self.labels},
-                                           "minItems": 1, "maxItems": max_intents, "uniqueItems": True}}}
+                                           "minItems": 0 if allow_empty else 1, "maxItems": max_intents,
+                                           "uniqueItems": True}}}
 
-    def _one_set(self, text: str, max_intents: int) -> tuple[tuple[str, ...], tuple[float, ...], int]:
+    def _one_set(self, text: str, max_intents: int,
+                 allow_empty: bool = False) -> tuple[tuple[str, ...], tuple[float, ...], int]:
         import json
 
-        content, confidence, steps = self._complete(text, {"json": self.set_schema(max_intents)},
+        content, confidence, steps = self._complete(text, {"json": self.set_schema(max_intents, allow_empty)},
                                                     self.max_tokens * max_intents)
         try:
             intents = json.loads(content)["intents"]
@@ -232,14 +234,15 @@ class OpenAIClassifier:
             raise RuntimeError(f"the server answered {content!r}, not a list answer: is structured output on?")
         labels = tuple(dict.fromkeys(intents))  # a repeat is dropped, the order kept
         outside = [label for label in labels if label not in self.labels]
-        if outside or not 1 <= len(labels) <= max_intents:
+        if outside or not (0 if allow_empty else 1) <= len(labels) <= max_intents:
             raise RuntimeError(f"the server answered {content!r}, outside the taxonomy or the list's bounds")
         # the server returns token log-probs of the whole answer: every label gets the answer's confidence
         return labels, (confidence,) * len(labels), steps
 
-    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 64) -> list[SetPrediction]:
+    def classify_sets(self, texts: Sequence[str], max_intents: int = 3, batch_size: int = 64,
+                      allow_empty: bool = False) -> list[SetPrediction]:
         """List answers, the same interface as ``ConstrainedClassifier.classify_sets``."""
-        one = lambda text: self._one_set(text, max_intents)  # noqa: E731
+        one = lambda text: self._one_set(text, max_intents, allow_empty)  # noqa: E731
         return [SetPrediction(labels, conf, steps, t) for (labels, conf, steps), t in
                 self._concurrently(one, texts, batch_size)]
 

@@ -89,6 +89,33 @@ def test_apply_corrections_relabels_adds_and_never_touches_test_split():
     assert len(preference_pairs(ledger)) == 3
 
 
+def test_a_correction_may_carry_a_list_of_intents():
+    """Multi-intent messages: an agent corrects to a set (a JSON list, in a CSV or a database as text); the set
+    relabels the training example whole, an empty list says the message carries none, and no DPO pair is made of
+    a set."""
+    raw = pd.DataFrame([
+        {"source_row": "r1", **correction(1, corrected=["card_arrival", "top_up_failed"], text="card? and top up failed")},
+        {"source_row": "r2", **correction(2, corrected='["lost_or_stolen_card"]', predicted='["card_arrival", "top_up_failed"]')},
+        {"source_row": "r3", **correction(3, corrected="[]", text="thanks, bye")},
+        {"source_row": "r4", **correction(4, corrected=["card_arrival", "nope"])},
+        {"source_row": "r5", **correction(5, corrected='["card_arrival",')},
+    ])
+    accepted, quarantined, _ = validate_batch(raw, "b1", INTENTS)
+    assert len(accepted) + len(quarantined) == len(raw)
+    assert dict(zip(quarantined["source_row"], quarantined["field"])) == {"r4": "corrected_intent", "r5": "corrected_intent"}
+    assert [json.loads(x) for x in accepted["corrected_intents"]] == [["card_arrival", "top_up_failed"], ["lost_or_stolen_card"], []]
+    assert list(accepted["corrected_intent"]) == ["card_arrival", "lost_or_stolen_card", ""]
+    ledger = build_ledger(accepted).corrections
+    examples = pd.DataFrame({"record_id": ["a"], "split": ["train"], "intent": ["card_arrival"],
+                             "intents": [["card_arrival"]], "text": ["Card? And top up failed"], "synthetic": False})
+    applied = apply_corrections(examples, ledger)
+    out = applied.examples.set_index("record_id")
+    assert out.loc["a", "intents"] == ["card_arrival", "top_up_failed"] and applied.relabelled == 1
+    added = out[out.index.str.startswith("cor-")]
+    assert sorted(map(tuple, added["intents"])) == [(), ("lost_or_stolen_card",)]
+    assert len(preference_pairs(ledger)) == 0  # r2 predicted a list, r1 and r3 corrected to sets other than one
+
+
 def test_batch_store_replaces_a_batch_atomically(tmp_path):
     store = BatchStore(tmp_path / "batches")
     raw = pd.DataFrame([{"source_row": "r1", **correction(1)}])

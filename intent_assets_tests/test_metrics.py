@@ -96,6 +96,21 @@ def test_render_markdown_only_labels_and_numbers():
     assert "zzz" not in md  # a raw out-of-taxonomy prediction is never echoed
 
 
+def test_render_markdown_adds_the_label_set_table_when_the_report_has_one():
+    from intent_assets.multi_intent import multilabel_scores
+
+    gold = [["a"], ["a", "b"], ["b", "c"], []]
+    report = {"systems": {"tfidf": {"metrics": classification_report(Y_TRUE, Y_PRED, LABELS)}},
+              "multi_intent": {"n": 4, "validation": "validation split", "systems": {
+                  "fine-tuned": multilabel_scores(gold, [["a"], ["a", "b"], ["b"], []], LABELS),
+                  "one-vs-rest": multilabel_scores(gold, [["a"], ["a"], ["c", "b"], ["a"]], LABELS)}}}
+    md = render_markdown(report)
+    assert "## Multi-intent messages (label sets)" in md and "(4 messages, blends included)" in md
+    assert "| fine-tuned | 75.0% |" in md and "| one-vs-rest | 50.0% |" in md
+    assert "0: 100.0% (n=1), 1: 100.0% (n=1), 2: 50.0% (n=2)" in md
+    assert "Multi-intent" not in render_markdown({"systems": report["systems"]})
+
+
 def test_report_holds_only_plain_python_values():
     """The report becomes JSON and Dagster metadata: a numpy scalar anywhere breaks Dagster's event serializer."""
     def walk(value):

@@ -89,3 +89,21 @@ def test_gate_without_baseline_rows_says_so(baselines):
     relaxed = promotion_gate(scores(0.7), None, scores(0.1), margin=0, max_intent_f1_drop=1, baselines=baselines,
                              require_beating_baselines=False)
     assert relaxed.promote and any("relaxed" in r and "no classical baseline in this report" in r for r in relaxed.reasons)
+
+
+def test_gate_weighs_label_sets_when_the_test_split_has_multi_intent_messages():
+    kwargs = dict(margin=0.0, max_intent_f1_drop=0.1, baselines=LOW)
+    sets = {"challenger": 0.60, "baselines": {"TF-IDF one-vs-rest + threshold": 0.55,
+                                              "MiniLM-L6 one-vs-rest + threshold": 0.70}, "champion": None}
+    refused = promotion_gate(scores(0.9), None, scores(0.1), label_sets=sets, **kwargs)
+    assert not refused.promote and refused.checks["beats_multi_label_baselines"] is False
+    assert any("best multi-label baseline MiniLM-L6 one-vs-rest + threshold 0.7000" in r for r in refused.reasons)
+    relaxed = promotion_gate(scores(0.9), None, scores(0.1), label_sets=sets, require_beating_baselines=False, **kwargs)
+    assert relaxed.promote and any("relaxed" in r for r in relaxed.reasons if r.startswith("label sets"))
+    better = {**sets, "challenger": 0.75}
+    assert promotion_gate(scores(0.9), None, scores(0.1), label_sets=better, **kwargs).promote
+    worse_than_champion = promotion_gate(scores(0.9), scores(0.8), scores(0.1), label_sets={**better, "champion": 0.8}, **kwargs)
+    assert not worse_than_champion.promote and worse_than_champion.checks["label_sets_no_worse_than_champion"] is False
+    # no multi-intent table: the gate is what it was
+    assert promotion_gate(scores(0.9), None, scores(0.1), label_sets=None, **kwargs).checks.keys() == {
+        "beats_zero_shot", "beats_classical_baselines"}

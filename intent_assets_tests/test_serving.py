@@ -183,6 +183,21 @@ def test_openai_classifier_asks_for_list_answers_with_a_schema_over_the_taxonomy
             with pytest.raises(RuntimeError, match="the server answered"):
                 clf.classify_sets([text], max_intents=2)
 
+    # a model trained with messages that carry no intent: the schema allows the empty list, and only then
+    answers["nothing"] = []
+    min_items = []
+
+    def respond_empty(body):
+        min_items.append(body["structured_outputs"]["json"]["properties"]["intents"]["minItems"])
+        return json.dumps({"intents": answers[body["messages"][1]["content"]]})
+
+    with CannedOpenAIServer(respond_empty, api_key="k") as srv:
+        clf = OpenAIClassifier.connect(srv.base_url, labels, "SYSTEM", api_key="k", model="m")
+        assert [p.labels for p in clf.classify_sets(["nothing"], max_intents=2, allow_empty=True)] == [()]
+        with pytest.raises(RuntimeError, match="the list's bounds"):
+            clf.classify_sets(["nothing"], max_intents=2)
+    assert min_items == [0, 1]
+
 
 def test_inference_engine_kinds(tmp_path):
     from intent_assets.resources import InferenceEngine
@@ -303,6 +318,38 @@ def test_classify_command_reads_lines_and_json_and_writes_json_lines(base_model_
     expected = load_classifier(base_model_dir, artifacts_root=tmp_path).classify(
         ["My card was stolen yesterday", "What is the exchange rate for euros?", "I forgot my PIN"])
     assert [r["intent"] for r in rows] == [p.label for p in expected]
+
+
+def test_classify_command_answers_every_intent_for_a_model_trained_on_label_sets(base_model_dir, tmp_path):
+    """A model whose intent_assets.json names a list prompt: classify returns ``intents`` (at most max_intents,
+    distinct, inside the taxonomy, possibly empty) and ``intent``, the first of them, for existing clients."""
+    import subprocess
+    import sys
+
+    from intent_assets.instructions import system_prompt
+    from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR
+    from intent_assets.serving import write_serving_info
+    from intent_assets.taxonomy import load_taxonomy
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for item in Path(base_model_dir).iterdir():
+        if item.name != "intent_assets.json":
+            (model / item.name).symlink_to(item)
+    taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
+    write_serving_info(model, taxonomy.names, system_prompt(taxonomy, style="compact", answers="intents"), 2, True)
+    spec = serving_spec(model)
+    assert spec.answers_with_lists and (spec.max_intents, spec.allow_empty) == (2, True)
+    stdin = "My card was stolen and I want to freeze it\n" + json.dumps({"id": 3, "text": "hello"}) + "\n"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR), "INTENT_ASSETS_DATA_DIR": str(tmp_path / "data")}
+    run = subprocess.run([sys.executable, "-m", "intent_assets.cli", "classify", "--model", str(model)],
+                         input=stdin, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(rows) == 2 and rows[1]["id"] == 3
+    for r in rows:
+        assert set(r["intents"]) <= set(taxonomy.names) and len(set(r["intents"])) == len(r["intents"]) <= 2
+        assert r["intent"] == (r["intents"][0] if r["intents"] else None) and len(r["confidences"]) == len(r["intents"])
 
 
 def test_eval_report_through_the_openai_engine_reports_out_of_scope(tmp_path):

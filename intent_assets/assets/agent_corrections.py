@@ -11,7 +11,7 @@ from pydantic import Field
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
-from intent_assets.corrections import Batch, BatchStore, build_ledger, validate_batch
+from intent_assets.corrections import Batch, BatchStore, build_ledger, corrected_answer, validate_batch
 from intent_assets.resources import ArtifactStore, CorrectionsSource
 from intent_assets.taxonomy import Taxonomy
 
@@ -43,8 +43,8 @@ def store_for(artifacts: ArtifactStore) -> BatchStore:
 
 def ledger_version(ledger: pd.DataFrame) -> str:
     digest = hashlib.sha256()
-    for row in ledger[["source_row", "corrected_intent"]].itertuples(index=False):
-        digest.update(f"{row[0]}\x1f{row[1]}\x1e".encode())
+    for source_row, answer in zip(ledger["source_row"], corrected_answer(ledger)):
+        digest.update(f"{source_row}\x1f{answer}\x1e".encode())
     return digest.hexdigest()[:16]
 
 
@@ -70,6 +70,7 @@ def agent_corrections(
     batch ingested twice (a retried or restarted run) replaces itself: no correction is lost or counted twice.
     The output is the ledger of every stored batch: per message the latest correction wins; conflicts (one
     message corrected to different intents) are counted. Message, conversation and agent ids are pseudonymised.
+    A correction of a multi-intent message may carry a list (``corrected_intents``, every label in the taxonomy).
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
     store = store_for(artifacts)
@@ -122,7 +123,7 @@ def agent_corrections(
         "superseded_corrections": ledger.superseded,
         "conflicting_messages": ledger.conflicting_messages,
         "ledger_corrections": len(ledger.corrections),
-        "model_was_wrong": int((ledger.corrections["predicted_intent"] != ledger.corrections["corrected_intent"]).sum()),
+        "model_was_wrong": int((ledger.corrections["predicted_intent"] != corrected_answer(ledger.corrections)).sum()),
         "corrections_version": ledger_version(ledger.corrections),
         "source": corrections.describe(),
         "dagster/row_count": len(ledger.corrections),

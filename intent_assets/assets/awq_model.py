@@ -12,6 +12,7 @@ from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.quantization import QuantizationSettings, merge_adapter, quantize_awq
 from intent_assets.resources import ArtifactStore, TrainerBackend
+from intent_assets.multi_intent import list_decoding
 from intent_assets.serving import SERVING_INFO, serving_info_text
 from intent_assets.taxonomy import Taxonomy
 
@@ -85,7 +86,9 @@ def awq_model(
     context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
     # the served model carries what a client needs: its labels and the system prompt it was trained with
     system_prompt = prompts[0][0]["content"]
-    info = {SERVING_INFO: serving_info_text(Taxonomy.from_dict(intent_taxonomy).names, system_prompt)}
+    # a model trained on label sets answers lists as large as its largest training set, empty where training had none
+    bounds = list_decoding(train["intents"]) if "intents" in train else (None, False)
+    info = {SERVING_INFO: serving_info_text(Taxonomy.from_dict(intent_taxonomy).names, system_prompt, *bounds)}
     # the in-process engine serves these merged 16-bit weights of the same model (serving.in_process_model_dir)
     (merged / SERVING_INFO).write_text(info[SERVING_INFO], encoding="utf-8")
     result = quantize_awq(merged, prompts, out, settings, log=context.log.info, extra_files=info)

@@ -10,15 +10,17 @@ from pydantic import Field
 
 from intent_assets import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
-from intent_assets.baselines import minilm_baseline, tfidf_baseline, time_predictions
+from intent_assets.baselines import minilm_baseline, multilabel_baseline, tfidf_baseline, time_predictions
 from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import dataset_system_prompt, system_prompt
+from intent_assets.instructions import answers_with_lists, dataset_system_prompt, system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
+from intent_assets.multi_intent import list_decoding, multilabel_scores
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
+from intent_assets.quality import MULTI_LABEL_BASELINES
 from intent_assets.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.serving import in_process_model_dir, is_quantized_dir, read_serving_info
-from intent_assets.taxonomy import Taxonomy
+from intent_assets.taxonomy import Taxonomy, single_intent
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
 FINE_TUNED_16BIT = "fine-tuned 16-bit (merged)"
@@ -51,6 +53,7 @@ class EvalReportConfig(dg.Config):
     include_unserved_precision: bool = Field(default=True, description="Also score the fine-tuned model in the precision the engine does not serve (the 4-bit AWQ model next to the served 16-bit one in-process, the 16-bit one next to vLLM's 4-bit): what 4 bits cost, on the same messages.")
     seed: int = Field(default=0, ge=0, description="Seed of the test subset.")
     max_validation_examples: int = Field(default=1000, ge=1, description="Validation examples (seeded subset) that calibrate the out-of-scope confidence threshold, when the taxonomy has an out-of-scope label.")
+    max_intents: Optional[int] = Field(default=None, ge=1, description="List answers (a multi-intent data set): at most this many labels per message. None: the largest label set of the training split.")
 
 
 @dg.asset(
@@ -78,16 +81,34 @@ def eval_report(
     which the checks and the promotion gate judge, and the other one on the same messages (what 4 bits cost); the
     registry's champion in the served precision. Both language models answer through constrained decoding over the
     taxonomy, so they can only emit a valid label. Written as Markdown and JSON files too. Only labels and numbers appear: no message text.
+
+    A model trained on label sets (list answers) is scored twice: in the table above on the single-intent test
+    messages (its first label), and in a multi-intent table on every test message, blends included, as sets
+    (exact-set accuracy, micro/macro F1, intent count, by number of intents) beside the zero-shot base model asked for
+    a list and two one-vs-rest baselines (TF-IDF, MiniLM) thresholded on validation.
     """
     taxonomy = Taxonomy.from_dict(intent_taxonomy)
     labels = taxonomy.names
+    prompt = dataset_system_prompt(instruction_dataset["messages"])  # exactly the prompt the model was trained on
+    lists = answers_with_lists(prompt)  # a multi-intent data set: every record answers with a list
     real = instruction_dataset[~instruction_dataset["synthetic"]]
+    if lists:  # the single-label table scores single-intent messages; the multi-intent table every test message
+        real = single_intent(real)
     train, test = real[real["split"] == "train"], real[real["split"] == "test"]
     max_test = inference.cap("test_examples", config.max_test_examples)  # the environment may cap it
     latency_requests = inference.cap("latency_requests", config.latency_requests)
     if max_test and len(test) > max_test:
         test = test.sample(n=max_test, random_state=config.seed).sort_index()
     texts, gold = test["text"].tolist(), test["intent"].tolist()
+    if lists:
+        sets_data = _set_rows(instruction_dataset)
+        max_intents, allow_empty = list_decoding(sets_data.loc[sets_data["split"] == "train", "intents"], config.max_intents)
+        set_test = sets_data[sets_data["split"] == "test"]
+        if max_test and len(set_test) > max_test:
+            set_test = set_test.sample(n=max_test, random_state=config.seed).sort_index()
+        set_texts, gold_sets = set_test["text"].tolist(), [list(x) for x in set_test["intents"]]
+        context.log.info(f"list answers: {len(set_texts)} test messages scored as sets, at most {max_intents} "
+                         f"intents{', an empty list allowed' if allow_empty else ''}")
     context.log.info(f"evaluating on {len(texts)} test examples, {len(labels)} intents")
 
     systems: dict[str, dict] = {}
@@ -103,11 +124,25 @@ def eval_report(
     if config.include_minilm:
         record("MiniLM-L6 + logistic regression", minilm_baseline(train["text"], train["intent"]).predict, 64)
 
-    prompt = dataset_system_prompt(instruction_dataset["messages"])  # exactly the prompt the model was trained on
-
     confidences: dict[str, float] = {}  # text -> the fine-tuned model's confidence (for the OOS threshold)
+    set_answers: dict[str, dict[str, tuple]] = {}  # system -> text -> labels (list answers)
+    set_predictors: dict = {}
+    oos_name = oos_label(labels)
 
-    def llm(classifier, keep_confidence: bool = False):
+    def llm(classifier, keep_confidence: bool = False, name: str = "", system: str = ""):
+        if lists and answers_with_lists(system or prompt):
+            def predict(batch):  # the first label of the list scores in the single-label table
+                predictions = classifier.classify_sets(batch, max_intents=max_intents, batch_size=inference.batch_size,
+                                                       allow_empty=allow_empty)
+                set_answers.setdefault(name, {}).update((t, p.labels) for t, p in zip(batch, predictions))
+                if keep_confidence:
+                    confidences.update((t, min(p.confidences, default=1.0)) for t, p in zip(batch, predictions))
+                # an empty list on a single-intent message is wrong: out-of-scope where the taxonomy has it, else
+                # it shows as out-of-taxonomy in this table (the list itself can only hold taxonomy labels)
+                return [p.labels[0] if p.labels else (oos_name or "") for p in predictions]
+            set_predictors[name] = predict
+            return predict
+
         def predict(batch):
             predictions = classifier.classify(batch, batch_size=inference.batch_size)
             if keep_confidence:
@@ -121,7 +156,9 @@ def eval_report(
         artifacts.fetch(base_model["path"])
         model, tokenizer = inference.load(base_model["path"])
         # a model that was not fine-tuned needs the intents listed, whatever prompt style the fine-tuned one uses
-        record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, system_prompt(taxonomy))), inference.batch_size)
+        zero_prompt = system_prompt(taxonomy, answers="intents" if lists else "intent")
+        record(ZERO_SHOT, llm(ConstrainedClassifier(model, tokenizer, labels, zero_prompt), name=ZERO_SHOT, system=zero_prompt),
+               inference.batch_size)
     merged_dir = awq_model.get("merged_dir")
     if merged_dir:
         artifacts.fetch(merged_dir, missing_ok=True)
@@ -132,15 +169,16 @@ def eval_report(
         fine_tuned = inference.classifier(awq_model["model_dir"], labels, prompt, quantized=True)
     else:
         fine_tuned = inference.classifier(merged_dir, labels, prompt)
-    record(served, llm(fine_tuned, keep_confidence=True), inference.batch_size)
+    record(served, llm(fine_tuned, keep_confidence=True, name=served), inference.batch_size)
     context.log.info(f"{served} ran on the {inference.kind} engine (the model as served)")
     if config.include_unserved_precision:  # in-process, like zero-shot: what the other precision scores
         if served == FINE_TUNED and has_16bit:
             model, tokenizer = inference.load(merged_dir)
-            record(FINE_TUNED_16BIT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+            record(FINE_TUNED_16BIT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt), name=FINE_TUNED_16BIT),
+                   inference.batch_size)
         elif served == FINE_TUNED_16BIT:
             model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
-            record(FINE_TUNED, llm(ConstrainedClassifier(model, tokenizer, labels, prompt)), inference.batch_size)
+            record(FINE_TUNED, llm(ConstrainedClassifier(model, tokenizer, labels, prompt), name=FINE_TUNED), inference.batch_size)
     champion = registry_for(artifacts).alias("champion") if config.include_champion else None
     champion_system = None
     if champion and champion["run_key"] != awq_model["run_key"]:  # in-process, like zero-shot
@@ -157,10 +195,14 @@ def eval_report(
             # prompted as it was trained (its intent_assets.json): an older champion may use another prompt style
             info = read_serving_info(champion_dir)
             champion_prompt = info.system_prompt if info else prompt
-            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, champion_prompt)), inference.batch_size)
+            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, champion_prompt), name=champion_system,
+                                        system=champion_prompt), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
-    oos = oos_label(labels)
+    multi = None
+    if lists:
+        multi = _score_sets(context, config, sets_data, set_texts, gold_sets, labels, set_answers, set_predictors)
+    oos = oos_name
     oos_summary = None
     if oos is not None:  # out-of-scope requests go to a human: in-scope accuracy and OOS recall, separately
         for name in list(systems):
@@ -169,8 +211,15 @@ def eval_report(
         if len(val) > config.max_validation_examples:
             val = val.sample(n=config.max_validation_examples, random_state=config.seed).sort_index()
         if len(val) and (val["intent"] == oos).any():
-            vp = fine_tuned.classify(val["text"].tolist(), batch_size=inference.batch_size)
-            calib = calibrate_threshold(val["intent"].tolist(), [p.label for p in vp], [p.confidence for p in vp], oos)
+            if lists:  # a list answer: its first label and that label's confidence, as in the table above
+                vs = fine_tuned.classify_sets(val["text"].tolist(), max_intents=max_intents,
+                                              batch_size=inference.batch_size, allow_empty=allow_empty)
+                val_labels = [p.labels[0] if p.labels else oos for p in vs]
+                val_conf = [min(p.confidences, default=1.0) for p in vs]
+            else:
+                vp = fine_tuned.classify(val["text"].tolist(), batch_size=inference.batch_size)
+                val_labels, val_conf = [p.label for p in vp], [p.confidence for p in vp]
+            calib = calibrate_threshold(val["intent"].tolist(), val_labels, val_conf, oos)
             thresholded = apply_threshold(systems[served]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos)
             name = f"{served} + confidence threshold {calib['threshold']:.3f}"
             systems[name] = {"metrics": classification_report(gold, thresholded, labels), "latency": systems[served]["latency"],
@@ -181,7 +230,8 @@ def eval_report(
 
     report = {"title": f"Intent routing on the test split ({taxonomy.name} v{taxonomy.version})", "systems": systems,
               "fine_tuned": served, "n": len(texts), "run_key": awq_model["run_key"], "inference_engine": inference.kind,
-              "champion": {"system": champion_system, "version": champion["version"]} if champion_system else None}
+              "champion": {"system": champion_system, "version": champion["version"]} if champion_system else None,
+              **({"multi_intent": multi} if multi else {})}
     markdown = render_markdown(report)
     out = artifacts.path("eval_report", awq_model["run_key"])
     (out / "report.md").write_text(markdown, encoding="utf-8")
@@ -216,8 +266,52 @@ def eval_report(
             "report_json": dg.MetadataValue.path(str(out / "report.json")),
             "inference_engine": inference.kind,
             **({"out_of_scope": dg.MetadataValue.json(oos_summary)} if oos_summary else {}),
+            **({"multi_intent": dg.MetadataValue.json(_multi_summary(multi)),
+                "exact_set_accuracy": round(multi["systems"][served]["exact_set_accuracy"], 4)}
+               if multi and served in multi["systems"] else {}),
         }
     )
     artifacts.publish(out)
     return {"report_dir": str(out), "summary": summary, "run_key": awq_model["run_key"], "fine_tuned": served,
-            **({"out_of_scope": oos_summary} if oos_summary else {})}
+            **({"out_of_scope": oos_summary} if oos_summary else {}),
+            **({"multi_intent": _multi_summary(multi)} if multi else {})}
+
+
+def _set_rows(instruction_dataset: pd.DataFrame) -> pd.DataFrame:
+    """The records scored and trained on as label sets: real messages and blends (paraphrases are single-intent
+    training help, not test material)."""
+    blends = instruction_dataset["record_id"].astype(str).str.startswith("blend-")
+    rows = instruction_dataset[~instruction_dataset["synthetic"] | blends]
+    return rows.assign(intents=[list(x) for x in rows["intents"]])
+
+
+def _score_sets(context, config, sets_data, texts, gold_sets, labels, set_answers, set_predictors) -> dict:
+    """The multi-intent table: every system's label sets on every test message (blends included), with the
+    one-vs-rest baselines (TF-IDF, MiniLM) trained on the same training sets and thresholded on validation."""
+    train = sets_data[sets_data["split"] == "train"]
+    val = sets_data[sets_data["split"] == "validation"]
+    if val.empty:  # no validation split: the threshold is calibrated on the training sets (said in the report)
+        val = train
+    systems: dict[str, dict] = {}
+    tfidf, minilm = MULTI_LABEL_BASELINES
+    kinds = [(tfidf, "tfidf"), *([(minilm, "minilm")] if config.include_minilm else [])]
+    for name, kind in kinds:
+        model = multilabel_baseline(kind, train["text"].tolist(), train["intents"].tolist(), val["text"].tolist(),
+                                    val["intents"].tolist(), labels=labels)
+        systems[name] = {**multilabel_scores(gold_sets, model.predict_sets(texts), labels), "threshold": model.threshold}
+    for name, answers in set_answers.items():
+        missing = [t for t in dict.fromkeys(texts) if t not in answers]
+        for start in range(0, len(missing), 64):
+            set_predictors[name](missing[start:start + 64])
+        predicted = [list(answers[t]) for t in texts]
+        systems[name] = {**multilabel_scores(gold_sets, predicted, labels),
+                         "oot_rate": float(sum(any(x not in labels for x in p) for p in predicted) / max(1, len(predicted)))}
+    for name, m in systems.items():
+        context.log.info(f"{name} (label sets): exact-set {m['exact_set_accuracy']:.3f}, micro-F1 {m.get('micro_f1', 0):.3f}")
+    return {"n": len(texts), "systems": systems,
+            "validation": "validation split" if not sets_data[sets_data["split"] == "validation"].empty else "training split"}
+
+
+def _multi_summary(multi: dict) -> dict:
+    return {name: {k: round(m[k], 4) for k in ("exact_set_accuracy", "micro_f1", "macro_f1", "count_accuracy") if k in m}
+            for name, m in multi["systems"].items()}

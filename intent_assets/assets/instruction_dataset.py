@@ -93,8 +93,6 @@ def instruction_dataset(
     examples = pd.concat([real, _synthetic_rows(synthetic_augments), blends], ignore_index=True)
     applied = apply_corrections(examples, agent_corrections)
     examples = applied.examples
-    corrected = examples["corrected"].astype(bool)  # a correction names one intent: the label set becomes it
-    examples["intents"] = [[i] if c else s for i, s, c in zip(examples["intent"], examples["intents"], corrected)]
     records = build_records(examples, taxonomy, config.describe_intents, config.prompt_style, answers)
     paths = write_jsonl(records, artifacts.path("instruction_dataset"))
 

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from intent_assets import k8s_config
-from intent_assets.quality import CLASSICAL_BASELINES
+from intent_assets.quality import CLASSICAL_BASELINES, MULTI_LABEL_BASELINES
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.assets.eval_report import ZERO_SHOT, registry_for
 from intent_assets.registry import GateDecision, best_baseline, promotion_gate
@@ -20,6 +20,17 @@ LINEAGE_ASSETS = ["agent_corrections", "instruction_dataset", "lora_adapter", "a
 def _scores(metrics: dict, n: int) -> dict:
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"],
             "test_examples": n, "per_intent_f1": {k: round(v["f1"], 4) for k, v in metrics["per_intent"].items()}}
+
+
+def _label_sets(report: dict) -> dict | None:
+    """Exact-set accuracies of the report's multi-intent table (None when the test split is single-intent)."""
+    multi = (report.get("multi_intent") or {}).get("systems")
+    if not multi or report["fine_tuned"] not in multi:
+        return None
+    champion = (report.get("champion") or {}).get("system")
+    return {"challenger": multi[report["fine_tuned"]]["exact_set_accuracy"],
+            "baselines": {n: multi[n]["exact_set_accuracy"] for n in MULTI_LABEL_BASELINES if n in multi},
+            "champion": multi[champion]["exact_set_accuracy"] if champion in multi else None}
 
 
 def _lineage(context: dg.AssetExecutionContext) -> dict:
@@ -55,7 +66,9 @@ def model_promotion(
     """Registers the new 4-bit model as ``challenger`` and promotes it to ``champion`` only if, on the frozen test
     split of this very run, it beats the champion by the policy's margin, beats the zero-shot base model, scores at
     least the best classical baseline of the same report (TF-IDF + SVM, MiniLM + LR; ``require_beating_baselines``
-    and ``baseline_margin`` relax that), and no intent's F1 drops by more than the policy allows. Otherwise the
+    and ``baseline_margin`` relax that), and no intent's F1 drops by more than the policy allows. When the test split
+    has multi-intent messages, its exact-set accuracy must also reach the best multi-label baseline's (same
+    relaxation) and not fall below the champion's. Otherwise the
     champion stays. Every decision, with its reasons,
     scores and the lineage to the data versions, is kept in the registry (``artifacts/registry/registry.json``).
     Roll back with ``rollback_job``.
@@ -68,7 +81,9 @@ def model_promotion(
     best = best_baseline(baselines, metric)
     registry = registry_for(artifacts)
     champion = registry.alias("champion")
-    entry = registry.register(awq_model["model_dir"], awq_model["run_key"], _scores(challenger, report["n"]), _lineage(context))
+    label_sets = _label_sets(report)
+    scores = {**_scores(challenger, report["n"]), **({"exact_set_accuracy": label_sets["challenger"]} if label_sets else {})}
+    entry = registry.register(awq_model["model_dir"], awq_model["run_key"], scores, _lineage(context))
 
     if champion is not None and champion["version"] == entry["version"]:
         decision = GateDecision(True, [f"v{entry['version']} is already the champion (same training run)"], {})
@@ -79,7 +94,7 @@ def model_promotion(
         decision = promotion_gate(challenger, champion_metrics, zero_shot, margin=retrain_policy.promotion_margin,
                                   max_intent_f1_drop=retrain_policy.max_intent_f1_drop, metric=metric,
                                   baselines=baselines, require_beating_baselines=retrain_policy.require_beating_baselines,
-                                  baseline_margin=retrain_policy.baseline_margin)
+                                  baseline_margin=retrain_policy.baseline_margin, label_sets=label_sets)
     event = registry.decide(entry["version"], decision)
     artifacts.publish(registry.root)
     after = registry.alias("champion")

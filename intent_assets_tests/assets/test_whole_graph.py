@@ -178,3 +178,43 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     # the report holds labels and numbers only: no test message reaches it
     test_texts = pd.read_parquet(data_root / "redacted" / "instruction_dataset.parquet").query("split == 'test'")["text"]
     assert not any(t in markdown for t in test_texts if len(t) > 20)
+
+
+def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(data_root, monkeypatch):
+    """Blended multi-intent messages (issue 15) through the whole graph: list answers in the instruction dataset and
+    in training, label sets decoded inside the taxonomy, and the report's multi-intent table with the one-vs-rest
+    baselines of the same run."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = json.loads(json.dumps(TINY))
+    config["ops"]["raw_chat_logs"]["config"]["limit"] = 900
+    config["ops"]["instruction_dataset"] = {"config": {"blend_share": 0.3}}
+    config["ops"]["eval_report"]["config"].update({"max_test_examples": 16, "include_champion": False})
+    del config["ops"]["pii_memorization"]
+    selection = dg.AssetSelection.all() - dg.AssetSelection.assets("pii_memorization")
+    result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config,
+                            tags=days_of_run_config(config), selection=selection)
+    assert result.success
+
+    def meta(key):
+        for event in result.get_asset_materialization_events():
+            mat = event.event_specific_data.materialization
+            if mat.asset_key == dg.AssetKey(key):
+                return {k: v.value for k, v in mat.metadata.items()}
+        raise KeyError(key)
+
+    dataset = meta("instruction_dataset")
+    assert dataset["answer_format"] == "intents" and dataset["blended_rows"]["train"] > 0 and dataset["blended_rows"]["test"] > 0
+    trained = [json.loads(line) for p in (data_root / "artifacts" / "lora_adapter").glob("*/data/*.jsonl") for line in p.read_text().splitlines()]
+    assert trained and all(json.loads(r["messages"][-1]["content"]).keys() == {"intents"} for r in trained)
+    report = meta("eval_report")
+    multi = report["multi_intent"]
+    served = report["served_system"]
+    assert {"TF-IDF one-vs-rest + threshold", "MiniLM-L6 one-vs-rest + threshold", served, "base model zero-shot"} <= set(multi)
+    assert 0.0 <= report["exact_set_accuracy"] <= 1.0 and report["out_of_taxonomy_rate"] == 0.0
+    full = json.loads(Path(report["report_json"]).read_text())
+    sets = full["multi_intent"]["systems"]
+    assert sets[served]["oot_rate"] == 0.0 and sets["base model zero-shot"]["oot_rate"] == 0.0
+    assert sets[served]["messages"] == full["multi_intent"]["n"] == 16
+    assert max(int(k) for k in sets[served]["gold_intent_counts"]) >= 2  # the test blends are scored as sets
+    assert "## Multi-intent messages (label sets)" in Path(report["report_markdown"]).read_text()
+    assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
