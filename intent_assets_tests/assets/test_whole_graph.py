@@ -65,6 +65,15 @@ def _file_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="ignore")
 
 
+def output_meta(result, key: str) -> dict:
+    """The metadata values of ``key``'s materialization in ``result``."""
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat.asset_key == dg.AssetKey(key):
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise KeyError(key)
+
+
 TINY = {
     "ops": {
         "raw_chat_logs": {"config": {"limit": 900 + len(CANARY_MESSAGES)}},
@@ -112,15 +121,8 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert len(audit) == len(raw)
     assert audit["audit_id"].is_unique and (data_root / "raw" / ".audit_salt").is_file()
 
-    def meta(key):
-        for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
-            if mat.asset_key == dg.AssetKey(key):
-                return {k: v.value for k, v in mat.metadata.items()}
-        raise KeyError(key)
-
     # memorization: the fine-tuned model completes none of the seeded canaries
-    memo = meta("pii_memorization")
+    memo = output_meta(result, "pii_memorization")
     assert memo["canaries"] == len(CANARIES) and memo["completed"] == 0
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     model_quality = {"fine_tuned_beats_zero_shot", "fine_tuned_beats_classical_baselines", "challenger_promoted"}  # a 2-step fine-tune: either
@@ -128,11 +130,11 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
         "redacted_corpus_has_no_pii": True, "no_canary_completed": True, "raw_chat_logs_schema": True,
         "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}
     assert model_quality <= set(checks)
-    adapter = meta("lora_adapter")
+    adapter = output_meta(result, "lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
     assert "data:image/png;base64," in adapter["loss_curve"]
-    awq = meta("awq_model")
+    awq = output_meta(result, "awq_model")
     assert awq["size_mb_after"] < 0.6 * awq["size_mb_before"]
     config = json.loads((data_root / "artifacts" / "awq_model").glob("*/quantized/config.json").__next__().read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
@@ -145,12 +147,12 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     # the default compact prompt lists no intent: the labels come from the taxonomy, in its order
     taxonomy = json.loads((data_root / "redacted" / "intent_taxonomy.json").read_text())
     assert info["labels"] == [i["name"] for i in taxonomy["intents"]] and "- card_arrival" not in info["system_prompt"]
-    assert meta("instruction_dataset")["system_prompt_style"] == "compact"
+    assert output_meta(result, "instruction_dataset")["system_prompt_style"] == "compact"
     assert "intent_assets.json" in {f["path"] for f in json.loads((quantized / "manifest.json").read_text())["files"]}
-    report = meta("eval_report")
+    report = output_meta(result, "eval_report")
     # the first model of an empty registry is promoted only if it beats the zero-shot base model and scores at least
     # the best classical baseline of the same report (a 2-step fine-tune usually does not: then it is refused)
-    promotion = meta("model_promotion")
+    promotion = output_meta(result, "model_promotion")
     scores = {name: s["macro_f1"] for name, s in report["systems"].items()}
     best = max(("TF-IDF + linear SVM", "MiniLM-L6 + logistic regression"), key=scores.__getitem__)
     assert promotion["best_baseline"] == best and promotion["best_baseline_macro_f1"] == scores[best]
@@ -195,18 +197,11 @@ def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(data_root, m
                             tags=days_of_run_config(config), selection=selection)
     assert result.success
 
-    def meta(key):
-        for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
-            if mat.asset_key == dg.AssetKey(key):
-                return {k: v.value for k, v in mat.metadata.items()}
-        raise KeyError(key)
-
-    dataset = meta("instruction_dataset")
+    dataset = output_meta(result, "instruction_dataset")
     assert dataset["answer_format"] == "intents" and dataset["blended_rows"]["train"] > 0 and dataset["blended_rows"]["test"] > 0
     trained = [json.loads(line) for p in (data_root / "artifacts" / "lora_adapter").glob("*/data/*.jsonl") for line in p.read_text().splitlines()]
     assert trained and all(json.loads(r["messages"][-1]["content"]).keys() == {"intents"} for r in trained)
-    report = meta("eval_report")
+    report = output_meta(result, "eval_report")
     multi = report["multi_intent"]
     served = report["served_system"]
     assert {"TF-IDF one-vs-rest + threshold", "MiniLM-L6 one-vs-rest + threshold", served, "base model zero-shot"} <= set(multi)
