@@ -214,6 +214,31 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value)) or (isinstance(value, str) and not value.strip())
 
 
+def _check_record(rec: dict, intents: set[str], max_text_chars: int):
+    """(the first problem as (field, reason) or None, corrected labels, predicted labels, timestamp) of one record."""
+    if rec.get("_error") and not _blank(rec.get("_error")):
+        return ("record", str(rec["_error"])), [], [], None
+    for field in CORRECTION_FIELDS:
+        value = rec.get(field)
+        if field not in rec or (_blank(value) and not isinstance(value, (list, tuple))):
+            return (field, "empty text" if field == "text" else "missing value"), [], [], None
+    parsed = {}
+    for field in ("corrected_intent", "predicted_intent"):  # a label, or a list of them
+        try:
+            parsed[field] = parse_labels(rec[field]) or []
+        except ValueError as exc:
+            return (field, str(exc)), [], [], None
+    corrected_set, predicted = parsed["corrected_intent"], parsed["predicted_intent"]
+    if len(str(rec["text"])) > max_text_chars:
+        return ("text", f"text longer than {max_text_chars} characters"), [], [], None
+    if any(x not in intents for x in corrected_set):
+        return ("corrected_intent", "unknown intent (not in the taxonomy)"), [], [], None
+    stamp = pd.to_datetime(str(rec["timestamp"]), utc=True, errors="coerce", format="ISO8601")
+    if pd.isna(stamp):
+        return ("timestamp", "not an ISO 8601 timestamp"), [], [], None
+    return None, corrected_set, predicted, stamp
+
+
 def validate_batch(raw: pd.DataFrame, batch_id: str, intents: set[str], max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
     """(accepted rows, redacted and pseudonymised; quarantined rows with field and reason; PII counts by type).
@@ -224,36 +249,7 @@ def validate_batch(raw: pd.DataFrame, batch_id: str, intents: set[str], max_text
     ok, quarantined = [], []
     for rec in raw.to_dict("records"):
         row = rec.get("source_row")
-        problem = None
-        if rec.get("_error") and not _blank(rec.get("_error")):
-            problem = ("record", str(rec["_error"]))
-        for field in CORRECTION_FIELDS:
-            if problem:
-                break
-            value = rec.get(field)
-            if field not in rec or (_blank(value) and not isinstance(value, (list, tuple))):
-                problem = (field, "empty text" if field == "text" else "missing value")
-        corrected_set: list[str] = []
-        if not problem:
-            text = str(rec["text"])
-            parsed = {}
-            for field in ("corrected_intent", "predicted_intent"):  # a label, or a list of them
-                try:
-                    parsed[field] = parse_labels(rec[field]) or []
-                except ValueError as exc:
-                    problem = problem or (field, str(exc))
-            corrected_set, predicted = parsed.get("corrected_intent", []), parsed.get("predicted_intent", [])
-            unknown = [x for x in corrected_set if x not in intents]
-            if problem:
-                pass
-            elif len(text) > max_text_chars:
-                problem = ("text", f"text longer than {max_text_chars} characters")
-            elif unknown:
-                problem = ("corrected_intent", "unknown intent (not in the taxonomy)")
-            else:
-                stamp = pd.to_datetime(str(rec["timestamp"]), utc=True, errors="coerce", format="ISO8601")
-                if pd.isna(stamp):
-                    problem = ("timestamp", "not an ISO 8601 timestamp")
+        problem, corrected_set, predicted, stamp = _check_record(rec, intents, max_text_chars)
         if problem:
             quarantined.append({"source_row": row, "batch_id": batch_id, "record": f"message {message_key(str(rec.get('message_id')))}",
                                 "field": problem[0], "reason": problem[1]})

@@ -202,28 +202,27 @@ def eval_report(
     multi = None
     if lists:
         multi = _score_sets(context, config, sets_data, set_texts, gold_sets, labels, set_answers, set_predictors)
-    oos = oos_name
     oos_summary = None
-    if oos is not None:  # out-of-scope requests go to a human: in-scope accuracy and OOS recall, separately
+    if oos_name is not None:  # out-of-scope requests go to a human: in-scope accuracy and OOS recall, separately
         for name in list(systems):
-            systems[name]["out_of_scope"] = oos_report(gold, systems[name]["predictions"], oos)
+            systems[name]["out_of_scope"] = oos_report(gold, systems[name]["predictions"], oos_name)
         val = real[real["split"] == "validation"]
         if len(val) > config.max_validation_examples:
             val = val.sample(n=config.max_validation_examples, random_state=config.seed).sort_index()
-        if len(val) and (val["intent"] == oos).any():
+        if len(val) and (val["intent"] == oos_name).any():
             if lists:  # a list answer: its first label and that label's confidence, as in the table above
                 vs = fine_tuned.classify_sets(val["text"].tolist(), max_intents=max_intents,
                                               batch_size=inference.batch_size, allow_empty=allow_empty)
-                val_labels = [p.labels[0] if p.labels else oos for p in vs]
+                val_labels = [p.labels[0] if p.labels else oos_name for p in vs]
                 val_conf = [min(p.confidences, default=1.0) for p in vs]
             else:
                 vp = fine_tuned.classify(val["text"].tolist(), batch_size=inference.batch_size)
                 val_labels, val_conf = [p.label for p in vp], [p.confidence for p in vp]
-            calib = calibrate_threshold(val["intent"].tolist(), val_labels, val_conf, oos)
-            thresholded = apply_threshold(systems[served]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos)
+            calib = calibrate_threshold(val["intent"].tolist(), val_labels, val_conf, oos_name)
+            thresholded = apply_threshold(systems[served]["predictions"], [confidences[t] for t in texts], calib["threshold"], oos_name)
             name = f"{served} + confidence threshold {calib['threshold']:.3f}"
             systems[name] = {"metrics": classification_report(gold, thresholded, labels), "latency": systems[served]["latency"],
-                             "out_of_scope": {**oos_report(gold, thresholded, oos), "threshold": calib["threshold"], "validation_examples": len(val)}}
+                             "out_of_scope": {**oos_report(gold, thresholded, oos_name), "threshold": calib["threshold"], "validation_examples": len(val)}}
         oos_summary = {name: {k: round(v, 4) for k, v in s["out_of_scope"].items()} for name, s in systems.items()}
     for s_ in systems.values():
         s_.pop("predictions", None)

@@ -12,6 +12,7 @@ from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECK
 from intent_assets.chat_logs import record_id
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 from intent_assets.resources import LocalTableIOManager, ParaphraseLLM, local_resources
+from intent_assets_tests.assets.materializations import output_meta
 from intent_assets_tests.openai_server import CannedOpenAIServer, make_paraphrase_responder
 
 
@@ -28,14 +29,6 @@ def materialize(root, run_config=None, llm=None):
 def meta(result, asset):
     mats = result.asset_materializations_for_node(asset)
     return {k: v.value for m in mats for k, v in m.metadata.items()}
-
-
-def output_meta(result, key):
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        if mat.asset_key == dg.AssetKey(key):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(key)
 
 
 def test_tiny_run_with_paraphrases_from_a_loopback_server(data_root):

@@ -10,6 +10,7 @@ from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
 from intent_assets.paths import DEFAULT_CHAT_LOGS
 from intent_assets.resources import LocalTableIOManager, local_resources
+from intent_assets_tests.assets.materializations import output_meta
 
 # Unique synthetic values seeded into the raw logs of the tiny run: none may be found anywhere downstream of the raw
 # location (files, Dagster events and metadata, run logs). Each value also appears digits-only / lower-cased.
@@ -63,15 +64,6 @@ def _file_text(path: Path) -> str:
     if path.suffix == ".parquet":
         return pd.read_parquet(path).to_csv(index=False)
     return path.read_bytes().decode("utf-8", errors="ignore")
-
-
-def output_meta(result, key: str) -> dict:
-    """The metadata values of ``key``'s materialization in ``result``."""
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        if mat.asset_key == dg.AssetKey(key):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(key)
 
 
 TINY = {
