@@ -176,12 +176,14 @@ def test_full_data_switch_lifts_the_cpu_caps_and_keeps_the_tuned_recipe(monkeypa
     trainer, inference = full["trainer"], full["inference"]
     recipe = LoraAdapterConfig().training_config(trainer.budget(), trainer.defaults())
     assert recipe.max_train_examples is None and recipe.max_steps is None and recipe.early_stopping_patience >= 1
-    assert recipe.num_epochs > 1 and recipe.checkpoint_steps == 100 and recipe.max_eval_examples == 256
+    assert recipe.num_epochs == 8 and recipe.checkpoint_steps == 100 and recipe.max_eval_examples == 256
+    assert LoraAdapterConfig(num_epochs=2).training_config(trainer.budget(), trainer.defaults()).num_epochs == 2
     assert inference.cap("test_examples", None) is None and full["chat_log_source"].cap(None) is None
     monkeypatch.setenv("INTENT_ASSETS_ENV", "local")
     local = resources_for()["trainer"]
     capped = LoraAdapterConfig().training_config(local.budget(), local.defaults())
     assert capped.max_train_examples and capped.max_steps  # the embedded default stays a CPU-sized run
+    assert capped.num_epochs == 3  # the recipe's
 
 
 # ------------------------------------------------------------------------------------ partitioned tables, locally

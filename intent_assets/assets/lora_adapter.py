@@ -44,7 +44,7 @@ class LoraAdapterConfig(dg.Config):
     learning_rate: Optional[float] = Field(default=None, gt=0, le=1, description="Peak learning rate, in (0, 1]. Unset: the trainer resource's, else the recipe's (tuned 1e-3, seed 2e-4).")
     effective_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per optimizer step (gradient accumulation). Unset: the recipe's (tuned 16, seed 128).")
     per_device_batch_size: Optional[int] = Field(default=None, ge=1, description="Examples per forward/backward pass; must divide effective_batch_size. Unset: the trainer resource's, else the recipe's (tuned 16, seed 8).")
-    num_epochs: Optional[float] = Field(default=None, gt=0, le=100, description="Epochs, at most (early stopping may end sooner). Unset: the recipe's (3).")
+    num_epochs: Optional[float] = Field(default=None, gt=0, le=100, description="Epochs, at most (early stopping may end sooner). Unset: the environment's (full: 8), else the recipe's (3).")
     train_sampling: Literal["recipe", "random", "balanced"] = Field(default="recipe", description="How a capped training subset is picked: random, or balanced (every intent about equally often); recipe: the recipe's (tuned balanced, seed random).")
     prefix_gradients: Optional[bool] = Field(default=None, description="Backpropagate through the system prompt shared by a micro-batch (exact gradients, slower) or not (same loss; the adapter learns from each message's own tokens). Unset: the recipe's (tuned off, seed on).")
     group_by_length: Optional[bool] = Field(default=None, description="Micro-batches of messages of about the same length (less padding; 1.3x faster steps on CPU). Unset: the recipe's (tuned on, seed off).")
