@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
     parser.add_argument("--blend-share", type=float, help="instruction_dataset.blend_share: blended multi-intent "
                         "messages per split, from that split's own messages.")
+    parser.add_argument("--list-order", choices=["stated", "taxonomy"], help="instruction_dataset.list_order: "
+                        "the order of the labels in a list answer.")
     parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
                         help="Other lora_adapter run config, e.g. learning_rate=3e-3 effective_batch_size=32.")
     args = parser.parse_args()
@@ -57,8 +59,9 @@ def main() -> None:
         ops["intent_taxonomy"] = {"config": {"path": str(Path(args.taxonomy).resolve())}}
     if args.max_test_examples:
         ops["eval_report"] = {"config": {"max_test_examples": args.max_test_examples}}
-    if args.blend_share is not None:
-        ops["instruction_dataset"] = {"config": {"blend_share": args.blend_share}}
+    instructions = {"blend_share": args.blend_share, "list_order": args.list_order}
+    if any(v is not None for v in instructions.values()):
+        ops["instruction_dataset"] = {"config": {k: v for k, v in instructions.items() if v is not None}}
     lora = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.lora)}
     if args.epochs:
         lora["num_epochs"] = args.epochs

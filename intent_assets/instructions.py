@@ -45,38 +45,44 @@ PROMPT_STYLES = ("compact", "taxonomy")
 # data set answers every record, single-intent ones too, with a list (one element), so the model never has to guess
 # which form a message wants and one constrained decoder (the label-set trie) serves every request.
 ANSWER_FORMATS = ("intent", "intents")
+# Order of the labels in a list answer (``LIST_ORDERS``): ``stated``, as the record gives them (a blend: the order
+# its parts appear in the message); ``taxonomy``, the taxonomy's order, one canonical list per label set, so the model
+# never has to guess an order that annotators chose at random (NLU++ lists its modules in no stated order).
+LIST_ORDERS = ("stated", "taxonomy")
+_ORDER_PHRASE = {"stated": "in the order the message states them", "taxonomy": "in the taxonomy's order"}
 _LIST_TASK = (
     ("exactly one intent", "all the intents it carries, none, one or several,"),
-    ("{{\"intent\": \"<name>\"}}", "{{\"intents\": [\"<name>\", ...]}} (in the order the message states them; [] "
-     "when it carries none)"),
+    ("{{\"intent\": \"<name>\"}}", "{{\"intents\": [\"<name>\", ...]}} ({order}; [] when it carries none)"),
 )
 
 
-def _template(template: str, answers: str) -> str:
+def _template(template: str, answers: str, list_order: str = "stated") -> str:
     if answers not in ANSWER_FORMATS:
         raise ValueError(f"answer format {answers!r}: expected one of {ANSWER_FORMATS}")
+    if list_order not in LIST_ORDERS:
+        raise ValueError(f"list order {list_order!r}: expected one of {LIST_ORDERS}")
     if answers == "intents":
         for one, many in _LIST_TASK:
-            template = template.replace(one, many)
+            template = template.replace(one, many.replace("{order}", _ORDER_PHRASE[list_order]))
     return template
 
 
 def system_prompt(taxonomy: Taxonomy, describe_intents: bool = False, style: str = "taxonomy",
-                  answers: str = "intent") -> str:
+                  answers: str = "intent", list_order: str = "stated") -> str:
     """The system prompt of every record: ``style`` is one of ``PROMPT_STYLES``, ``answers`` one of
-    ``ANSWER_FORMATS``."""
+    ``ANSWER_FORMATS``, ``list_order`` (list answers) one of ``LIST_ORDERS``."""
     if style not in PROMPT_STYLES:
         raise ValueError(f"prompt style {style!r}: expected one of {PROMPT_STYLES}")
     if style == "compact":
         if describe_intents:
             raise ValueError("describe_intents needs the 'taxonomy' prompt style (the compact prompt lists no intents)")
-        return _template(COMPACT_TEMPLATE, answers).format(name=taxonomy.name, version=taxonomy.version)
+        return _template(COMPACT_TEMPLATE, answers, list_order).format(name=taxonomy.name, version=taxonomy.version)
     if describe_intents:
         # a derived taxonomy has no descriptions: such an intent is listed by name only
         lines = "\n".join(f"- {name}: {description}" if description else f"- {name}" for name, description in taxonomy.intents)
     else:
         lines = "\n".join(f"- {name}" for name in taxonomy.names)
-    return _template(SYSTEM_TEMPLATE, answers).format(name=taxonomy.name, version=taxonomy.version, lines=lines)
+    return _template(SYSTEM_TEMPLATE, answers, list_order).format(name=taxonomy.name, version=taxonomy.version, lines=lines)
 
 
 def dataset_system_prompt(messages: Iterable[str]) -> str:
@@ -143,18 +149,26 @@ def chat_record(system: str, text: str, intent: str, intents=None) -> dict:
     }
 
 
+def ordered(intents, list_order: str, taxonomy: Taxonomy) -> list[str]:
+    """A label set in the list answer's order (``LIST_ORDERS``)."""
+    if list_order == "taxonomy":
+        rank = {name: i for i, name in enumerate(taxonomy.names)}
+        return sorted(intents, key=lambda name: rank.get(name, len(rank)))
+    return list(intents)
+
+
 def build_records(examples: pd.DataFrame, taxonomy: Taxonomy, describe_intents: bool = False,
-                  style: str = "taxonomy", answers: str = "intent") -> pd.DataFrame:
+                  style: str = "taxonomy", answers: str = "intent", list_order: str = "stated") -> pd.DataFrame:
     """One row per example (columns ``record_id, split, intent, text, synthetic``, optionally ``corrected``; with
     ``answers="intents"`` also ``intents``, the label sets) → adds ``messages`` (JSON) with the system prompt of
-    ``style`` and answers of that format."""
-    system = system_prompt(taxonomy, describe_intents, style, answers)
+    ``style`` and answers of that format (lists in ``list_order``)."""
+    system = system_prompt(taxonomy, describe_intents, style, answers, list_order)
     lists = answers == "intents"
     columns = ["record_id", "split", "intent", *(["intents"] if lists else []), "text", "synthetic",
                *(["corrected"] if "corrected" in examples else [])]
     out = examples[columns].reset_index(drop=True).copy()
-    sets = out["intents"] if lists else [None] * len(out)
-    out["messages"] = [json.dumps(chat_record(system, t, i, None if s is None else list(s))["messages"])
+    sets = [ordered(s, list_order, taxonomy) for s in out["intents"]] if lists else [None] * len(out)
+    out["messages"] = [json.dumps(chat_record(system, t, i, s)["messages"])
                        for t, i, s in zip(out["text"], out["intent"], sets)]
     return out
 

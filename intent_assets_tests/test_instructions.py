@@ -99,3 +99,17 @@ def test_list_answers_for_every_record_of_a_multi_intent_data_set(tmp_path):
     assert first["intents"] == ["card_arrival", "top_up_limits"] and first["intent"] == "card_arrival"
     with pytest.raises(ValueError, match="answer format 'set'"):
         ins.system_prompt(TAXONOMY, answers="set")
+
+
+def test_list_order_taxonomy_gives_one_canonical_answer_per_label_set():
+    frame = examples().assign(intents=[["top_up_limits", "card_arrival"], [], ["card_arrival", "top_up_limits"]])
+    answers = lambda order: [json.loads(m)[-1]["content"] for m in  # noqa: E731
+                             ins.build_records(frame, TAXONOMY, style="compact", answers="intents", list_order=order)["messages"]]
+    assert answers("stated")[0] == '{"intents": ["top_up_limits", "card_arrival"]}'  # as the record gives them
+    canonical = answers("taxonomy")
+    assert canonical[0] == canonical[2] == '{"intents": ["card_arrival", "top_up_limits"]}' and canonical[1] == '{"intents": []}'
+    assert "in the taxonomy's order" in ins.system_prompt(TAXONOMY, style="compact", answers="intents", list_order="taxonomy")
+    assert "in the order the message states them" in ins.system_prompt(TAXONOMY, answers="intents")
+    assert ins.system_prompt(TAXONOMY, list_order="taxonomy") == ins.system_prompt(TAXONOMY)  # one label: no order
+    with pytest.raises(ValueError, match="list order 'random'"):
+        ins.system_prompt(TAXONOMY, answers="intents", list_order="random")

@@ -52,6 +52,12 @@ class InstructionDatasetConfig(dg.Config):
         "of the split's rows; marked synthetic. 0: none.",
     )
     blend_seed: int = Field(default=0, description="Seed of the blends: the same data and seed give the same blends.")
+    list_order: Literal["stated", "taxonomy"] = Field(
+        default="stated",
+        description="Order of the labels in a list answer. stated: as the record gives them (a blend: the order its "
+        "parts appear in). taxonomy: the taxonomy's order, one canonical answer per label set (annotators of "
+        "NLU++ list modules in no stated order).",
+    )
 
 
 @dg.asset(
@@ -93,12 +99,13 @@ def instruction_dataset(
     examples = pd.concat([real, _synthetic_rows(synthetic_augments), blends], ignore_index=True)
     applied = apply_corrections(examples, agent_corrections)
     examples = applied.examples
-    records = build_records(examples, taxonomy, config.describe_intents, config.prompt_style, answers)
+    records = build_records(examples, taxonomy, config.describe_intents, config.prompt_style, answers, config.list_order)
     paths = write_jsonl(records, artifacts.path("instruction_dataset"))
 
     tokenizer = load_tokenizer(artifacts.path("base_model") / "tokenizer")
     lengths = token_lengths(tokenizer, records["messages"])
-    system_tokens = len(tokenizer(system_prompt(taxonomy, config.describe_intents, config.prompt_style, answers))["input_ids"])
+    system_tokens = len(tokenizer(system_prompt(taxonomy, config.describe_intents, config.prompt_style, answers,
+                                              config.list_order))["input_ids"])
     per_split = records["split"].value_counts().to_dict()
     stats = length_stats(lengths)
     context.log.info(f"instruction_dataset: {per_split}; tokens per record {stats}")
@@ -108,6 +115,7 @@ def instruction_dataset(
             "rows_total": len(records),
             "synthetic_rows": int(records["synthetic"].sum()),
             "answer_format": answers,
+            **({"list_order": config.list_order} if answers == "intents" else {}),
             "blended_rows": dg.MetadataValue.json({k: int(v) for k, v in blends["split"].value_counts().sort_index().items()}),
             "corrections_relabelled": applied.relabelled,
             "corrections_confirmed": applied.confirmed,
