@@ -41,13 +41,14 @@ COMPACT_TEMPLATE = (
 PROMPT_STYLES = ("compact", "taxonomy")
 
 # Answer formats (``ANSWER_FORMATS``): one label, ``{"intent": "<name>"}``, or a label set, ``{"intents": [...]}`` (the
-# labels in the order the message states them, ``[]`` when it carries none). One format per data set: a multi-intent
+# labels in ``LIST_ORDERS`` order, ``[]`` when it carries none). One format per data set: a multi-intent
 # data set answers every record, single-intent ones too, with a list (one element), so the model never has to guess
 # which form a message wants and one constrained decoder (the label-set trie) serves every request.
 ANSWER_FORMATS = ("intent", "intents")
-# Order of the labels in a list answer (``LIST_ORDERS``): ``stated``, as the record gives them (a blend: the order
-# its parts appear in the message); ``taxonomy``, the taxonomy's order, one canonical list per label set, so the model
-# never has to guess an order that annotators chose at random (NLU++ lists its modules in no stated order).
+# Order of the labels in a list answer (``LIST_ORDERS``): ``taxonomy`` (the default), the taxonomy's order, one
+# canonical list per label set, so the model never has to guess an order that annotators chose at will (NLU++ lists
+# its modules in no stated order); on NLU++ banking it raised exact-set accuracy from 0.620 to 0.716 in the same
+# recipe (BENCHMARKS.md). ``stated``: as the record gives them (a blend: the order its parts appear in the message).
 LIST_ORDERS = ("stated", "taxonomy")
 _ORDER_PHRASE = {"stated": "in the order the message states them", "taxonomy": "in the taxonomy's order"}
 _LIST_TASK = (
@@ -56,7 +57,7 @@ _LIST_TASK = (
 )
 
 
-def _template(template: str, answers: str, list_order: str = "stated") -> str:
+def _template(template: str, answers: str, list_order: str = "taxonomy") -> str:
     if answers not in ANSWER_FORMATS:
         raise ValueError(f"answer format {answers!r}: expected one of {ANSWER_FORMATS}")
     if list_order not in LIST_ORDERS:
@@ -68,7 +69,7 @@ def _template(template: str, answers: str, list_order: str = "stated") -> str:
 
 
 def system_prompt(taxonomy: Taxonomy, describe_intents: bool = False, style: str = "taxonomy",
-                  answers: str = "intent", list_order: str = "stated") -> str:
+                  answers: str = "intent", list_order: str = "taxonomy") -> str:
     """The system prompt of every record: ``style`` is one of ``PROMPT_STYLES``, ``answers`` one of
     ``ANSWER_FORMATS``, ``list_order`` (list answers) one of ``LIST_ORDERS``."""
     if style not in PROMPT_STYLES:
@@ -158,7 +159,7 @@ def ordered(intents, list_order: str, taxonomy: Taxonomy) -> list[str]:
 
 
 def build_records(examples: pd.DataFrame, taxonomy: Taxonomy, describe_intents: bool = False,
-                  style: str = "taxonomy", answers: str = "intent", list_order: str = "stated") -> pd.DataFrame:
+                  style: str = "taxonomy", answers: str = "intent", list_order: str = "taxonomy") -> pd.DataFrame:
     """One row per example (columns ``record_id, split, intent, text, synthetic``, optionally ``corrected``; with
     ``answers="intents"`` also ``intents``, the label sets) → adds ``messages`` (JSON) with the system prompt of
     ``style`` and answers of that format (lists in ``list_order``)."""

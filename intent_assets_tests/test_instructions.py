@@ -104,12 +104,14 @@ def test_list_answers_for_every_record_of_a_multi_intent_data_set(tmp_path):
 def test_list_order_taxonomy_gives_one_canonical_answer_per_label_set():
     frame = examples().assign(intents=[["top_up_limits", "card_arrival"], [], ["card_arrival", "top_up_limits"]])
     answers = lambda order: [json.loads(m)[-1]["content"] for m in  # noqa: E731
-                             ins.build_records(frame, TAXONOMY, style="compact", answers="intents", list_order=order)["messages"]]
+                             ins.build_records(frame, TAXONOMY, style="compact", answers="intents",
+                                                               **({"list_order": order} if order else {}))["messages"]]
     assert answers("stated")[0] == '{"intents": ["top_up_limits", "card_arrival"]}'  # as the record gives them
     canonical = answers("taxonomy")
     assert canonical[0] == canonical[2] == '{"intents": ["card_arrival", "top_up_limits"]}' and canonical[1] == '{"intents": []}'
-    assert "in the taxonomy's order" in ins.system_prompt(TAXONOMY, style="compact", answers="intents", list_order="taxonomy")
-    assert "in the order the message states them" in ins.system_prompt(TAXONOMY, answers="intents")
+    assert canonical == answers(None)  # the default
+    assert "in the taxonomy's order" in ins.system_prompt(TAXONOMY, style="compact", answers="intents")
+    assert "in the order the message states them" in ins.system_prompt(TAXONOMY, answers="intents", list_order="stated")
     assert ins.system_prompt(TAXONOMY, list_order="taxonomy") == ins.system_prompt(TAXONOMY)  # one label: no order
     with pytest.raises(ValueError, match="list order 'random'"):
         ins.system_prompt(TAXONOMY, answers="intents", list_order="random")

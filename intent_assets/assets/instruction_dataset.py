@@ -53,10 +53,11 @@ class InstructionDatasetConfig(dg.Config):
     )
     blend_seed: int = Field(default=0, description="Seed of the blends: the same data and seed give the same blends.")
     list_order: Literal["stated", "taxonomy"] = Field(
-        default="stated",
-        description="Order of the labels in a list answer. stated: as the record gives them (a blend: the order its "
-        "parts appear in). taxonomy: the taxonomy's order, one canonical answer per label set (annotators of "
-        "NLU++ list modules in no stated order).",
+        default="taxonomy",
+        description="Order of the labels in a list answer. taxonomy: the taxonomy's order, one canonical answer per "
+        "label set (annotators of NLU++ list modules in no stated order; exact-set accuracy 0.716 against 0.620 "
+        "with stated on NLU++ banking, same recipe). stated: as the record gives them (a blend: the order its parts "
+        "appear in).",
     )
 
 
