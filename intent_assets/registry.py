@@ -56,9 +56,11 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
     comparison in the reasons but no longer lets it refuse the challenger. When required and the report has no
     baseline, the challenger is refused: nothing shows it is better than a linear classifier.
 
-    ``label_sets`` (a multi-intent test split): exact-set accuracies on it, ``{"challenger": x, "baselines": {name:
-    x}, "champion": x or None}``; the challenger must also reach the best multi-label baseline's (same
-    ``require_beating_baselines`` / ``baseline_margin``) and must not fall below the champion's.
+    ``label_sets`` (a model that answers lists): exact-set accuracies over every test message, single-intent ones
+    included, ``{"challenger": x, "baselines": {name: x}, "champion": x or None}``; the challenger must reach the best
+    multi-label baseline's (same ``require_beating_baselines`` / ``baseline_margin``) and must not fall below the
+    champion's. The single-label comparison with ``baselines`` then covers the single-intent messages only (on NLU++
+    hotels 15 of 100) and stays in the reasons without deciding.
     """
     checks: dict[str, bool] = {}
     reasons: list[str] = []
@@ -70,7 +72,11 @@ def promotion_gate(challenger: dict, champion: dict | None, zero_shot: dict | No
         checks["beats_zero_shot"] = ours > zero_shot[metric]
         reasons.append(f"{metric} {ours:.4f} vs zero-shot {zero_shot[metric]:.4f}: "
                        + ("beats it" if checks["beats_zero_shot"] else "does not beat it"))
-    reasons.append(_baseline_reason(ours, baselines, metric, require_beating_baselines, baseline_margin, checks))
+    if label_sets:  # a list model: judged against list baselines on every test message (below), not on a subset
+        reasons.append(f"single-intent test messages only, informational ({SETS_DECIDE}): "
+                       + _baseline_reason(ours, baselines, metric, True, baseline_margin, {}))
+    else:
+        reasons.append(_baseline_reason(ours, baselines, metric, require_beating_baselines, baseline_margin, checks))
     if champion is None:
         reasons.append("no champion yet: the challenger has no champion to beat")
     else:
@@ -116,6 +122,7 @@ def _label_set_reasons(label_sets: Mapping, required: bool, margin: float, check
 
 
 RELAXED = "baseline check relaxed by RetrainPolicy.require_beating_baselines=False"
+SETS_DECIDE = "the label-set comparison over every test message decides"
 
 
 def _baseline_reason(ours: float, baselines: Mapping[str, dict] | None, metric: str, required: bool, margin: float,

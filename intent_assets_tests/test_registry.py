@@ -104,6 +104,14 @@ def test_gate_weighs_label_sets_when_the_test_split_has_multi_intent_messages():
     assert promotion_gate(scores(0.9), None, scores(0.1), label_sets=better, **kwargs).promote
     worse_than_champion = promotion_gate(scores(0.9), scores(0.8), scores(0.1), label_sets={**better, "champion": 0.8}, **kwargs)
     assert not worse_than_champion.promote and worse_than_champion.checks["label_sets_no_worse_than_champion"] is False
+    # a list model below the single-label baselines on the single-intent subset, above the list baselines on every
+    # message: the label sets decide, the subset comparison stays in the reasons
+    high = {"TF-IDF + linear SVM": scores(0.95)}
+    subset_below = promotion_gate(scores(0.9), None, scores(0.1), margin=0.0, max_intent_f1_drop=0.1, baselines=high,
+                                  label_sets=better)
+    assert subset_below.promote and "beats_classical_baselines" not in subset_below.checks
+    assert any(r.startswith("single-intent test messages only, informational") and "below it" in r for r in subset_below.reasons)
+    assert not promotion_gate(scores(0.9), None, scores(0.1), margin=0.0, max_intent_f1_drop=0.1, baselines=high).promote
     # no multi-intent table: the gate is what it was
     assert promotion_gate(scores(0.9), None, scores(0.1), label_sets=None, **kwargs).checks.keys() == {
         "beats_zero_shot", "beats_classical_baselines"}

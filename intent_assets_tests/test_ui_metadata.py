@@ -159,6 +159,21 @@ def test_compare_systems_rule():
     assert not quality.compare_systems(summary, "missing", ("svm",))[0]
 
 
+def test_a_list_model_is_checked_against_the_list_baselines_on_every_test_message():
+    from intent_assets.assets.checks import fine_tuned_beats_classical_baselines
+
+    ft = "fine-tuned 16-bit (merged)"
+    single = {ft: {"accuracy": 0.73, "macro_f1": 0.13}, "TF-IDF + linear SVM": {"accuracy": 0.87, "macro_f1": 0.14}}
+    sets = lambda ours: {ft: {"exact_set_accuracy": ours},  # noqa: E731  (eval_report's multi_intent summary)
+                         "TF-IDF one-vs-rest + threshold": {"exact_set_accuracy": 0.55}}
+    report = {"fine_tuned": ft, "summary": single}
+    assert not fine_tuned_beats_classical_baselines(report).passed  # single-label: below TF-IDF
+    listed = fine_tuned_beats_classical_baselines({**report, "multi_intent": sets(0.73)})
+    assert listed.passed and listed.metadata["single_intent_passed"].value is False
+    assert listed.metadata["label_sets_best_baseline"].value == "TF-IDF one-vs-rest + threshold"
+    assert not fine_tuned_beats_classical_baselines({**report, "multi_intent": sets(0.50)}).passed
+
+
 def test_schema_rule_reports_columns_and_checks_but_no_values():
     from intent_assets.chat_logs import CHAT_LOG_SCHEMA
 

@@ -84,19 +84,21 @@ def fine_tuned_beats_zero_shot(eval_report: dict) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="eval_report", description="The fine-tuned model, as served, scores at least the best classical "
-                "baseline of the same report (TF-IDF + SVM, MiniLM + LR) in accuracy and in macro-F1; with multi-intent test "
-                "messages also the one-vs-rest baselines in exact-set accuracy.")
+                "baseline of the same report (TF-IDF + SVM, MiniLM + LR) in accuracy and in macro-F1. A model that answers "
+                "lists: at least the best one-vs-rest baseline in exact-set accuracy over every test message (the "
+                "single-label comparison, on the single-intent messages only, stays in the metadata).")
 def fine_tuned_beats_classical_baselines(eval_report: dict) -> dg.AssetCheckResult:
     result = _versus(eval_report, quality.CLASSICAL_BASELINES, ("accuracy", "macro_f1"))
     if not eval_report.get("multi_intent"):
         return result
-    # a multi-intent test split: the label sets against the one-vs-rest baselines too, on exact-set accuracy
+    # a list model: its label sets against the one-vs-rest baselines on every test message decide
     candidate = eval_report.get("fine_tuned", FINE_TUNED)
     passed, details = quality.compare_systems(eval_report["multi_intent"], candidate, quality.MULTI_LABEL_BASELINES,
                                               "exact_set_accuracy")
     details.pop("baselines", None)
-    metadata = {**result.metadata, **{f"label_sets_{k}": v for k, v in details.items() if k != "candidate"}}
-    return dg.AssetCheckResult(passed=result.passed and passed, severity=WARN, metadata=metadata)
+    metadata = {**{f"single_intent_{k}": v for k, v in result.metadata.items()}, "single_intent_passed": result.passed,
+                **{f"label_sets_{k}": v for k, v in details.items() if k != "candidate"}}
+    return dg.AssetCheckResult(passed=passed, severity=WARN, metadata=metadata)
 
 
 DATA_QUALITY_CHECKS = [raw_chat_logs_schema, quarantine_share_within_limit, synthetic_share_within_cap]
