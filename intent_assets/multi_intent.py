@@ -5,6 +5,9 @@
   reproducible, the intents listed in the order the message states them. Call it on one split at a time (training
   blends from the training split, test blends from the test split only), so no utterance crosses splits.
 * ``blend_splits``: such blends for every split from that split's own rows, as instruction-dataset rows.
+* ``rewrite_blends``: a share of the training blends rewritten by the paraphrase endpoint into one natural message,
+  each rewrite judged (``judge_rewrite``: changed, similar length, content words kept, no personal data) and kept
+  rule-built when rejected; validation and test blends stay rule-built.
 * ``list_decoding``: how many labels a list answer may hold, and whether it may be empty, from the training sets.
 * ``multilabel_scores``: exact-set accuracy, micro and macro precision/recall/F1 over intent labels (scikit-learn on
   binarized label sets), accuracy by number of intents, and how often the number of intents is right.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections import Counter
@@ -148,3 +152,87 @@ def list_decoding(label_sets: Iterable[Sequence[str]], max_intents: int | None =
     sizes = [len(s) for s in label_sets]
     largest = max(sizes, default=1)
     return (max_intents if max_intents is not None else max(1, largest)), any(n == 0 for n in sizes)
+
+
+# --------------------------------------------------------------------------- blends rewritten by the paraphrase endpoint
+REWRITE_SYSTEM = (
+    "You rewrite customer-support messages. The user gives one message that joins several requests. Rewrite it as "
+    "one natural message a customer could write: keep every request and its details, add none, keep the language. "
+    'Answer with JSON only: {"message": "<the rewritten message>"}'
+)
+_WORD = re.compile(r"[a-z0-9']{4,}")
+REWRITE_REASONS = ("accepted", "request_failed", "unparseable", "unchanged", "length", "requests_dropped", "contains_pii")
+
+
+def rewrite_request(text: str) -> list[dict]:
+    """The chat request that asks the paraphrase endpoint to rewrite one rule-built blend."""
+    return [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": text}]
+
+
+def parse_rewrite(content: str) -> str | None:
+    """The rewritten message of a reply (``{"message": ...}``, possibly after other text), or None."""
+    start = content.find("{")
+    while start != -1:
+        try:
+            value, _ = json.JSONDecoder().raw_decode(content[start:])
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("message"), str) and value["message"].strip():
+            return value["message"].strip()
+        start = content.find("{", start + 1)
+    return None
+
+
+def judge_rewrite(original: str, rewrite: str | None, find_pii=None, min_kept: float = 0.5) -> str:
+    """``accepted`` or why not (``REWRITE_REASONS``): the rewrite must differ from the rule-built blend, stay within
+    half to twice its length, keep at least ``min_kept`` of its content words (a cheap proxy for "every request is
+    still there"), and carry no personal data by the redaction's own detector."""
+    if rewrite is None:
+        return "unparseable"
+    if " ".join(rewrite.lower().split()) == " ".join(original.lower().split()):
+        return "unchanged"
+    if not 0.5 * len(original) <= len(rewrite) <= 2.0 * len(original):
+        return "length"
+    words = set(_WORD.findall(original.lower()))
+    if words and len(words & set(_WORD.findall(rewrite.lower()))) < min_kept * len(words):
+        return "requests_dropped"
+    if find_pii is None:
+        from intent_assets import pii  # heavy: only when a rewrite is judged
+
+        find_pii = pii.find_pii
+    if find_pii(rewrite):
+        return "contains_pii"
+    return "accepted"
+
+
+def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, cache, seed: int = 0,
+                   find_pii=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rewrite ``share`` of the **training** blends (``blend_splits`` rows) through ``chat(messages) -> content`` (the
+    paraphrase endpoint), replies cached by request in ``cache`` (``augment.ResponseCache``). Validation and test
+    blends stay rule-built: the frozen test split never receives generated text. A rejected rewrite keeps the
+    rule-built blend. Returns (the blends, rewritten where accepted; one row per attempt: ``record_id, reason,
+    from_cache``), so every attempt is accounted for."""
+    out = blends.copy()
+    train = out.index[out["split"] == "train"]
+    count = int(round(share * len(train)))
+    chosen = sorted(random.Random(seed).sample(list(train), count)) if count else []
+    attempts = []
+    for idx in chosen:
+        original = out.at[idx, "text"]
+        messages = rewrite_request(original)
+        key = cache.key(model, messages, {"task": "blend_rewrite"})
+        content, from_cache = cache.get(key), True
+        if content is None:
+            from_cache = False
+            try:
+                content = chat(messages)
+            except Exception:  # noqa: BLE001  (a failed request keeps the rule-built blend; counted below)
+                attempts.append({"record_id": out.at[idx, "record_id"], "reason": "request_failed", "from_cache": False})
+                continue
+            cache.put(key, content, meta={"task": "blend_rewrite"})
+        rewrite = parse_rewrite(content)
+        reason = judge_rewrite(original, rewrite, find_pii)
+        attempts.append({"record_id": out.at[idx, "record_id"], "reason": reason, "from_cache": from_cache})
+        if reason == "accepted":
+            out.at[idx, "text"] = rewrite
+    return out, pd.DataFrame(attempts, columns=["record_id", "reason", "from_cache"])

@@ -1,10 +1,12 @@
 """Blended multi-intent messages and set-valued scores, on hand-computed cases."""
 
+import json
 import random
 
+import pandas as pd
 import pytest
 
-from intent_assets.multi_intent import blend, join_parts, multilabel_scores
+from intent_assets.multi_intent import blend, join_parts, judge_rewrite, multilabel_scores, parse_rewrite, rewrite_blends
 
 ROWS = [("Where is my card?", "card_arrival"), ("I was charged twice.", "duplicate_charge"),
         ("How do I close my account", "close_account"), ("My card still has not arrived", "card_arrival"),
@@ -91,3 +93,42 @@ def test_blends_of_each_split_come_from_that_split_only():
     assert blend_splits(frame, 0.0).empty
     with pytest.raises(ValueError, match="blend share"):
         blend_splits(frame, 1.5)
+
+
+# ------------------------------------------------------------------------------------------------ rewritten blends
+def test_a_rewrite_is_judged_before_it_replaces_a_blend():
+    original = "My card has not arrived yet and I also want to top up with cash"
+    assert parse_rewrite('Sure! {"message": "Hi, my card never came, and can I top up in cash?"}') == (
+        "Hi, my card never came, and can I top up in cash?")
+    assert parse_rewrite("no json here") is None and parse_rewrite('{"message": "  "}') is None
+    assert judge_rewrite(original, None) == "unparseable"
+    assert judge_rewrite(original, original.upper()) == "unchanged"
+    assert judge_rewrite(original, "Card?") == "length"
+    assert judge_rewrite(original, "Please tell me the exchange rate for euros today, thank you.") == "requests_dropped"
+    assert judge_rewrite(original, f"Hi, {original.lower()}. Email me at jane.doe@example.com") == "contains_pii"
+    assert judge_rewrite(original, "Hi, my card has not arrived yet, and I want to top up with cash too.") == "accepted"
+
+
+def test_training_blends_are_rewritten_cached_and_accounted_for(tmp_path):
+    from intent_assets.augment import ResponseCache
+
+    blends = pd.DataFrame({"record_id": [f"blend-{i}" for i in range(8)], "split": ["train"] * 6 + ["test"] * 2,
+                           "text": [f"My card number {i} is blocked and I also want to close my account" for i in range(8)]})
+    calls = []
+
+    def chat(messages):
+        calls.append(messages[-1]["content"])
+        if len(calls) == 1:
+            raise RuntimeError("endpoint down")
+        return json.dumps({"message": "Hello, " + messages[-1]["content"].lower() + " please."})
+
+    cache = ResponseCache(tmp_path)
+    out, attempts = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])
+    assert len(attempts) == 3 and len(calls) == 3  # half of the 6 training blends; in = accepted + rejected
+    assert attempts["reason"].value_counts().to_dict() == {"accepted": 2, "request_failed": 1}
+    changed = out["text"] != blends["text"]
+    assert changed.sum() == 2 and set(out.loc[changed, "split"]) == {"train"}  # test blends stay rule-built
+    again, attempts2 = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])
+    assert len(calls) == 4 and attempts2["from_cache"].sum() == 2  # only the failed request is asked again
+    assert (again["text"] != blends["text"]).sum() == 3
+    assert rewrite_blends(blends, 0.0, chat, "m", cache)[1].empty

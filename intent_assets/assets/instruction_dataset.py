@@ -12,9 +12,10 @@ from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineag
 from intent_assets.base_model import load_tokenizer
 from intent_assets.corrections import apply_corrections
 from intent_assets.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
-from intent_assets.multi_intent import blend_splits
+from intent_assets.augment import ResponseCache, make_openai_chat
+from intent_assets.multi_intent import blend_splits, rewrite_blends
 from intent_assets.plots import histogram
-from intent_assets.resources import ArtifactStore
+from intent_assets.resources import ArtifactStore, ParaphraseLLM
 from intent_assets.taxonomy import Taxonomy, is_multi_intent
 
 def _synthetic_rows(augments: pd.DataFrame) -> pd.DataFrame:
@@ -24,6 +25,27 @@ def _synthetic_rows(augments: pd.DataFrame) -> pd.DataFrame:
     ]
     return pd.DataFrame({"record_id": ids, "split": "train", "intent": accepted["intent"].to_numpy(),
                          "intents": [[i] for i in accepted["intent"]], "text": accepted["text"].to_numpy(), "synthetic": True})
+
+def _rewrite(context, config, paraphrase_llm: ParaphraseLLM, artifacts: ArtifactStore, blends: pd.DataFrame):
+    """The blends, a share of the training ones rewritten by the paraphrase endpoint; and the metadata saying how."""
+    wanted = int(round(config.blend_rewrite_share * int((blends["split"] == "train").sum())))
+    if not wanted:
+        return blends, {}
+    if not paraphrase_llm.configured:
+        return blends, {"blend_rewrites": "rules only: no API key configured (set OPENAI_API_KEY, and OPENAI_BASE_URL "
+                                          "for a non-OpenAI endpoint)"}
+    cache = ResponseCache(artifacts.path("cache", "blend_rewrites"))
+    with paraphrase_llm.get_client(context) as client:
+        chat = make_openai_chat(client, paraphrase_llm.model, paraphrase_llm.temperature)
+        out, attempts = rewrite_blends(blends, config.blend_rewrite_share, chat, paraphrase_llm.model, cache,
+                                       seed=config.blend_seed)
+    reasons = attempts["reason"].value_counts().to_dict()
+    context.log.info(f"instruction_dataset: {reasons.get('accepted', 0)} of {len(attempts)} training blends rewritten "
+                     f"by {paraphrase_llm.model}")
+    return out, {"blend_rewrites": dg.MetadataValue.json({"model": paraphrase_llm.model, "attempted": len(attempts),
+                                                          "by_reason": {k: int(v) for k, v in sorted(reasons.items())},
+                                                          "from_cache": int(attempts["from_cache"].sum())})}
+
 
 class InstructionDatasetConfig(dg.Config):
     prompt_style: Literal["compact", "taxonomy"] = Field(
@@ -52,6 +74,15 @@ class InstructionDatasetConfig(dg.Config):
         "of the split's rows; marked synthetic. 0: none.",
     )
     blend_seed: int = Field(default=0, description="Seed of the blends: the same data and seed give the same blends.")
+    blend_rewrite_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="When the paraphrase endpoint is configured (OPENAI_API_KEY): this share of the training blends "
+        "is rewritten by it into one natural message, each rewrite judged (changed, similar length, content words "
+        "kept, no personal data) and the rule-built blend kept when rejected. Validation and test blends stay "
+        "rule-built. 0: rules only.",
+    )
     list_order: Literal["stated", "taxonomy"] = Field(
         default="taxonomy",
         description="Order of the labels in a list answer. taxonomy: the taxonomy's order, one canonical answer per "
@@ -65,13 +96,14 @@ class InstructionDatasetConfig(dg.Config):
     group_name="data",
     op_tags=k8s_config.HEAVY_DATA_STEP,
     owners=DATA_OWNERS,
-    kinds={"jsonl", "pandas"},
+    kinds={"jsonl", "pandas", "openai"},
     tags=PII_REDACTED,
 )
 def instruction_dataset(
     context: dg.AssetExecutionContext,
     config: InstructionDatasetConfig,
     artifacts: ArtifactStore,
+    paraphrase_llm: ParaphraseLLM,
     dataset_splits: pd.DataFrame,
     synthetic_augments: pd.DataFrame,
     agent_corrections: pd.DataFrame,
@@ -83,7 +115,8 @@ def instruction_dataset(
     intents (with ``describe_intents`` their descriptions too). It is byte-identical in every record so a server can cache it; the user turn is the redacted utterance; the assistant answers ``{"intent": "<name>"}``, or
     ``{"intents": [...]}`` for every record when the data carries label sets (``answer_format``). ``blend_share``
     adds blended multi-intent messages to each split from that split's own messages (test blends from the frozen
-    test split only, for testing).
+    test split only, for testing); with the paraphrase endpoint configured, ``blend_rewrite_share`` of the training
+    blends are rewritten by it into one natural message (judged; a rejected rewrite keeps the rule-built blend).
     Synthetic paraphrases (accepted ones only) are added to the training split only. Agents' corrections relabel
     the train and validation examples they match and add the others to the training split; the frozen test split
     never changes.
@@ -94,6 +127,7 @@ def instruction_dataset(
         real["intents"] = [[i] for i in real["intent"]]
     real = real[["record_id", "split", "intent", "intents", "text", "synthetic"]]
     blends = blend_splits(real, config.blend_share, config.blend_seed)
+    blends, rewrites = _rewrite(context, config, paraphrase_llm, artifacts, blends)
     answers = config.answer_format
     if answers == "auto":
         answers = "intents" if is_multi_intent(real) or len(blends) else "intent"
@@ -118,6 +152,7 @@ def instruction_dataset(
             "answer_format": answers,
             **({"list_order": config.list_order} if answers == "intents" else {}),
             "blended_rows": dg.MetadataValue.json({k: int(v) for k, v in blends["split"].value_counts().sort_index().items()}),
+            **rewrites,
             "corrections_relabelled": applied.relabelled,
             "corrections_confirmed": applied.confirmed,
             "corrections_added": applied.added,

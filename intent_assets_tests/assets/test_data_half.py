@@ -10,6 +10,7 @@ import pytest
 from intent_assets.assets.common import days_of_run_config, partition_range_tags
 from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
 from intent_assets.chat_logs import record_id
+from intent_assets.multi_intent import REWRITE_SYSTEM
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 from intent_assets.resources import LocalTableIOManager, ParaphraseLLM, local_resources
 from intent_assets_tests.assets.materializations import output_meta
@@ -323,8 +324,22 @@ def test_nlupp_fold_files_load_through_the_path_switch_and_train_on_label_sets(d
     assert "intents" in redacted and output_meta(data, "intent_taxonomy")["intents"] == len(names)
 
     rest = dg.AssetSelection.all() - dg.AssetSelection.assets(*DAILY_KEYS, "intent_taxonomy")
-    data = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources=resources, selection=rest,
-                          run_config={"ops": {"instruction_dataset": {"config": {"blend_share": 0.5}}}})
+    replies = []
+
+    def rewrite(body: dict) -> str:  # the paraphrase endpoint: rewrites blends (one with PII, one too short)
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if system != REWRITE_SYSTEM:
+            return "Reasoning only, no JSON."  # paraphrase requests of synthetic_augments: nothing usable
+        replies.append(user)
+        if len(replies) == 1:
+            return json.dumps({"message": f"{user} Write to jane.doe@example.com"})
+        return json.dumps({"message": "Hi." if len(replies) == 2 else f"Hi, {user[0].lower()}{user[1:]} Thanks!"})
+
+    with CannedOpenAIServer(rewrite, api_key="test-key") as server:
+        llm = ParaphraseLLM(api_key="test-key", base_url=server.base_url, model="canned-model")
+        data = dg.materialize([*DATA_ASSETS, *CORRECTION_ASSETS, *DATA_CHECKS], resources={**resources, "paraphrase_llm": llm},
+                              selection=rest, run_config={"ops": {"instruction_dataset": {"config": {"blend_share": 0.5,
+                                                                                        "blend_rewrite_share": 1.0}}}})
     assert data.success
     splits = output_meta(data, "dataset_splits")
     assert (splits["rows_with_several_intents"], splits["rows_labelled_with_no_intent"], splits["rows_out"]) == (8, 4, 20)
@@ -338,6 +353,14 @@ def test_nlupp_fold_files_load_through_the_path_switch_and_train_on_label_sets(d
     assert answers["is there a cost for paying a supplier abroad"] == {"intents": sets[1]}
     blends = records[records["record_id"].str.startswith("blend-")]
     assert blends["synthetic"].all() and all(len(json.loads(json.loads(m)[-1]["content"])["intents"]) >= 2 for m in blends["messages"])
+    # every training blend went to the endpoint; each rewrite judged, a rejected one kept rule-built
+    rewrites = meta["blend_rewrites"]
+    assert rewrites["attempted"] == len(replies) == meta["blended_rows"]["train"] >= 3
+    assert rewrites["by_reason"]["contains_pii"] == 1 and rewrites["by_reason"]["length"] == 1
+    assert rewrites["by_reason"]["accepted"] == len(replies) - 2
+    assert (blends["text"].str.endswith("Thanks!")).sum() == len(replies) - 2
+    assert set(blends.loc[blends["text"].str.endswith("Thanks!"), "split"]) == {"train"}
+    assert not records["text"].str.contains("@").any() and "Hi." not in set(records["text"])
     # test blends are built from the test folds' messages only
     train_texts = [t for fold in texts[:2] for t in fold]
     for text in blends.loc[blends["split"] == "test", "text"]:
