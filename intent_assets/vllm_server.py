@@ -216,11 +216,12 @@ class OpenAIClassifier:
                 for (l, c, s), t in self._concurrently(self._one, texts, batch_size)]
 
     def set_schema(self, max_intents: int = 3, allow_empty: bool = False) -> dict:
-        """JSON schema of a list answer over this taxonomy (vLLM's ``structured_outputs.json``)."""
+        """JSON schema of a list answer over this taxonomy (vLLM's ``structured_outputs.json``). No
+        ``uniqueItems``: vLLM's grammar backend (xgrammar) refuses the key ("Unimplemented keys"), so a repeated
+        label is dropped by the client (``_one_set``) instead of being ruled out while decoding."""
         return {"type": "object", "additionalProperties": False, "required": ["intents"],
                 "properties": {"intents": {"type": "array", "items": {"type": "string", "enum": self.labels},
-                                           "minItems": 0 if allow_empty else 1, "maxItems": max_intents,
-                                           "uniqueItems": True}}}
+                                           "minItems": 0 if allow_empty else 1, "maxItems": max_intents}}}
 
     def _one_set(self, text: str, max_intents: int,
                  allow_empty: bool = False) -> tuple[tuple[str, ...], tuple[float, ...], int]:
