@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
     parser.add_argument("--blend-share", type=float, help="instruction_dataset.blend_share: blended multi-intent "
                         "messages per split, from that split's own messages.")
-    parser.add_argument("--list-order", choices=["stated", "taxonomy"], help="instruction_dataset.list_order: "
+    parser.add_argument("--list-order", choices=["auto", "stated", "taxonomy"], help="instruction_dataset.list_order: "
                         "the order of the labels in a list answer.")
     parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
                         help="Other lora_adapter run config, e.g. learning_rate=3e-3 effective_batch_size=32.")

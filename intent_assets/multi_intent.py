@@ -119,6 +119,11 @@ def multilabel_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterabl
 
 
 BLEND_SPLITS = ("train", "validation", "test")
+BLEND_ID_PREFIX = "blend-"  # record_id of a blend: its labels are in the order its parts appear in the message
+
+
+def is_blend(record_id) -> bool:
+    return str(record_id).startswith(BLEND_ID_PREFIX)
 
 
 def blend_splits(examples: pd.DataFrame, share: float, seed: int = 0):
@@ -138,7 +143,7 @@ def blend_splits(examples: pd.DataFrame, share: float, seed: int = 0):
             continue
         for text, intents in blend(zip(single["text"], single["intent"]), count, seed=seed * 7919 + offset):
             key = hashlib.sha256(f"{split}\x1f{text}\x1f{intents}".encode()).hexdigest()[:12]
-            rows.append({"record_id": f"blend-{key}", "split": split, "intent": intents[0], "intents": intents,
+            rows.append({"record_id": f"{BLEND_ID_PREFIX}{key}", "split": split, "intent": intents[0], "intents": intents,
                          "text": text, "synthetic": True})
     columns = ["record_id", "split", "intent", "intents", "text", "synthetic"]
     out = pd.DataFrame(rows, columns=columns)

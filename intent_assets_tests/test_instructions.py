@@ -101,16 +101,21 @@ def test_list_answers_for_every_record_of_a_multi_intent_data_set(tmp_path):
         ins.system_prompt(TAXONOMY, answers="set")
 
 
-def test_list_order_taxonomy_gives_one_canonical_answer_per_label_set():
-    frame = examples().assign(intents=[["top_up_limits", "card_arrival"], [], ["card_arrival", "top_up_limits"]])
+def test_list_order_canonical_for_annotated_sets_and_as_stated_for_blends():
+    frame = examples().assign(intents=[["top_up_limits", "card_arrival"], [], ["card_arrival", "top_up_limits"]],
+                              record_id=["r1", "r2", "blend-1"])
     answers = lambda order: [json.loads(m)[-1]["content"] for m in  # noqa: E731
                              ins.build_records(frame, TAXONOMY, style="compact", answers="intents",
-                                                               **({"list_order": order} if order else {}))["messages"]]
-    assert answers("stated")[0] == '{"intents": ["top_up_limits", "card_arrival"]}'  # as the record gives them
-    canonical = answers("taxonomy")
+                                               **({"list_order": order} if order else {}))["messages"]]
+    stated = answers("stated")  # as the records give them
+    assert stated[0] == '{"intents": ["top_up_limits", "card_arrival"]}'
+    canonical = answers("taxonomy")  # one answer per set
     assert canonical[0] == canonical[2] == '{"intents": ["card_arrival", "top_up_limits"]}' and canonical[1] == '{"intents": []}'
-    assert canonical == answers(None)  # the default
-    assert "in the taxonomy's order" in ins.system_prompt(TAXONOMY, style="compact", answers="intents")
+    blend = frame.assign(intents=[["top_up_limits", "card_arrival"], [], ["top_up_limits", "card_arrival"]])
+    auto = [json.loads(m)[-1]["content"] for m in ins.build_records(blend, TAXONOMY, answers="intents")["messages"]]
+    assert auto[0] == canonical[0] and auto[2] == '{"intents": ["top_up_limits", "card_arrival"]}'  # the default: auto
+    assert "else in the taxonomy's order" in ins.system_prompt(TAXONOMY, style="compact", answers="intents")
+    assert "in the taxonomy's order" in ins.system_prompt(TAXONOMY, answers="intents", list_order="taxonomy")
     assert "in the order the message states them" in ins.system_prompt(TAXONOMY, answers="intents", list_order="stated")
     assert ins.system_prompt(TAXONOMY, list_order="taxonomy") == ins.system_prompt(TAXONOMY)  # one label: no order
     with pytest.raises(ValueError, match="list order 'random'"):

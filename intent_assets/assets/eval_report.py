@@ -14,7 +14,7 @@ from intent_assets.baselines import minilm_baseline, multilabel_baseline, tfidf_
 from intent_assets.classifier import ConstrainedClassifier
 from intent_assets.instructions import answers_with_lists, dataset_system_prompt, system_prompt
 from intent_assets.metrics import classification_report, confusion_plot, render_markdown
-from intent_assets.multi_intent import list_decoding, multilabel_scores
+from intent_assets.multi_intent import is_blend, list_decoding, multilabel_scores
 from intent_assets.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.quality import MULTI_LABEL_BASELINES
 from intent_assets.registry import ModelRegistry
@@ -279,7 +279,7 @@ def eval_report(
 def _set_rows(instruction_dataset: pd.DataFrame) -> pd.DataFrame:
     """The records scored and trained on as label sets: real messages and blends (paraphrases are single-intent
     training help, not test material)."""
-    blends = instruction_dataset["record_id"].astype(str).str.startswith("blend-")
+    blends = instruction_dataset["record_id"].map(is_blend)
     rows = instruction_dataset[~instruction_dataset["synthetic"] | blends]
     return rows.assign(intents=[list(x) for x in rows["intents"]])
 
