@@ -216,7 +216,7 @@ def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, cache, 
     paraphrase endpoint), replies cached by request in ``cache`` (``augment.ResponseCache``). Validation and test
     blends stay rule-built: the frozen test split never receives generated text. A rejected rewrite keeps the
     rule-built blend. Returns (the blends, rewritten where accepted; one row per attempt: ``record_id, reason,
-    from_cache``), so every attempt is accounted for."""
+    from_cache, error`` (a failed request's exception), so every attempt is accounted for."""
     out = blends.copy()
     train = out.index[out["split"] == "train"]
     count = int(round(share * len(train)))
@@ -231,13 +231,14 @@ def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, cache, 
             from_cache = False
             try:
                 content = chat(messages)
-            except Exception:  # noqa: BLE001  (a failed request keeps the rule-built blend; counted below)
-                attempts.append({"record_id": out.at[idx, "record_id"], "reason": "request_failed", "from_cache": False})
+            except Exception as exc:  # noqa: BLE001  (a failed request keeps the rule-built blend, and says why)
+                attempts.append({"record_id": out.at[idx, "record_id"], "reason": "request_failed", "from_cache": False,
+                                 "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 continue
             cache.put(key, content, meta={"task": "blend_rewrite"})
         rewrite = parse_rewrite(content)
         reason = judge_rewrite(original, rewrite, find_pii)
-        attempts.append({"record_id": out.at[idx, "record_id"], "reason": reason, "from_cache": from_cache})
+        attempts.append({"record_id": out.at[idx, "record_id"], "reason": reason, "from_cache": from_cache, "error": ""})
         if reason == "accepted":
             out.at[idx, "text"] = rewrite
-    return out, pd.DataFrame(attempts, columns=["record_id", "reason", "from_cache"])
+    return out, pd.DataFrame(attempts, columns=["record_id", "reason", "from_cache", "error"])

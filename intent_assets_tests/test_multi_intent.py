@@ -126,6 +126,7 @@ def test_training_blends_are_rewritten_cached_and_accounted_for(tmp_path):
     out, attempts = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])
     assert len(attempts) == 3 and len(calls) == 3  # half of the 6 training blends; in = accepted + rejected
     assert attempts["reason"].value_counts().to_dict() == {"accepted": 2, "request_failed": 1}
+    assert attempts.loc[attempts["reason"] == "request_failed", "error"].tolist() == ["RuntimeError: endpoint down"]
     changed = out["text"] != blends["text"]
     assert changed.sum() == 2 and set(out.loc[changed, "split"]) == {"train"}  # test blends stay rule-built
     again, attempts2 = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])

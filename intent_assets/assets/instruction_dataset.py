@@ -43,6 +43,8 @@ def _rewrite(context, config, paraphrase_llm: ParaphraseLLM, artifacts: Artifact
     reasons = attempts["reason"].value_counts().to_dict()
     context.log.info(f"instruction_dataset: {reasons.get('accepted', 0)} of {len(attempts)} training blends rewritten "
                      f"by {paraphrase_llm.model}")
+    for error, n in attempts.loc[attempts["error"] != "", "error"].value_counts().items():
+        context.log.warning(f"instruction_dataset: {n} blend rewrite request(s) failed: {error}")
     return out, {"blend_rewrites": dg.MetadataValue.json({"model": paraphrase_llm.model, "attempted": len(attempts),
                                                           "by_reason": {k: int(v) for k, v in sorted(reasons.items())},
                                                           "from_cache": int(attempts["from_cache"].sum())})}
