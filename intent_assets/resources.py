@@ -566,7 +566,7 @@ LOCAL_TRAINING_BUDGET = {
 }
 # INTENT_ASSETS_ENV=full: the full-data switch on one machine. No caps on data, steps or rank: every training
 # message, epochs until early stopping (at most 8: the recipe's 3 stopped NLU++ banking while its validation loss
-# still fell, 0.170; it stopped itself after 6.4 epochs at 0.155, exact-set accuracy 0.370 -> 0.615: BENCHMARKS.md).
+# still fell, 0.170; it stopped itself after 6.4 epochs at 0.155, exact-set accuracy 0.409 -> 0.620: BENCHMARKS.md).
 # Validation on a seeded 256 every 100 steps (a validation pass over ~1,000 messages every 20 steps would cost as
 # much as the training).
 FULL_TRAINING_BUDGET = {"max_eval_examples": 256, "checkpoint_steps": 100, "num_epochs": 8}
