@@ -521,6 +521,16 @@ def make_openai_chat(client: Any, model: str, temperature: float = 0.9, **create
     return chat
 
 
+def check_chat_matches_key(chat: Callable, model: str, temperature: float, caller: str) -> None:
+    """A chat from :func:`make_openai_chat` knows its model and temperature: they must be the ones the cache key
+    names, else a cached reply would stand for a request that was never made."""
+    for name, value in (("model", model), ("temperature", temperature)):
+        bound = getattr(chat, name, None)
+        if bound is not None and bound != value:
+            raise ValueError(f"chat was built with {name}={bound!r} but {caller} got {name}={value!r}; "
+                             "the cache key would not describe the requests")
+
+
 def _empty_frame() -> pd.DataFrame:
     return pd.DataFrame({
         "intent": pd.Series(dtype="object"),
@@ -561,12 +571,7 @@ def generate_augments(
     """
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    # a chat from make_openai_chat knows its model/temperature: they must match the cache key's
-    for name, value in (("model", model), ("temperature", temperature)):
-        bound = getattr(chat, name, None)
-        if bound is not None and bound != value:
-            raise ValueError(f"chat was built with {name}={bound!r} but generate_augments got {name}={value!r}; "
-                             "the cache key would not describe the requests")
+    check_chat_matches_key(chat, model, temperature, "generate_augments")
     rows: list[dict] = []
     errors: list[dict] = []
     requests = cache_hits = 0

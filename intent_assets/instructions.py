@@ -154,10 +154,10 @@ def chat_record(system: str, text: str, intent: str, intents=None) -> dict:
     }
 
 
-def ordered(intents, list_order: str, taxonomy: Taxonomy, blend: bool = False) -> list[str]:
-    """A label set in the list answer's order (``LIST_ORDERS``); ``blend``: the set of a blend (its order known)."""
+def ordered(intents, list_order: str, rank: dict[str, int], blend: bool = False) -> list[str]:
+    """A label set in the list answer's order (``LIST_ORDERS``); ``rank``: each label's place in the taxonomy;
+    ``blend``: the set of a blend (its order known)."""
     if list_order == "taxonomy" or (list_order == "auto" and not blend):
-        rank = {name: i for i, name in enumerate(taxonomy.names)}
         return sorted(intents, key=lambda name: rank.get(name, len(rank)))
     return list(intents)
 
@@ -172,7 +172,8 @@ def build_records(examples: pd.DataFrame, taxonomy: Taxonomy, describe_intents: 
     columns = ["record_id", "split", "intent", *(["intents"] if lists else []), "text", "synthetic",
                *(["corrected"] if "corrected" in examples else [])]
     out = examples[columns].reset_index(drop=True).copy()
-    sets = ([ordered(s, list_order, taxonomy, is_blend(r)) for s, r in zip(out["intents"], out["record_id"])]
+    rank = {name: i for i, name in enumerate(taxonomy.names)}  # once, not per record
+    sets = ([ordered(s, list_order, rank, is_blend(r)) for s, r in zip(out["intents"], out["record_id"])]
             if lists else [None] * len(out))
     out["messages"] = [json.dumps(chat_record(system, t, i, s)["messages"])
                        for t, i, s in zip(out["text"], out["intent"], sets)]

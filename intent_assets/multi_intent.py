@@ -210,13 +210,18 @@ def judge_rewrite(original: str, rewrite: str | None, find_pii=None, min_kept: f
     return "accepted"
 
 
-def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, cache, seed: int = 0,
+def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, temperature: float, cache, seed: int = 0,
                    find_pii=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rewrite ``share`` of the **training** blends (``blend_splits`` rows) through ``chat(messages) -> content`` (the
-    paraphrase endpoint), replies cached by request in ``cache`` (``augment.ResponseCache``). Validation and test
-    blends stay rule-built: the frozen test split never receives generated text. A rejected rewrite keeps the
-    rule-built blend. Returns (the blends, rewritten where accepted; one row per attempt: ``record_id, reason,
-    from_cache, error`` (a failed request's exception), so every attempt is accounted for."""
+    paraphrase endpoint, asked with ``model`` and ``temperature``), usable replies cached by request in ``cache``
+    (``augment.ResponseCache``; an unparseable reply is asked again next time, as ``generate_augments`` does).
+    Validation and test blends stay rule-built: the frozen test split never receives generated text. A rejected
+    rewrite keeps the rule-built blend. Returns (the blends, rewritten where accepted; one row per attempt:
+    ``record_id, reason, from_cache, error`` (a failed request's exception), so every attempt is accounted for."""
+    from intent_assets.augment import check_chat_matches_key
+
+    check_chat_matches_key(chat, model, temperature, "rewrite_blends")
+    params = {"task": "blend_rewrite", "temperature": temperature}
     out = blends.copy()
     train = out.index[out["split"] == "train"]
     count = int(round(share * len(train)))
@@ -225,18 +230,19 @@ def rewrite_blends(blends: pd.DataFrame, share: float, chat, model: str, cache, 
     for idx in chosen:
         original = out.at[idx, "text"]
         messages = rewrite_request(original)
-        key = cache.key(model, messages, {"task": "blend_rewrite"})
-        content, from_cache = cache.get(key), True
-        if content is None:
-            from_cache = False
+        key = cache.key(model, messages, params)
+        content = cache.get(key)
+        from_cache = content is not None
+        if not from_cache:
             try:
                 content = chat(messages)
             except Exception as exc:  # noqa: BLE001  (a failed request keeps the rule-built blend, and says why)
                 attempts.append({"record_id": out.at[idx, "record_id"], "reason": "request_failed", "from_cache": False,
                                  "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 continue
-            cache.put(key, content, meta={"task": "blend_rewrite"})
         rewrite = parse_rewrite(content)
+        if rewrite is not None and not from_cache:
+            cache.put(key, content, meta={"model": model, "params": params})
         reason = judge_rewrite(original, rewrite, find_pii)
         attempts.append({"record_id": out.at[idx, "record_id"], "reason": reason, "from_cache": from_cache, "error": ""})
         if reason == "accepted":

@@ -123,13 +123,21 @@ def test_training_blends_are_rewritten_cached_and_accounted_for(tmp_path):
         return json.dumps({"message": "Hello, " + messages[-1]["content"].lower() + " please."})
 
     cache = ResponseCache(tmp_path)
-    out, attempts = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])
+    out, attempts = rewrite_blends(blends, 0.5, chat, "m", 0.9, cache, seed=1, find_pii=lambda text: [])
     assert len(attempts) == 3 and len(calls) == 3  # half of the 6 training blends; in = accepted + rejected
     assert attempts["reason"].value_counts().to_dict() == {"accepted": 2, "request_failed": 1}
     assert attempts.loc[attempts["reason"] == "request_failed", "error"].tolist() == ["RuntimeError: endpoint down"]
     changed = out["text"] != blends["text"]
     assert changed.sum() == 2 and set(out.loc[changed, "split"]) == {"train"}  # test blends stay rule-built
-    again, attempts2 = rewrite_blends(blends, 0.5, chat, "m", cache, seed=1, find_pii=lambda text: [])
+    again, attempts2 = rewrite_blends(blends, 0.5, chat, "m", 0.9, cache, seed=1, find_pii=lambda text: [])
     assert len(calls) == 4 and attempts2["from_cache"].sum() == 2  # only the failed request is asked again
     assert (again["text"] != blends["text"]).sum() == 3
-    assert rewrite_blends(blends, 0.0, chat, "m", cache)[1].empty
+    assert rewrite_blends(blends, 0.0, chat, "m", 0.9, cache)[1].empty
+    # an unparseable reply is not cached (asked again next time); a chat built for another temperature is refused
+    prose = lambda messages: "Sure, here you go."  # noqa: E731
+    fresh = ResponseCache(tmp_path / "fresh")
+    assert set(rewrite_blends(blends, 0.5, prose, "m", 0.9, fresh, seed=1)[1]["reason"]) == {"unparseable"}
+    assert len(list((tmp_path / "fresh").glob("*.json"))) == 0
+    prose.model, prose.temperature = "m", 0.2
+    with pytest.raises(ValueError, match="temperature"):
+        rewrite_blends(blends, 0.5, prose, "m", 0.9, fresh)

@@ -38,8 +38,8 @@ def _rewrite(context, config, paraphrase_llm: ParaphraseLLM, artifacts: Artifact
     cache = ResponseCache(artifacts.path("cache", "blend_rewrites"))
     with paraphrase_llm.get_client(context) as client:
         chat = make_openai_chat(client, paraphrase_llm.model, paraphrase_llm.temperature)
-        out, attempts = rewrite_blends(blends, config.blend_rewrite_share, chat, paraphrase_llm.model, cache,
-                                       seed=config.blend_seed)
+        out, attempts = rewrite_blends(blends, config.blend_rewrite_share, chat, paraphrase_llm.model,
+                                       paraphrase_llm.temperature, cache, seed=config.blend_seed)
     reasons = attempts["reason"].value_counts().to_dict()
     context.log.info(f"instruction_dataset: {reasons.get('accepted', 0)} of {len(attempts)} training blends rewritten "
                      f"by {paraphrase_llm.model}")
