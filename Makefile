@@ -46,7 +46,7 @@ vllm-venv: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: scripts/vllm_venv.sh
 	PYTHON=$(PYTHON) scripts/vllm_venv.sh $(VLLM_VENV)
 
-# vLLM's OpenAI-compatible server for the current champion (intent_assets.serving.current_model_dir) on 127.0.0.1
+# vLLM's OpenAI-compatible server for the current champion (intent_assets.serving.champion.current_model_dir) on 127.0.0.1
 PORT ?= 8000
 serve: install vllm-venv
 	INTENT_ASSETS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PY) -m intent_assets.cli serve --port $(PORT)

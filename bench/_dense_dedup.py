@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from intent_assets.corpus import normalize
+from intent_assets.data.corpus import normalize
 
 
 def deduplicate_dense(frame: pd.DataFrame, near_threshold: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from intent_assets.classifier import ConstrainedClassifier, LabelTrie, PromptLayout, generate_unconstrained
-from intent_assets.instructions import system_prompt
+from intent_assets.model.classifier import ConstrainedClassifier, LabelTrie, PromptLayout, generate_unconstrained
+from intent_assets.model.instructions import system_prompt
 from intent_assets.paths import DEFAULT_CHAT_LOGS, TAXONOMY_DIR
-from intent_assets.serving import current_model_dir, load_model, serving_spec
-from intent_assets.taxonomy import load_taxonomy
+from intent_assets.serving.champion import current_model_dir, load_model, serving_spec
+from intent_assets.data.taxonomy import load_taxonomy
 
 
 def label_steps(trie: LabelTrie, label: str) -> tuple[int, int]:
@@ -118,7 +118,7 @@ def time_batches(fns, texts: list[str], batch: int) -> tuple[list[float], list[l
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="model directory (default: intent_assets.serving.current_model_dir())")
+    ap.add_argument("--model", help="model directory (default: intent_assets.serving.champion.current_model_dir())")
     ap.add_argument("--taxonomy", help="taxonomy JSON when the model directory has no serving info")
     ap.add_argument("--data", default=None, help="texts: a CSV with a text column or chat-log JSONL "
                     "(default ../shared/data/banking77/test.csv, else the shipped sample)")

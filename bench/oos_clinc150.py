@@ -2,9 +2,9 @@
 
 Systems, all trained on CLINC150's train split with ``oos`` as the 151st label (its 100 oos_train queries):
 TF-IDF + linear SVM and MiniLM-L6 + logistic regression (the pipeline's baselines), and, with ``--llm``, a short
-LoRA fine-tune of SmolLM2-135M-Instruct through ``intent_assets.training`` on a per-intent subset, evaluated with
+LoRA fine-tune of SmolLM2-135M-Instruct through ``intent_assets.model.training`` on a per-intent subset, evaluated with
 the constrained fast path. Each system is also shown with a confidence threshold calibrated on the validation
-split (``intent_assets.oos.calibrate_threshold``: best mean of in-scope accuracy and OOS recall): below it, a
+split (``intent_assets.model.oos.calibrate_threshold``: best mean of in-scope accuracy and OOS recall): below it, a
 request goes to a human (``oos``). The published BERT reference (Larson et al., 2019): 96.9 in-scope, 40.3 OOS recall.
 
     python bench/oos_clinc150.py --test-per-class 0                     # baselines on the full test split
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from intent_assets.oos import apply_threshold, calibrate_threshold, oos_report
+from intent_assets.model.oos import apply_threshold, calibrate_threshold, oos_report
 from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 OOS = "oos"
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
               "systems": {}}
     train_texts, train_labels = [t for t, _ in splits["train"]], [g for _, g in splits["train"]]
 
-    from intent_assets.baselines import minilm_baseline, tfidf_baseline
+    from intent_assets.model.baselines import minilm_baseline, tfidf_baseline
 
     t0 = time.perf_counter()
     tfidf = tfidf_baseline(train_texts, train_labels)
@@ -128,12 +128,12 @@ def main(argv=None) -> int:
     if args.llm:
         import pandas as pd
 
-        from intent_assets.instructions import build_records, write_jsonl
+        from intent_assets.model.instructions import build_records, write_jsonl
         from intent_assets.paths import TAXONOMY_DIR
-        from intent_assets.quantization import merge_adapter
-        from intent_assets.serving import load_classifier, write_serving_info
-        from intent_assets.taxonomy import load_taxonomy
-        from intent_assets.training import LoraTrainingConfig, train_lora
+        from intent_assets.model.quantization import merge_adapter
+        from intent_assets.serving.champion import load_classifier, write_serving_info
+        from intent_assets.data.taxonomy import load_taxonomy
+        from intent_assets.model.training import LoraTrainingConfig, train_lora
 
         taxonomy = load_taxonomy(TAXONOMY_DIR / "clinc150.json")
         rng = random.Random(args.seed)
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         if args.base_model:
             base_dir = Path(args.base_model)
         else:  # the pipeline's converted base model, converted here from the shipped GGUF when missing
-            from intent_assets.base_model import materialize_base_model
+            from intent_assets.model.base_model import materialize_base_model
 
             base_dir = work / "base_model"
             materialize_base_model(base_dir)

@@ -1,4 +1,4 @@
-"""Span-level recall, precision and F2 of ``intent_assets.pii.redact`` per entity type, next to scrubadub alone.
+"""Span-level recall, precision and F2 of ``intent_assets.privacy.pii.redact`` per entity type, next to scrubadub alone.
 
     python bench/pii_eval.py                                   # both sets, all of MultiDoGO train+dev (turn level)
     python bench/pii_eval.py --multidogo-limit 20000 --splits dev
@@ -23,10 +23,10 @@ Metric (the question an auditor asks: was the value removed?):
 * F2 = 5PR / (4P + R) (recall weighted 4x, as presidio-research does), from the rows' recall and precision;
   the ``ALL`` row pools every evaluated span.
 
-Both systems run on the same texts in the same process: ``intent_assets.pii.find_pii`` (every detector on) and
+Both systems run on the same texts in the same process: ``intent_assets.privacy.pii.find_pii`` (every detector on) and
 scrubadub alone (``scrubadub.Scrubber()`` with its default detectors, every filth kept, url included).
 Throughput is messages per second over the MultiDoGO texts, wall clock, after a warm-up, with
-``intent_assets.pii.redact_many`` in one process and in ``--processes`` worker processes, against scrubadub alone in
+``intent_assets.privacy.pii.redact_many`` in one process and in ``--processes`` worker processes, against scrubadub alone in
 one process; best of ``--repeats`` interleaved rounds (other jobs on a shared machine only ever slow a round down).
 """
 
@@ -120,7 +120,7 @@ def load_multidogo(folder: Path, splits: tuple[str, ...], limit: int | None = No
 # Systems: (text) -> [(start, end, type)]
 # --------------------------------------------------------------------------------------
 def ours(text: str) -> list[tuple[int, int, str]]:
-    from intent_assets.pii import find_pii
+    from intent_assets.privacy.pii import find_pii
 
     return [(s.start, s.end, s.entity_type) for s in find_pii(text)]
 
@@ -205,7 +205,7 @@ def table(name: str, ours_rows: dict, base_rows: dict) -> str:
 def throughput(texts: list[str], processes: int, repeats: int = 3) -> dict[str, float]:
     """Best of ``repeats`` interleaved rounds (ours in one process, ours in ``processes``, scrubadub alone), so
     that load from other jobs on the machine hits every system alike; the best round is the least disturbed."""
-    from intent_assets.pii import redact_many
+    from intent_assets.privacy.pii import redact_many
 
     redact_many(texts[:200])  # warm-up: word lists, scrubadub, regex compilation
     scrubadub_alone(texts[0])
@@ -262,7 +262,7 @@ def main() -> None:
             t1 = time.perf_counter()
             b = score(examples, scrubadub_alone)
             t2 = time.perf_counter()
-            results[name] = {"intent_assets.pii": o, "scrubadub": b}
+            results[name] = {"intent_assets.privacy.pii": o, "scrubadub": b}
             print(table(name, o, b))
             print(f"\n(scored in {t1 - t0:.1f} s ours, {t2 - t1:.1f} s scrubadub)\n", flush=True)
     if not args.no_throughput:

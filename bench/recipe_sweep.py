@@ -5,10 +5,10 @@
         --recipe alpha2r '{"alpha": 128, "learning_rate": 1e-3}'
 
 ``--root``: a data folder after the data half (``instruction_dataset`` and ``base_model`` materialized). Each
-``--recipe NAME JSON`` gives ``intent_assets.training.LoraTrainingConfig`` fields over the common ones (``--common``,
+``--recipe NAME JSON`` gives ``intent_assets.model.training.LoraTrainingConfig`` fields over the common ones (``--common``,
 default: the embedded default's shape: effective batch = micro-batch 16, validation on 128, no early stopping);
 recipes accumulate nothing, each starts from the common fields. The pseudo-field ``prompt_style`` (``compact`` or
-``taxonomy``, ``intent_assets.instructions.PROMPT_STYLES``) rebuilds the records with that system prompt first.
+``taxonomy``, ``intent_assets.model.instructions.PROMPT_STYLES``) rebuilds the records with that system prompt first.
 Each recipe trains a LoRA adapter on the training split, is merged into the base model (bf16) and classifies the
 same seeded ``--test-examples`` test messages with constrained decoding and the system prompt it trained with. ``--eval-every N`` also scores the checkpoints every N
 steps (a learning curve from one run). Prints accuracy, macro-F1, the ratio to the first recipe, validation loss,
@@ -24,12 +24,12 @@ from pathlib import Path
 
 from bench._data import instruction_data, taxonomy
 from bench._output import emit
-from intent_assets.classifier import ConstrainedClassifier
-from intent_assets.instructions import build_records, system_prompt, write_jsonl
-from intent_assets.metrics import classification_report
-from intent_assets.quantization import merge_adapter
+from intent_assets.model.classifier import ConstrainedClassifier
+from intent_assets.model.instructions import build_records, system_prompt, write_jsonl
+from intent_assets.model.metrics import classification_report
+from intent_assets.model.quantization import merge_adapter
 from intent_assets.resources import InferenceEngine
-from intent_assets.training import LoraTrainingConfig, train_lora
+from intent_assets.model.training import LoraTrainingConfig, train_lora
 
 COMMON = {"effective_batch_size": 16, "per_device_batch_size": 16, "max_eval_examples": 128,
           "early_stopping_patience": 0, "num_epochs": 1}

@@ -6,7 +6,7 @@
     PYTHONPATH=. python bench/scale.py --sizes 20000 --days 5 --pipelines streaming first --json out.json
 
 Generates realistic chat logs once per size under ``--work``: the shipped sample's labelled customer utterances
-that carry no inserted PII are rendered by ``intent_assets.sample_data.render_conversations`` as a pool of
+that carry no inserted PII are rendered by ``intent_assets.data.sample_data.render_conversations`` as a pool of
 conversations with seeded Faker PII (greetings, follow-ups, extra customer turns); every day draws conversations
 from the pool, each copy with a new id, that day's date, and the customer's own wording of the utterance (an
 opener, a closer, sometimes a typo or a dropped word: ``vary``), so most messages are distinct and many are near-
@@ -61,7 +61,7 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def utterances() -> list[tuple[str, str]]:
     """The shipped sample's labelled customer turns that carry no inserted PII: (text, intent)."""
     from intent_assets.paths import SAMPLE_DIR
-    from intent_assets.sample_data import CHAT_LOG_FILE, MANIFEST_FILE, read_jsonl
+    from intent_assets.data.sample_data import CHAT_LOG_FILE, MANIFEST_FILE, read_jsonl
 
     with_pii = {(m["conversation_id"], m["turn"]) for m in read_jsonl(SAMPLE_DIR / MANIFEST_FILE)}
     return sorted({(m["text"], m["intent"]) for m in read_jsonl(SAMPLE_DIR / CHAT_LOG_FILE)
@@ -94,7 +94,7 @@ POOL_CONVERSATIONS = 20_000  # rendered once with Faker (the slow part), then re
 
 def conversation_pool(seed: int) -> list[tuple[list[dict], str]]:
     """``POOL_CONVERSATIONS`` conversations rendered by the sample builder, each with its labelled utterance."""
-    from intent_assets.sample_data import all_template_text, render_conversations
+    from intent_assets.data.sample_data import all_template_text, render_conversations
 
     rows = utterances()
     rng = random.Random(seed)
@@ -190,9 +190,9 @@ def _salt() -> bytes:
 def run_first(folder: Path, out: Path, processes: int) -> dict:
     """Today's single-frame path: everything in one frame, one process, the dense near-duplicate search."""
     from bench._dense_dedup import deduplicate_dense
-    from intent_assets import pii_audit
-    from intent_assets.chat_logs import load_chat_logs
-    from intent_assets.corpus import redact_frame
+    from intent_assets.privacy import pii_audit
+    from intent_assets.data.chat_logs import load_chat_logs
+    from intent_assets.data.corpus import redact_frame
 
     stages = Stages()
     loaded = stages.run("read + validate", 0, load_chat_logs, folder)
@@ -208,10 +208,10 @@ def run_first(folder: Path, out: Path, processes: int) -> dict:
 
 def run_streaming(folder: Path, out: Path, processes: int) -> dict:
     """One day at a time against one persisted duplicate index, as daily partitions run."""
-    from intent_assets import pii_audit
-    from intent_assets.chat_logs import load_chat_logs
-    from intent_assets.corpus import deduplicate, redact_frame
-    from intent_assets.near_duplicates import DuplicateIndex
+    from intent_assets.privacy import pii_audit
+    from intent_assets.data.chat_logs import load_chat_logs
+    from intent_assets.data.corpus import deduplicate, redact_frame
+    from intent_assets.data.near_duplicates import DuplicateIndex
 
     stages = Stages()
     index = DuplicateIndex()
@@ -260,7 +260,7 @@ def run_dagster(folder: Path, out: Path, processes: int, days_per_run: int = 7) 
     import dagster as dg
 
     from intent_assets.assets.common import partition_range_tags
-    from intent_assets.chat_logs import data_days
+    from intent_assets.data.chat_logs import data_days
     from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
     from intent_assets.resources import local_resources
 
@@ -312,7 +312,7 @@ PIPELINES = {"first": run_first, "streaming": run_streaming, "dagster": run_dags
 
 
 def child(args) -> None:
-    import bench._dense_dedup, intent_assets.corpus, intent_assets.near_duplicates, intent_assets.pii_audit  # noqa: F401
+    import bench._dense_dedup, intent_assets.data.corpus, intent_assets.data.near_duplicates, intent_assets.privacy.pii_audit  # noqa: F401
     if args.child == "dagster":
         import intent_assets.definitions  # noqa: F401
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from intent_assets.instructions import write_jsonl
-from intent_assets.training import LoraTrainingConfig, train_lora
+from intent_assets.model.instructions import write_jsonl
+from intent_assets.model.training import LoraTrainingConfig, train_lora
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ pads), the same for every variant, so ratios are time ratios.
   (transformers builds a block-diagonal causal mask from them: no cross-contamination, checked below).
 - ``completion``: fp32, padded, logits and loss only on the answer tokens (completion-only loss).
 - ``bf16_packed_completion``: the three together.
-- ``bf16_prefix_completion``: what ``intent_assets.training`` does: bf16, completion-only, and the system prompt the
+- ``bf16_prefix_completion``: what ``intent_assets.model.training`` does: bf16, completion-only, and the system prompt the
   rows of a micro-batch share computed once (``share_prompt_prefix``).
 
     python bench/train_speed.py --batch-size 8 --steps 2
@@ -37,9 +37,9 @@ def build_records(tokenizer, n: int, data: str | None):
     """(prompt_ids, answer_ids) of ``n`` Banking77 records as the pipeline renders them."""
     import csv
 
-    from intent_assets.instructions import chat_record, system_prompt
+    from intent_assets.model.instructions import chat_record, system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY
-    from intent_assets.taxonomy import load_taxonomy
+    from intent_assets.data.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
     prompt = system_prompt(taxonomy)
@@ -65,7 +65,7 @@ def run_variant(variant: str, model_dir: str, batch_size: int, steps: int, data:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from intent_assets.training import _find_backbone, enable_shared_prefix
+    from intent_assets.model.training import _find_backbone, enable_shared_prefix
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
 
 Each variant trains ``--steps`` optimizer steps (the first one untimed: warm-up) of the embedded default's shape
 (micro-batch = effective batch 16, LoRA r=64 on every linear layer, bf16 autocast, shared prompt prefix) through
-``intent_assets.training.build_trainer`` and ``Trainer.train``, on the same seeded training examples, and reports
+``intent_assets.model.training.build_trainer`` and ``Trainer.train``, on the same seeded training examples, and reports
 the median seconds per step, examples/s, the ratio to the first variant, and the loss of the first batch with
 dropout off (the forward pass: it must agree within bf16 rounding). Variants accumulate in the order given:
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench._output import emit
-from intent_assets import training
-from intent_assets.instructions import write_jsonl
+from intent_assets.model import training
+from intent_assets.model.instructions import write_jsonl
 
 STEPS = {
     "seed": dict(dropout=0.1, cast=True, prefix_gradients=True, micro=16, attention="sdpa", r=64, alpha=16,

@@ -11,7 +11,7 @@ for ``champion-uri``, which reads the registry through the environment's artifac
 ``classify`` reads one message per line: plain text, or a JSON object with ``text`` (other fields, e.g. ``id``,
 are copied to the output), or a JSON string. It writes one JSON line per input line, in order.
 
-Without ``--model``, ``classify`` and ``serve`` use :func:`intent_assets.serving.current_model_dir`: the registry's
+Without ``--model``, ``classify`` and ``serve`` use :func:`intent_assets.serving.champion.current_model_dir`: the registry's
 champion. When there is none (nothing promoted yet, no model at all) or ``--model`` is not a model directory, they
 print one line on stderr and exit with code 2; the base model is never served in the champion's place.
 """
@@ -24,7 +24,7 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator
 
-from intent_assets.serving import NoModelError, check_model_dir, current_model_dir, load_classifier, serving_spec
+from intent_assets.serving.champion import NoModelError, check_model_dir, current_model_dir, load_classifier, serving_spec
 
 
 def _parse(line: str) -> tuple[str, dict]:
@@ -63,7 +63,7 @@ def classify_main(args) -> int:
     model_dir = _model_dir(args)
     spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
     if args.server:
-        from intent_assets.vllm_server import OpenAIClassifier
+        from intent_assets.serving.vllm_server import OpenAIClassifier
 
         clf = OpenAIClassifier.connect(args.server, spec.labels, spec.system_prompt, model=args.served_model)
     else:
@@ -87,7 +87,7 @@ def classify_main(args) -> int:
 
 
 def serve_main(args) -> int:
-    from intent_assets.vllm_server import VLLMServer
+    from intent_assets.serving.vllm_server import VLLMServer
 
     model_dir = _model_dir(args)
     server = VLLMServer(model_dir, host="127.0.0.1", port=args.port, max_model_len=args.max_model_len,
@@ -129,7 +129,7 @@ def champion_uri_main(args) -> int:
 def days_main(args) -> int:
     """Print the partition range (``first...last``) that holds the records at ``--path``: what
     ``dagster asset materialize --partition-range`` takes (``make run``)."""
-    from intent_assets.chat_logs import data_days
+    from intent_assets.data.chat_logs import data_days
     from intent_assets.paths import DEFAULT_CHAT_LOGS, project_path
 
     found = data_days(project_path(args.path) if args.path else DEFAULT_CHAT_LOGS)

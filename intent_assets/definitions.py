@@ -42,7 +42,7 @@ training_job = dg.define_asset_job(
 
 
 # prod: every step in its own Kubernetes Job (dagster-k8s); each asset's pod (image, GPU, node pool, requests)
-# comes from its own `dagster-k8s/config` op tag (intent_assets/k8s_config.py); namespace, service account,
+# comes from its own `dagster-k8s/config` op tag (intent_assets/deploy/k8s_config.py); namespace, service account,
 # image pull policy and the instance come from the K8sRunLauncher of the Helm release (k8s/helm/values.yaml)
 PROD_EXECUTOR_CONFIG = {
     "max_concurrent": 4,

@@ -27,7 +27,7 @@ from dagster_openai import OpenAIResource
 from pydantic import Field
 
 from intent_assets.paths import data_dir
-from intent_assets.s3_artifacts import delete_directory, download_directory, read_manifest, upload_directory
+from intent_assets.deploy.s3_artifacts import delete_directory, download_directory, read_manifest, upload_directory
 
 
 TABLE_SUFFIXES = (".parquet", ".json")
@@ -221,7 +221,7 @@ class ArtifactStore(dg.ConfigurableResource):
 
 class S3ArtifactStore(ArtifactStore):
     """``prod``: artifacts are written under ``base_dir`` (the pod's scratch volume) and published as S3 prefixes
-    with a manifest (files, sizes, sha256) that ``fetch`` verifies (``intent_assets.s3_artifacts``)."""
+    with a manifest (files, sizes, sha256) that ``fetch`` verifies (``intent_assets.deploy.s3_artifacts``)."""
 
     s3: S3Resource
     bucket: str = Field(description="Bucket of the artifacts (redacted data and models only, never raw PII).")
@@ -350,10 +350,10 @@ class InferenceEngine(dg.ConfigurableResource):
     """How the evaluation runs a model, two implementations behind one interface (:meth:`classifier`):
 
     - ``transformers``: in-process, constrained decoding over the taxonomy with the cached system-prompt prefix
-      (``intent_assets.classifier.ConstrainedClassifier``);
+      (``intent_assets.model.classifier.ConstrainedClassifier``);
     - ``openai``: an OpenAI-compatible server (vLLM: ``make serve``) at ``base_url``, with structured outputs over
-      the taxonomy's answers (``intent_assets.vllm_server.OpenAIClassifier``). The server serves one model: the
-      one it was started with (``intent_assets.serving.current_model_dir``).
+      the taxonomy's answers (``intent_assets.serving.vllm_server.OpenAIClassifier``). The server serves one model: the
+      one it was started with (``intent_assets.serving.champion.current_model_dir``).
     """
 
     kind: str = Field(default="transformers", description="transformers (in-process) or openai (a vLLM server at base_url).")
@@ -378,14 +378,14 @@ class InferenceEngine(dg.ConfigurableResource):
     def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
         """(model, tokenizer) in-process for a base model directory, optionally with a LoRA adapter (or a fully
         fine-tuned model in its place) or as a 4-bit model."""
-        from intent_assets.base_model import load_base_model, resolve_device
+        from intent_assets.model.base_model import load_base_model, resolve_device
 
         device = resolve_device(self.device)
         if quantized:
-            from intent_assets.quantization import load_quantized_for_inference
+            from intent_assets.model.quantization import load_quantized_for_inference
 
             return load_quantized_for_inference(model_dir, device=device, dtype=self.dtype)
-        from intent_assets.quantization import is_full_model
+        from intent_assets.model.quantization import is_full_model
 
         if adapter_dir and is_full_model(adapter_dir):  # lora_adapter's method: full: the model itself
             model_dir, adapter_dir = adapter_dir, None
@@ -399,7 +399,7 @@ class InferenceEngine(dg.ConfigurableResource):
     def classifier(self, model_dir: str, labels: list[str], system_prompt: str, quantized: bool = False):
         """An object with ``classify(texts, batch_size) -> [Prediction]`` (label always in ``labels``)."""
         if self.kind == "openai":
-            from intent_assets.vllm_server import OpenAIClassifier
+            from intent_assets.serving.vllm_server import OpenAIClassifier
 
             if not self.base_url:
                 raise ValueError("InferenceEngine(kind='openai') needs base_url (the server's /v1 URL)")
@@ -407,14 +407,14 @@ class InferenceEngine(dg.ConfigurableResource):
                                             api_key=self.api_key or "EMPTY", max_concurrency=self.batch_size)
         if self.kind != "transformers":
             raise ValueError(f"InferenceEngine.kind={self.kind!r}: 'transformers' or 'openai'")
-        from intent_assets.classifier import ConstrainedClassifier
+        from intent_assets.model.classifier import ConstrainedClassifier
 
         model, tokenizer = self.load(model_dir, quantized=quantized)
         return ConstrainedClassifier(model, tokenizer, labels, system_prompt)
 
 
 class CorrectionsSource(dg.ConfigurableResource):
-    """Where support agents' corrections arrive (``intent_assets.corrections``): batches with deterministic ids."""
+    """Where support agents' corrections arrive (``intent_assets.loop.corrections``): batches with deterministic ids."""
 
     def client(self):
         raise NotImplementedError
@@ -432,7 +432,7 @@ class FileCorrections(CorrectionsSource):
     s3: Optional[S3Resource] = None
 
     def client(self):
-        from intent_assets.corrections import FolderSource
+        from intent_assets.loop.corrections import FolderSource
 
         if self.bucket:
             s3 = self.s3 or S3Resource()
@@ -451,7 +451,7 @@ class PostgresCorrections(CorrectionsSource):
     batch_size: int = Field(default=1000, ge=1, description="Rows per batch (one run per batch).")
 
     def client(self):
-        from intent_assets.corrections import PostgresSource
+        from intent_assets.loop.corrections import PostgresSource
 
         return PostgresSource(self.dsn, self.table, self.batch_size)
 
@@ -502,8 +502,8 @@ class ChatLogSource(dg.ConfigurableResource):
     def day_files(self) -> dict[str, list[tuple[str, str]]]:
         """``{day: [(name, fingerprint), ...]}`` of the landed files whose name gives a day (size and modification
         time, or the S3 ETag: a file rewritten under the same name changes its day's fingerprint). One listing."""
-        from intent_assets.chat_logs import SUPPORTED_SUFFIXES
-        from intent_assets.days import name_day
+        from intent_assets.data.chat_logs import SUPPORTED_SUFFIXES
+        from intent_assets.data.days import name_day
 
         found: list[tuple[str, str]] = []
         if self.bucket:
@@ -546,7 +546,7 @@ class AuditSalt(dg.ConfigurableResource):
     salt_dir: str = Field(description="Where the per-installation salt file lives when no salt is set (the raw location).")
 
     def resolve(self) -> tuple[bytes, str]:
-        from intent_assets.pii_audit import resolve_salt
+        from intent_assets.privacy.pii_audit import resolve_salt
 
         return resolve_salt(self.salt, Path(self.salt_dir))
 

@@ -25,7 +25,7 @@ from intent_assets.assets.common import DAILY
 from intent_assets.assets.pii_audit_log import pii_audit_log
 from intent_assets.assets.raw_chat_logs import LANDING, raw_chat_logs
 from intent_assets.assets.redacted_corpus import redacted_corpus
-from intent_assets.corrections import BatchStore
+from intent_assets.loop.corrections import BatchStore
 from intent_assets.resources import ArtifactStore, ChatLogSource, CorrectionsSource, RetrainPolicy
 
 corrections_job = dg.define_asset_job(

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The base model's tokenizer converted once per test session (the conversion takes ~10 s)."""
-    from intent_assets.base_model import load_tokenizer
+    from intent_assets.model.base_model import load_tokenizer
 
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer"
     load_tokenizer(path)

@@ -1,6 +1,6 @@
 """Canned-response OpenAI-compatible server on 127.0.0.1; the real `openai` client talks to it over HTTP.
 
-Used by the tests of :mod:`intent_assets.augment` so that the production code
+Used by the tests of :mod:`intent_assets.data.augment` so that the production code
 path (``openai.OpenAI(...).chat.completions.create``) is exercised end to end
 without any network access or API key::
 

@@ -88,7 +88,7 @@ def test_cpu_subset_runs_every_phase_with_numbers(cpu_subset):
     assert classify["prompt_tokens"] > 500 and classify["plain_generate_new_tokens"] >= 5
 
     tests = phases["gpu_tests"]
-    assert "intent_assets_tests/test_training.py" in tests["files"]
+    assert "intent_assets_tests/model/test_training.py" in tests["files"]
     assert tests["collected"] >= 3 and tests["failed"] == 0 and tests["error"] == 0
     assert tests["skipped"] + tests["passed"] == tests["collected"]
 
@@ -116,7 +116,7 @@ def _header(path: Path) -> dict:
 def test_smollm2_shape_is_the_shipped_model_and_the_cut_gguf_keeps_it(tmp_path):
     """SHAPES["smollm2_135m"] is the shipped GGUF's config; --prepare-carry's 2-layer copy keeps every dimension but
     the depth, and only the first two blocks."""
-    from intent_assets.base_model import GGUF_FILE, gguf_dir
+    from intent_assets.model.base_model import GGUF_FILE, gguf_dir
 
     gp = _module()
     shipped = _header(gguf_dir() / GGUF_FILE)

@@ -98,7 +98,7 @@ def test_vllm_serves_the_verified_awq_model_with_prefix_caching_on_a_gpu(docs):
     assert vllm["args"][0] == "/models/intent-router"
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
     (fetch,) = spec["initContainers"]
-    assert fetch["command"][-2:] == ["intent_assets.s3_artifacts", "download"]  # verified against the manifest
+    assert fetch["command"][-2:] == ["intent_assets.deploy.s3_artifacts", "download"]  # verified against the manifest
     assert {"name": "MODEL_URI", "value": URI} in fetch["env"] and fetch["args"][-1] == "/models/intent-router"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}

@@ -10,7 +10,7 @@ import yaml
 from dagster._config import process_config
 from dagster_k8s import K8sRunLauncher
 
-from intent_assets import k8s_config
+from intent_assets.deploy import k8s_config
 from intent_assets.paths import PROJECT_DIR
 from intent_assets_tests.k8s_checks import assert_hardened, assert_no_secret, is_builtin, pod_spec, validate
 

@@ -12,7 +12,7 @@ from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.definitions import build_definitions
 from intent_assets.resources import S3ArtifactStore, prod_resources, resources_for
-from intent_assets.s3_artifacts import ManifestError, list_keys
+from intent_assets.deploy.s3_artifacts import ManifestError, list_keys
 
 RAW, REDACTED = "intent-raw-pii", "intent-redacted"
 
@@ -124,7 +124,7 @@ def test_champion_uri_names_the_s3_prefix_of_the_champion_for_the_serving_chart(
     """What k8s/README.md step 9 runs in the code-server pod: the registry is fetched from S3 in a fresh pod and the
     champion's model prefix is printed, as the intent-router chart's model.uri."""
     from intent_assets.cli import main
-    from intent_assets.registry import GateDecision, ModelRegistry
+    from intent_assets.loop.registry import GateDecision, ModelRegistry
 
     monkeypatch.setenv("INTENT_ASSETS_ENV", "prod")
     monkeypatch.setenv("INTENT_ASSETS_DATA_DIR", str(tmp_path / "scratch"))  # every pod's scratch data folder

@@ -13,7 +13,7 @@ import pytest
 
 from intent_assets.assets.agent_corrections import BATCH_TAG, agent_corrections
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
-from intent_assets.corrections import BatchStore
+from intent_assets.loop.corrections import BatchStore
 from intent_assets.resources import FileCorrections, PostgresCorrections, RetrainPolicy, local_resources
 from intent_assets.sensors import agent_corrections_sensor, retrain_on_corrections
 from intent_assets_tests.test_corrections import correction, insert_rows, needs_postgres, pg_dsn, write_jsonl  # noqa: F401
@@ -173,7 +173,7 @@ def test_exactly_once_when_the_sensor_and_a_run_die_mid_batch(tmp_path, pg_dsn):
     latest = {}
     for r in valid:
         latest[r["message_id"]] = r["corrected_intent"]
-    from intent_assets.corrections import message_key
+    from intent_assets.loop.corrections import message_key
 
     assert dict(zip(ledger["message_key"], ledger["corrected_intent"])) == {message_key(m): i for m, i in latest.items()}
     assert meta["conflicting_messages"] > 0 and meta["superseded_corrections"] == len(valid) - len(ledger)

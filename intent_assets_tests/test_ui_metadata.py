@@ -175,7 +175,7 @@ def test_a_list_model_is_checked_against_the_list_baselines_on_every_test_messag
 
 
 def test_schema_rule_reports_columns_and_checks_but_no_values():
-    from intent_assets.chat_logs import CHAT_LOG_SCHEMA
+    from intent_assets.data.chat_logs import CHAT_LOG_SCHEMA
 
     frame = pd.DataFrame({"record_id": ["r1"], "conversation_id": ["c1"], "turn": [1],
                           "timestamp": pd.to_datetime(["2025-01-01"], utc=True), "speaker": ["robot"],
@@ -196,7 +196,7 @@ def test_progress_logs_a_handful_of_lines_with_an_eta():
 
 
 def test_time_predictions_logs_batch_progress():
-    from intent_assets.baselines import time_predictions
+    from intent_assets.model.baselines import time_predictions
 
     lines: list[str] = []
     time_predictions(lambda batch: ["x"] * len(batch), [f"t{i}" for i in range(40)], batch_size=4, single_requests=1,
@@ -207,7 +207,7 @@ def test_time_predictions_logs_batch_progress():
 def test_awq_layer_progress_logs_each_tenth_of_the_layers_and_removes_its_hooks():
     import torch
 
-    from intent_assets.quantization import layer_progress
+    from intent_assets.model.quantization import layer_progress
 
     class Tiny(torch.nn.Module):
         def __init__(self):

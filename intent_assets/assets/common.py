@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from intent_assets.chat_logs import data_days
-from intent_assets.days import first_day
+from intent_assets.data.chat_logs import data_days
+from intent_assets.data.days import first_day
 from intent_assets.paths import DEFAULT_CHAT_LOGS, project_path
 
 DATA_OWNERS = ["team:data-platform"]
@@ -42,7 +42,7 @@ def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> d
 
 
 # ------------------------------------------------------------------------------------------- daily partitions
-# The raw and redacted tables are partitioned by the day the messages were written (intent_assets.days): a new
+# The raw and redacted tables are partitioned by the day the messages were written (intent_assets.data.days): a new
 # day is validated, redacted and audited alone. Daily time partitions rather than one dynamic partition per file:
 # a day is what analysts ask about ("redact yesterday again"), a day's records may arrive in several files, and
 # time partitions give the UI's calendar and ranges for free. Today's partition exists (end_offset=1).

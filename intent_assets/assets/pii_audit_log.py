@@ -3,11 +3,11 @@
 import dagster as dg
 import pandas as pd
 
-from intent_assets import pii_audit
-from intent_assets import k8s_config
+from intent_assets.privacy import pii_audit
+from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
                                         counts_table, day_counts, day_table)
-from intent_assets.corpus import redaction_processes
+from intent_assets.data.corpus import redaction_processes
 from intent_assets.resources import AuditSalt
 
 AUDIT_LINEAGE = dg.TableColumnLineage(
@@ -33,7 +33,7 @@ def pii_audit_log(context: dg.AssetExecutionContext, audit_salt: AuditSalt, raw_
     """The auditor's view of redaction: one row per raw chat message with a keyed, non-reversible ``audit_id``
     (HMAC of conversation id and turn with a secret salt), the graph-wide ``record_id`` (the join key into
     ``redacted_corpus``, ``dataset_splits`` and ``instruction_dataset``), and the entity types, detectors, counts
-    and character positions of what ``intent_assets.pii`` redacted. Holds no personal data: no text, no values.
+    and character positions of what ``intent_assets.privacy.pii`` redacted. Holds no personal data: no text, no values.
     Partitioned by day like ``raw_chat_logs`` (its ``day`` column).
     """
     salt, salt_source = audit_salt.resolve()

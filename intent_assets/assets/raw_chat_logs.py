@@ -8,11 +8,11 @@ import dagster as dg
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field, field_validator
 
-from intent_assets import k8s_config
+from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, add_day_metadata, by_day,
                                         counts_table, day_counts, day_table)
-from intent_assets.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, DEFAULT_TEST_FOLDS, load_chat_logs
-from intent_assets.days import Calendar, today
+from intent_assets.data.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, DEFAULT_TEST_FOLDS, load_chat_logs
+from intent_assets.data.days import Calendar, today
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
 
@@ -81,7 +81,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
     malformed line, repeated conversation turn) are never dropped: they go to ``quarantined_records`` with the
     field and reason, and ``rows_in = rows_out + rows_quarantined`` is reported.
 
-    Partitioned by day (``intent_assets.days``: the timestamp's date, else a date in the file name, else the
+    Partitioned by day (``intent_assets.data.days``: the timestamp's date, else a date in the file name, else the
     first day for undated labelled data sets). A run reads only the records of its days, and counts reconcile per
     day (``by_day``) and in total; a timestamp outside the partitioned days is quarantined, not dropped.
     """
@@ -123,7 +123,7 @@ def raw_chat_logs(context: dg.AssetExecutionContext, config: RawChatLogsConfig, 
             "agent_messages": int(speakers.get("agent", 0)),
             "labelled_messages": int((valid["intent"] != "").sum()),
             "distinct_labels": int(valid.loc[valid["intent"] != "", "intent"].nunique()),
-            # multi-intent messages (a label set of several, or labelled with none): intent_assets.chat_logs
+            # multi-intent messages (a label set of several, or labelled with none): intent_assets.data.chat_logs
             "messages_with_several_intents": int(valid["intents"].map(lambda v: v is not None and len(v) > 1).sum()),
             "messages_labelled_with_no_intent": int(valid["intents"].map(lambda v: v is not None and len(v) == 0).sum()),
         },

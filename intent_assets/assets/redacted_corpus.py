@@ -4,15 +4,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets import k8s_config
-from intent_assets import leak_scan
+from intent_assets.deploy import k8s_config
+from intent_assets.privacy import leak_scan
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
                                         column_lineage, counts_table, day_counts, day_table)
-from intent_assets.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
-from intent_assets.near_duplicates import DuplicateIndex
+from intent_assets.data.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
+from intent_assets.data.near_duplicates import DuplicateIndex
 from intent_assets.resources import ArtifactStore
 
-# The near-duplicate index of every day materialized so far (intent_assets.near_duplicates), one per environment
+# The near-duplicate index of every day materialized so far (intent_assets.data.near_duplicates), one per environment
 # in its artifact store. Runs that update it take turns: the pool k8s_config.DEDUP_POOL has a limit of 1.
 DEDUP_INDEX_DIR = ("dedup_index",)
 
@@ -45,11 +45,11 @@ def redacted_corpus(context: dg.AssetExecutionContext, config: RedactedCorpusCon
                     raw_chat_logs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Chat messages with PII replaced by typed placeholders (``{{EMAIL}}``, ``{{PERSON}}``, ...), deduplicated.
 
-    Redaction: scrubadub plus the project's detectors (``intent_assets.pii.redact``): Luhn-checked cards,
+    Redaction: scrubadub plus the project's detectors (``intent_assets.privacy.pii.redact``): Luhn-checked cards,
     IBAN, SSN, phone numbers, emails (also obfuscated), account and order numbers after cue words, names after
     self-introductions, street addresses, usernames and passwords. Conversation ids are pseudonymised.
     Deduplication (customer messages only): exact on normalized text, near-duplicates within an intent (MinHash LSH
-    candidates, TF-IDF cosine decides: ``intent_assets.near_duplicates``); when the
+    candidates, TF-IDF cosine decides: ``intent_assets.data.near_duplicates``); when the
     input gives splits, within a split only, and never in a given test split (it stays whole, as published).
     Nothing past this asset ever sees raw text; a blocking check re-scans it with an independent pass.
 

@@ -4,9 +4,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets import k8s_config
+from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, counts_table
-from intent_assets.augment import (
+from intent_assets.data.augment import (
     QualityGate,
     ResponseCache,
     generate_augments,
@@ -14,7 +14,7 @@ from intent_assets.augment import (
     plan_requests,
 )
 from intent_assets.resources import ArtifactStore, ParaphraseLLM
-from intent_assets.taxonomy import Taxonomy, single_intent
+from intent_assets.data.taxonomy import Taxonomy, single_intent
 
 AUGMENT_COLUMNS = ["intent", "text", "accepted", "reason", "predicted_intent", "prompt_hash", "from_cache"]
 

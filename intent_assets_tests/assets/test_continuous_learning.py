@@ -12,7 +12,7 @@ import pytest
 from intent_assets.assets.common import days_of_run_config
 from intent_assets.assets.model_promotion import rollback_job
 from intent_assets.definitions import ASSETS
-from intent_assets.registry import ModelRegistry
+from intent_assets.loop.registry import ModelRegistry
 from intent_assets.resources import RetrainPolicy, local_resources
 from intent_assets.sensors import agent_corrections_sensor, retrain_on_corrections
 

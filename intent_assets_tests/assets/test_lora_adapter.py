@@ -12,7 +12,7 @@ def test_seed_recipe_is_one_config_away():
 
 
 def test_tuned_recipe_is_the_default():
-    from intent_assets.training import TUNED_RECIPE
+    from intent_assets.model.training import TUNED_RECIPE
 
     recipe = LoraAdapterConfig().training_config()
     assert {k: getattr(recipe, k) for k in TUNED_RECIPE} == TUNED_RECIPE
@@ -75,7 +75,7 @@ TINY_DPO = {"dpo_max_steps": 2, "dpo_effective_batch_size": 2, "dpo_per_device_b
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    from intent_assets.base_model import materialize_base_model
+    from intent_assets.model.base_model import materialize_base_model
 
     path = tmp_path_factory.mktemp("base") / "smollm2"
     materialize_base_model(path)
@@ -123,7 +123,7 @@ def test_lora_adapter_with_and_without_dpo_from_corrections(smollm2, tmp_path):
     import pandas as pd
     import torch
 
-    from intent_assets.quantization import merge_adapter
+    from intent_assets.model.quantization import merge_adapter
 
     torch.set_num_threads(1)
     corrections = pd.DataFrame({

@@ -8,7 +8,7 @@ import pytest
 
 from intent_assets.assets.eval_report import FINE_TUNED, ZERO_SHOT
 from intent_assets.assets.model_promotion import model_promotion
-from intent_assets.registry import ModelRegistry
+from intent_assets.loop.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, RetrainPolicy
 
 TFIDF, MINILM = "TF-IDF + linear SVM", "MiniLM-L6 + logistic regression"
