@@ -3,21 +3,33 @@ store as the trainer writes it (:class:`CheckpointPublisher`, ``train_lora``'s `
 resumes from the newest published one that verifies (:func:`restore_checkpoint`).
 
 ``artifacts`` is anything with the artifact store's ``children``, ``fetch``, ``publish`` and ``unpublish``
-(``intent_assets.resources.ArtifactStore``: no-ops on one machine, S3 prefixes with a manifest in prod).
+(:class:`ArtifactStore` here; ``intent_assets.resources.ArtifactStore`` implements it: no-ops on one machine, S3
+prefixes with a manifest in prod).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 from intent_assets.model.training import _last_checkpoint
 
-if TYPE_CHECKING:  # the interface only: this module imports no Dagster
-    from intent_assets.resources import ArtifactStore
+
+class ArtifactStore(Protocol):
+    """What this module needs of the artifact store resource (a domain module does not import resources)."""
+
+    def publish(self, directory: str | os.PathLike) -> Optional[str]: ...
+
+    def unpublish(self, directory: str | os.PathLike) -> None: ...
+
+    def fetch(self, directory: str | os.PathLike, missing_ok: bool = False) -> Path: ...
+
+    def children(self, directory: str | os.PathLike) -> list[str]: ...
+
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
