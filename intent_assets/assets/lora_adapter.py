@@ -49,6 +49,7 @@ class LoraAdapterConfig(dg.Config):
     prefix_gradients: Optional[bool] = Field(default=None, description="Backpropagate through the system prompt shared by a micro-batch (exact gradients, slower) or not (same loss; the adapter learns from each message's own tokens). Unset: the recipe's (tuned off, seed on).")
     group_by_length: Optional[bool] = Field(default=None, description="Micro-batches of messages of about the same length (less padding; 1.3x faster steps on CPU). Unset: the recipe's (tuned on, seed off).")
     early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
+    early_stopping_min_epochs: float = Field(default=1.0, ge=0, description="Evaluations before this many epochs never count toward the patience: no run stops early before it has seen every training example once (0: every evaluation counts).")
     checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one. Unset: the trainer resource's, else 20.")
     max_steps: Optional[int] = Field(default=None, ge=1, description="Stop after N optimizer steps.")
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="Train on a seeded subset of this size (the data set size, subset).")

@@ -380,6 +380,20 @@ def test_early_stopping_on_validation_loss(smollm2_dir, chat_files, tmp_path):
     assert result.best_eval_loss == min(loss for _, loss in result.eval_loss_history)
 
 
+def test_early_stopping_waits_for_min_epochs(smollm2_dir, chat_files, tmp_path):
+    # 8 examples in steps of 4: two steps per epoch. The same run as above stops at step 2 when every evaluation
+    # counts; with a floor of two epochs the evaluations of steps 1 to 3 do not count, so it stops at step 4
+    config = dict(max_steps=6, learning_rate=1e-7, early_stopping_patience=1, early_stopping_threshold=10.0,
+                  max_train_examples=8)
+    every = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "every",
+                       tiny(**config, early_stopping_min_epochs=0), log=lambda _: None)
+    assert every.stopped_early is True and every.steps == 2
+    floor = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "floor",
+                       tiny(**config, early_stopping_min_epochs=2.0), log=lambda _: None)
+    assert floor.stopped_early is True and floor.steps == 4 and len(floor.eval_loss_history) == 4
+    assert floor.best_eval_loss == min(loss for _, loss in floor.eval_loss_history)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # other backends
 
