@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--no-budget", action="store_true", help="The full-data switch (the resources of "
                         "INTENT_ASSETS_ENV=full): every training message, epochs until early stopping, no CPU caps.")
     parser.add_argument("--max-test-examples", type=int, help="Evaluate on a seeded subset of the test split.")
+    parser.add_argument("--no-zero-shot", action="store_true", help="eval_report.include_zero_shot=false: skip the "
+                        "base model zero-shot (it does not depend on training: the same base model and test split give "
+                        "the same figure as any earlier run).")
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
     parser.add_argument("--blend-share", type=float, help="instruction_dataset.blend_share: blended multi-intent "
                         "messages per split, from that split's own messages.")
@@ -57,8 +60,9 @@ def main() -> None:
         ops["raw_chat_logs"] = {"config": {"path": str(Path(args.data).resolve())}}
     if args.taxonomy:
         ops["intent_taxonomy"] = {"config": {"path": str(Path(args.taxonomy).resolve())}}
-    if args.max_test_examples:
-        ops["eval_report"] = {"config": {"max_test_examples": args.max_test_examples}}
+    report = {"max_test_examples": args.max_test_examples, "include_zero_shot": False if args.no_zero_shot else None}
+    if any(v is not None for v in report.values()):
+        ops["eval_report"] = {"config": {k: v for k, v in report.items() if v is not None}}
     instructions = {"blend_share": args.blend_share, "list_order": args.list_order}
     if any(v is not None for v in instructions.values()):
         ops["instruction_dataset"] = {"config": {k: v for k, v in instructions.items() if v is not None}}
