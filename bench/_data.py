@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from intent_assets.model.instructions import dataset_system_prompt
 from intent_assets.data.taxonomy import Taxonomy
+from intent_assets.model.instructions import dataset_system_prompt
 
 
 def taxonomy(root: Path) -> Taxonomy:

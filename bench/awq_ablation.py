@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from intent_assets.data.taxonomy import Taxonomy
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import dataset_system_prompt
 from intent_assets.model.metrics import classification_report
 from intent_assets.model.quantization import QuantizationSettings, quantize_awq
 from intent_assets.resources import InferenceEngine
-from intent_assets.data.taxonomy import Taxonomy
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
+from intent_assets.data.taxonomy import load_taxonomy
 from intent_assets.model.classifier import ConstrainedClassifier, LabelTrie, PromptLayout, generate_unconstrained
 from intent_assets.model.instructions import system_prompt
 from intent_assets.paths import DEFAULT_CHAT_LOGS, TAXONOMY_DIR
 from intent_assets.serving.champion import current_model_dir, load_model, serving_spec
-from intent_assets.data.taxonomy import load_taxonomy
 
 
 def label_steps(trie: LabelTrie, label: str) -> tuple[int, int]:

@@ -31,15 +31,15 @@ import pandas as pd
 import torch
 
 from bench._data import instruction_data
-from intent_assets.model import base_model as bm
 from intent_assets.assets.lora_adapter import LoraAdapterConfig
+from intent_assets.loop.preference import DpoConfig, select_pairs, train_dpo
+from intent_assets.model import base_model as bm
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import write_jsonl
 from intent_assets.model.metrics import classification_report
-from intent_assets.loop.preference import DpoConfig, select_pairs, train_dpo
 from intent_assets.model.quantization import merge_adapter
-from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
 from intent_assets.model.training import train_lora
+from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
 
 
 def classify(model_dir: Path, texts: list[str], labels: list[str], prompt: str, engine: InferenceEngine):

@@ -173,9 +173,9 @@ def instruction_records(n: int, tokenizer=None) -> tuple[list[dict], list[str], 
     """``n`` chat records (system prompt with the Banking77 taxonomy, user = a customer turn of the shipped sample,
     assistant = ``{"intent": ...}``), spread over the sample; turns that its PII manifest names are left out, so no
     personal data is used and no redaction is needed. Returns (records, texts, labels, system prompt)."""
+    from intent_assets.data.taxonomy import load_taxonomy
     from intent_assets.model.instructions import chat_record, system_prompt
     from intent_assets.paths import DEFAULT_CHAT_LOGS, DEFAULT_TAXONOMY
-    from intent_assets.data.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
     prompt = system_prompt(taxonomy)

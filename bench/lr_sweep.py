@@ -18,13 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from intent_assets.assets.lora_adapter import LoraAdapterConfig
+from intent_assets.data.taxonomy import Taxonomy
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.model.metrics import classification_report
 from intent_assets.model.quantization import merge_adapter
-from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
-from intent_assets.data.taxonomy import Taxonomy
 from intent_assets.model.training import train_lora
+from intent_assets.resources import LOCAL_TRAINING_BUDGET, InferenceEngine, TrainerBackend
 
 
 def main() -> None:

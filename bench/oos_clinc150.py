@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 from intent_assets.model.oos import apply_threshold, calibrate_threshold, oos_report
-from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 OOS = "oos"
 
@@ -128,12 +128,12 @@ def main(argv=None) -> int:
     if args.llm:
         import pandas as pd
 
-        from intent_assets.model.instructions import build_records, write_jsonl
-        from intent_assets.paths import TAXONOMY_DIR
-        from intent_assets.model.quantization import merge_adapter
-        from intent_assets.serving.champion import load_classifier, write_serving_info
         from intent_assets.data.taxonomy import load_taxonomy
+        from intent_assets.model.instructions import build_records, write_jsonl
+        from intent_assets.model.quantization import merge_adapter
         from intent_assets.model.training import LoraTrainingConfig, train_lora
+        from intent_assets.paths import TAXONOMY_DIR
+        from intent_assets.serving.champion import load_classifier, write_serving_info
 
         taxonomy = load_taxonomy(TAXONOMY_DIR / "clinc150.json")
         rng = random.Random(args.seed)

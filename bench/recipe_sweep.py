@@ -28,8 +28,8 @@ from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import build_records, system_prompt, write_jsonl
 from intent_assets.model.metrics import classification_report
 from intent_assets.model.quantization import merge_adapter
-from intent_assets.resources import InferenceEngine
 from intent_assets.model.training import LoraTrainingConfig, train_lora
+from intent_assets.resources import InferenceEngine
 
 COMMON = {"effective_batch_size": 16, "per_device_batch_size": 16, "max_eval_examples": 128,
           "early_stopping_patience": 0, "num_epochs": 1}

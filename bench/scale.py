@@ -60,8 +60,8 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def utterances() -> list[tuple[str, str]]:
     """The shipped sample's labelled customer turns that carry no inserted PII: (text, intent)."""
-    from intent_assets.paths import SAMPLE_DIR
     from intent_assets.data.sample_data import CHAT_LOG_FILE, MANIFEST_FILE, read_jsonl
+    from intent_assets.paths import SAMPLE_DIR
 
     with_pii = {(m["conversation_id"], m["turn"]) for m in read_jsonl(SAMPLE_DIR / MANIFEST_FILE)}
     return sorted({(m["text"], m["intent"]) for m in read_jsonl(SAMPLE_DIR / CHAT_LOG_FILE)
@@ -190,9 +190,9 @@ def _salt() -> bytes:
 def run_first(folder: Path, out: Path, processes: int) -> dict:
     """Today's single-frame path: everything in one frame, one process, the dense near-duplicate search."""
     from bench._dense_dedup import deduplicate_dense
-    from intent_assets.privacy import pii_audit
     from intent_assets.data.chat_logs import load_chat_logs
     from intent_assets.data.corpus import redact_frame
+    from intent_assets.privacy import pii_audit
 
     stages = Stages()
     loaded = stages.run("read + validate", 0, load_chat_logs, folder)
@@ -208,10 +208,10 @@ def run_first(folder: Path, out: Path, processes: int) -> dict:
 
 def run_streaming(folder: Path, out: Path, processes: int) -> dict:
     """One day at a time against one persisted duplicate index, as daily partitions run."""
-    from intent_assets.privacy import pii_audit
     from intent_assets.data.chat_logs import load_chat_logs
     from intent_assets.data.corpus import deduplicate, redact_frame
     from intent_assets.data.near_duplicates import DuplicateIndex
+    from intent_assets.privacy import pii_audit
 
     stages = Stages()
     index = DuplicateIndex()
@@ -312,7 +312,10 @@ PIPELINES = {"first": run_first, "streaming": run_streaming, "dagster": run_dags
 
 
 def child(args) -> None:
-    import bench._dense_dedup, intent_assets.data.corpus, intent_assets.data.near_duplicates, intent_assets.privacy.pii_audit  # noqa: F401
+    import bench._dense_dedup  # noqa: F401
+    import intent_assets.data.corpus
+    import intent_assets.data.near_duplicates
+    import intent_assets.privacy.pii_audit
     if args.child == "dagster":
         import intent_assets.definitions  # noqa: F401
 

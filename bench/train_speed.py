@@ -28,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+
 from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 VARIANTS = ["naive", "bf16", "packed", "completion", "bf16_packed_completion", "bf16_prefix_completion"]
@@ -37,9 +38,9 @@ def build_records(tokenizer, n: int, data: str | None):
     """(prompt_ids, answer_ids) of ``n`` Banking77 records as the pipeline renders them."""
     import csv
 
+    from intent_assets.data.taxonomy import load_taxonomy
     from intent_assets.model.instructions import chat_record, system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY
-    from intent_assets.data.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
     prompt = system_prompt(taxonomy)

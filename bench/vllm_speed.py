@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 from classify_speed import load_texts, pct, time_batches, time_single  # noqa: E402
 
 from intent_assets.serving.champion import current_model_dir, load_classifier, serving_spec  # noqa: E402
 from intent_assets.serving.vllm_server import OpenAIClassifier, VLLMServer  # noqa: E402
-from _output import emit  # bench/_output.py (the script's folder is on sys.path)
 
 
 def _summary(lat: list[float], throughput: float) -> dict:

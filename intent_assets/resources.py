@@ -26,9 +26,8 @@ from dagster_aws.s3 import S3Resource
 from dagster_openai import OpenAIResource
 from pydantic import Field
 
-from intent_assets.paths import data_dir
 from intent_assets.deploy.s3_artifacts import delete_directory, download_directory, read_manifest, upload_directory
-
+from intent_assets.paths import data_dir
 
 TABLE_SUFFIXES = (".parquet", ".json")
 

@@ -11,8 +11,8 @@ from intent_assets.assets.common import partition_range_tags
 from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.assets.raw_chat_logs import raw_chat_logs
 from intent_assets.definitions import build_definitions
-from intent_assets.resources import S3ArtifactStore, prod_resources, resources_for
 from intent_assets.deploy.s3_artifacts import ManifestError, list_keys
+from intent_assets.resources import S3ArtifactStore, prod_resources, resources_for
 
 RAW, REDACTED = "intent-raw-pii", "intent-redacted"
 

@@ -9,11 +9,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
+from intent_assets.data.taxonomy import Taxonomy
+from intent_assets.deploy import k8s_config
 from intent_assets.loop.corrections import Batch, BatchStore, build_ledger, corrected_answer, validate_batch
 from intent_assets.resources import ArtifactStore, CorrectionsSource
-from intent_assets.data.taxonomy import Taxonomy
 
 BATCH_TAG = "intent_assets/corrections_batch"
 BATCHES_DIR = ("agent_corrections", "batches")  # under the artifact store

@@ -8,13 +8,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
+from intent_assets.data.multi_intent import list_decoding
+from intent_assets.data.taxonomy import Taxonomy
+from intent_assets.deploy import k8s_config
 from intent_assets.model.quantization import QuantizationSettings, merge_adapter, quantize_awq
 from intent_assets.resources import ArtifactStore, TrainerBackend
-from intent_assets.data.multi_intent import list_decoding
 from intent_assets.serving.champion import SERVING_INFO, serving_info_text
-from intent_assets.data.taxonomy import Taxonomy
 
 
 class AwqModelConfig(dg.Config):

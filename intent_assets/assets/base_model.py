@@ -5,8 +5,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS
+from intent_assets.deploy import k8s_config
 from intent_assets.model.base_model import SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
 from intent_assets.resources import ArtifactStore
 

@@ -5,13 +5,12 @@ The rules are in ``intent_assets.quality``; metadata holds counts, shares, label
 import dagster as dg
 import pandas as pd
 
-from intent_assets.deploy import k8s_config
-
 from intent_assets import quality
 from intent_assets.assets.common import DAILY
 from intent_assets.assets.eval_report import FINE_TUNED
 from intent_assets.assets.synthetic_augments import SyntheticAugmentsConfig
 from intent_assets.data.chat_logs import CHAT_LOG_SCHEMA
+from intent_assets.deploy import k8s_config
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 

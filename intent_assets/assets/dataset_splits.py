@@ -4,12 +4,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, counts_table, image
-from intent_assets.plots import bar_chart
-from intent_assets.resources import ArtifactStore
 from intent_assets.data.splits import DEFAULT_VALIDATION_SHARE, SPLITS, resolve_splits, split_counts
 from intent_assets.data.taxonomy import Taxonomy, label_sets, labelled_messages, labels_long, partition_by_taxonomy
+from intent_assets.deploy import k8s_config
+from intent_assets.plots import bar_chart
+from intent_assets.resources import ArtifactStore
 
 SPLIT_COLUMNS = ["record_id", "conversation_key", "text", "intent", "intents", "split"]
 

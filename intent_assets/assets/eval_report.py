@@ -8,19 +8,19 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
+from intent_assets.data.multi_intent import is_blend, list_decoding, multilabel_scores
+from intent_assets.data.taxonomy import Taxonomy, single_intent
+from intent_assets.deploy import k8s_config
+from intent_assets.loop.registry import ModelRegistry
 from intent_assets.model.baselines import minilm_baseline, multilabel_baseline, tfidf_baseline, time_predictions
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import answers_with_lists, dataset_system_prompt, system_prompt
 from intent_assets.model.metrics import classification_report, confusion_plot, render_markdown
-from intent_assets.data.multi_intent import is_blend, list_decoding, multilabel_scores
 from intent_assets.model.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
 from intent_assets.quality import MULTI_LABEL_BASELINES
-from intent_assets.loop.registry import ModelRegistry
 from intent_assets.resources import ArtifactStore, InferenceEngine
 from intent_assets.serving.champion import in_process_model_dir, is_quantized_dir, read_serving_info
-from intent_assets.data.taxonomy import Taxonomy, single_intent
 
 FINE_TUNED = "fine-tuned 4-bit (AWQ)"
 FINE_TUNED_16BIT = "fine-tuned 16-bit (merged)"

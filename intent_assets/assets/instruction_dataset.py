@@ -7,16 +7,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, column_lineage, image
 from intent_assets.data.augment import ResponseCache, make_openai_chat
-from intent_assets.model.base_model import load_tokenizer
-from intent_assets.loop.corrections import apply_corrections
-from intent_assets.model.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
 from intent_assets.data.multi_intent import blend_splits, rewrite_blends
+from intent_assets.data.taxonomy import Taxonomy, is_multi_intent
+from intent_assets.deploy import k8s_config
+from intent_assets.loop.corrections import apply_corrections
+from intent_assets.model.base_model import load_tokenizer
+from intent_assets.model.instructions import build_records, length_stats, system_prompt, token_lengths, write_jsonl
 from intent_assets.plots import histogram
 from intent_assets.resources import ArtifactStore, ParaphraseLLM
-from intent_assets.data.taxonomy import Taxonomy, is_multi_intent
+
 
 def _synthetic_rows(augments: pd.DataFrame) -> pd.DataFrame:
     accepted = augments[augments["accepted"]]

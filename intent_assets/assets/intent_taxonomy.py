@@ -6,10 +6,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import DATA_OWNERS
-from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR, TAXONOMY_DIR, project_path
 from intent_assets.data.taxonomy import AUTO, AUTO_MIN_COVERAGE, DERIVE, dataset_name, labelled_messages, labels_long, resolve_taxonomy
+from intent_assets.deploy import k8s_config
+from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR, TAXONOMY_DIR, project_path
 
 CORPUS = dg.AssetKey("redacted_corpus")
 

@@ -9,15 +9,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, image
-from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
+from intent_assets.deploy import k8s_config
 from intent_assets.loop.corrections import preference_pairs
-from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
-from intent_assets.plots import line_chart
 from intent_assets.loop.preference import DpoConfig, pairs_digest, select_pairs, train_dpo
-from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
+from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
+from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.model.training import CHECKPOINTS_DIR, RECIPES, LoraTrainingConfig, train_lora
+from intent_assets.plots import line_chart
+from intent_assets.resources import TRAINER_DEFAULTED, ArtifactStore, TrainerBackend
 
 DPO_FIELDS = {  # run config field -> DpoConfig field
     "dpo_beta": "beta", "dpo_learning_rate": "learning_rate", "dpo_num_epochs": "num_epochs",

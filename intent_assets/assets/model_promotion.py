@@ -7,11 +7,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
-from intent_assets.quality import CLASSICAL_BASELINES, MULTI_LABEL_BASELINES
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.assets.eval_report import ZERO_SHOT, registry_for
+from intent_assets.deploy import k8s_config
 from intent_assets.loop.registry import GateDecision, best_baseline, promotion_gate
+from intent_assets.quality import CLASSICAL_BASELINES, MULTI_LABEL_BASELINES
 from intent_assets.resources import ArtifactStore, RetrainPolicy
 
 LINEAGE_ASSETS = ["agent_corrections", "instruction_dataset", "lora_adapter", "awq_model", "eval_report"]

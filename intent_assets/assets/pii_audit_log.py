@@ -3,11 +3,11 @@
 import dagster as dg
 import pandas as pd
 
-from intent_assets.privacy import pii_audit
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
-                                        counts_table, day_counts, day_table)
+                                         counts_table, day_counts, day_table)
 from intent_assets.data.corpus import redaction_processes
+from intent_assets.deploy import k8s_config
+from intent_assets.privacy import pii_audit
 from intent_assets.resources import AuditSalt
 
 AUDIT_LINEAGE = dg.TableColumnLineage(

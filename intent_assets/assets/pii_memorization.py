@@ -5,10 +5,10 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
-from intent_assets.privacy.memorization import hf_generator, load_canaries, memorization_check
+from intent_assets.deploy import k8s_config
 from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR, project_path
+from intent_assets.privacy.memorization import hf_generator, load_canaries, memorization_check
 from intent_assets.resources import ArtifactStore, InferenceEngine
 
 

@@ -8,11 +8,11 @@ import dagster as dg
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field, field_validator
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, DATA_OWNERS, PII_RAW, add_day_metadata, by_day,
-                                        counts_table, day_counts, day_table)
+                                         counts_table, day_counts, day_table)
 from intent_assets.data.chat_logs import CHAT_LOG_SCHEMA, DEFAULT_MAX_TEXT_CHARS, DEFAULT_TEST_FOLDS, load_chat_logs
 from intent_assets.data.days import Calendar, today
+from intent_assets.deploy import k8s_config
 from intent_assets.paths import DEFAULT_CHAT_LOGS, PROJECT_DIR, project_path
 from intent_assets.resources import ChatLogSource
 

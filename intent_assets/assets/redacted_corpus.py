@@ -4,12 +4,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
-from intent_assets.privacy import leak_scan
 from intent_assets.assets.common import (DAILY, DAILY_BACKFILL, PII_REDACTED, PRIVACY_OWNERS, add_day_metadata, by_day,
-                                        column_lineage, counts_table, day_counts, day_table)
+                                         column_lineage, counts_table, day_counts, day_table)
 from intent_assets.data.corpus import PARALLEL_REDACTION_FROM, deduplicate, redact_frame, redaction_processes
 from intent_assets.data.near_duplicates import DuplicateIndex
+from intent_assets.deploy import k8s_config
+from intent_assets.privacy import leak_scan
 from intent_assets.resources import ArtifactStore
 
 # The near-duplicate index of every day materialized so far (intent_assets.data.near_duplicates), one per environment

@@ -4,7 +4,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.deploy import k8s_config
 from intent_assets.assets.common import DATA_OWNERS, PII_REDACTED, counts_table
 from intent_assets.data.augment import (
     QualityGate,
@@ -13,8 +12,9 @@ from intent_assets.data.augment import (
     make_openai_chat,
     plan_requests,
 )
-from intent_assets.resources import ArtifactStore, ParaphraseLLM
 from intent_assets.data.taxonomy import Taxonomy, single_intent
+from intent_assets.deploy import k8s_config
+from intent_assets.resources import ArtifactStore, ParaphraseLLM
 
 AUGMENT_COLUMNS = ["intent", "text", "accepted", "reason", "predicted_intent", "prompt_hash", "from_cache"]
 

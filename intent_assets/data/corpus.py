@@ -15,8 +15,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from intent_assets.privacy import pii
 from intent_assets.data.near_duplicates import DuplicateIndex
+from intent_assets.privacy import pii
 
 REDACTED_COLUMNS = [
     "record_id", "conversation_key", "turn", "timestamp", "speaker", "text", "intent", "channel", "split", "split_source",

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from intent_assets.privacy import pii
 from intent_assets.data.chat_logs import DEFAULT_MAX_TEXT_CHARS, parse_labels
 from intent_assets.data.corpus import conversation_key, normalize
 from intent_assets.paths import atomic_dir
+from intent_assets.privacy import pii
 
 CORRECTION_FIELDS = ["message_id", "conversation_id", "text", "predicted_intent", "corrected_intent", "agent_id", "timestamp"]
 LEDGER_COLUMNS = [

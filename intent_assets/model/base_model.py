@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from intent_assets.paths import atomic_dir, sha256_file
 from intent_assets.deploy.s3_artifacts import directory_manifest
+from intent_assets.paths import atomic_dir, sha256_file
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "smollm2-gguf"

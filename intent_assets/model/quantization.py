@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from intent_assets.paths import atomic_dir
 from intent_assets.deploy.s3_artifacts import directory_manifest
+from intent_assets.paths import atomic_dir
 
 MANIFEST_NAME = "manifest.json"
 COMPRESSED_TENSORS_METHOD = "compressed-tensors"

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from intent_assets.paths import data_dir
 from intent_assets.loop.registry import ModelRegistry
+from intent_assets.paths import data_dir
 
 __all__ = [
     "NoModelError",
@@ -169,9 +169,9 @@ def serving_spec(model_dir: str | os.PathLike, artifacts_root: str | os.PathLike
     spec = read_serving_info(model_dir)
     if spec is not None:
         return spec
+    from intent_assets.data.taxonomy import load_taxonomy
     from intent_assets.model.instructions import system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY
-    from intent_assets.data.taxonomy import load_taxonomy
 
     train = _artifacts_root(artifacts_root) / "instruction_dataset" / "train.jsonl"
     if taxonomy_path is None and train.is_file():

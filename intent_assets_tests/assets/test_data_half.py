@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from intent_assets.assets.common import days_of_run_config, partition_range_tags
-from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
 from intent_assets.data.chat_logs import record_id
 from intent_assets.data.multi_intent import REWRITE_SYSTEM
+from intent_assets.definitions import CORRECTION_ASSETS, DATA_ASSETS, DATA_CHECKS
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 from intent_assets.resources import LocalTableIOManager, ParaphraseLLM, local_resources
 from intent_assets_tests.assets.materializations import output_meta

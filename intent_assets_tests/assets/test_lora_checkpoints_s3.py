@@ -19,8 +19,8 @@ import pytest
 
 from intent_assets.assets.base_model import base_model
 from intent_assets.assets.lora_adapter import lora_adapter
-from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
 from intent_assets.deploy.s3_artifacts import MANIFEST_KEY, list_keys
+from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
 from intent_assets_tests.assets.test_lora_adapter import EXAMPLES, SYSTEM, smollm2  # noqa: F401 (fixture)
 from intent_assets_tests.test_resources import REDACTED, prod_env  # noqa: F401 (fixture)
 

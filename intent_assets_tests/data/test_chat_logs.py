@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from intent_assets.data.chat_logs import (CHAT_LOG_COLUMNS, CHAT_LOG_SCHEMA, ChatLogLoadError, load_chat_logs,
-                                     record_id, folds_for_test)
+                                          record_id, folds_for_test)
 from intent_assets.paths import DEFAULT_CHAT_LOGS, SAMPLE_DIR
 
 

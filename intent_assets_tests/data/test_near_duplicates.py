@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from bench._dense_dedup import deduplicate_dense
-from intent_assets.data.corpus import deduplicate, redact_frame
 from intent_assets.data.chat_logs import load_chat_logs
+from intent_assets.data.corpus import deduplicate, redact_frame
 from intent_assets.data.near_duplicates import DuplicateIndex
 from intent_assets.paths import DEFAULT_CHAT_LOGS
 

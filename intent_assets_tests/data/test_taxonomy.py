@@ -4,9 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from intent_assets.paths import DEFAULT_TAXONOMY
 from intent_assets.data.taxonomy import (Taxonomy, TaxonomyError, is_multi_intent, labelled_messages, labels_long, load_taxonomy,
-                                   partition_by_taxonomy, single_intent)
+                                         partition_by_taxonomy, single_intent)
+from intent_assets.paths import DEFAULT_TAXONOMY
 
 
 def test_shipped_taxonomy_loads():
@@ -46,9 +46,9 @@ def test_unknown_labels_are_partitioned_out_with_a_reason():
 
 
 # ------------------------------------------------------------------------------------------- derived taxonomies
+from intent_assets.data.taxonomy import dataset_name, derive_taxonomy, resolve_taxonomy  # noqa: E402
 from intent_assets.model.instructions import system_prompt  # noqa: E402
 from intent_assets.paths import TAXONOMY_DIR  # noqa: E402
-from intent_assets.data.taxonomy import dataset_name, derive_taxonomy, resolve_taxonomy  # noqa: E402
 
 SHIPPED = [DEFAULT_TAXONOMY, TAXONOMY_DIR / "clinc150.json"]
 

@@ -15,9 +15,9 @@ from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job, k8s_job_
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_k8s_job_name, get_user_defined_k8s_config
 
+from intent_assets.definitions import ASSETS, CHECKS, PROD_EXECUTOR_CONFIG, executor_for
 from intent_assets.deploy import k8s_config
 from intent_assets.paths import PROJECT_DIR
-from intent_assets.definitions import ASSETS, CHECKS, PROD_EXECUTOR_CONFIG, executor_for
 
 USER_CODE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-assets:0.1.0"
 GPU_ASSETS = {"lora_adapter", "awq_model", "eval_report", "pii_memorization"}

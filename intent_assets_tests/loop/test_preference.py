@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from intent_assets.model import base_model as bm
 from intent_assets.loop.preference import DpoConfig, preference_records, select_pairs, train_dpo
+from intent_assets.model import base_model as bm
 from intent_assets.model.training import LoraTrainingConfig, train_lora
 
 INTENTS = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rate"]

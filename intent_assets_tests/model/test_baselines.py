@@ -1,8 +1,8 @@
 import pytest
 
-from intent_assets.model.baselines import (minilm_baseline, minilm_dir, multilabel_baseline, tfidf_baseline,
-                                    time_predictions)
 from intent_assets.data.multi_intent import blend, multilabel_scores
+from intent_assets.model.baselines import (minilm_baseline, minilm_dir, multilabel_baseline, tfidf_baseline,
+                                           time_predictions)
 
 TRAIN = {
     "card_arrival": ["where is my new card", "my card has not arrived yet", "still waiting for the card to come",

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from intent_assets.data.taxonomy import Taxonomy, load_taxonomy
 from intent_assets.model.classifier import (ConstrainedClassifier, LabelSetTrie, LabelTrie, PromptLayout, SetState,
-                                     greedy_label_sets)
+                                            greedy_label_sets)
 from intent_assets.model.instructions import answer, system_prompt
 from intent_assets.model.metrics import classification_report
-from intent_assets.data.taxonomy import Taxonomy, load_taxonomy
 
 BANKING77 = Path(__file__).resolve().parents[2] / "intent_assets" / "data" / "taxonomy" / "banking77.json"
 SMALL = ["card_arrival", "card_linking", "card_payment_fee_charged", "Refund_not_showing_up",

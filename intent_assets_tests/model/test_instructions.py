@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
+from intent_assets.data.taxonomy import Taxonomy
 from intent_assets.model import instructions as ins
 from intent_assets.model.base_model import load_tokenizer
-from intent_assets.data.taxonomy import Taxonomy
 
 TAXONOMY = Taxonomy("t", "3", (("card_arrival", "Waiting for a card."), ("top_up_limits", "Limits on top-ups.")))
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from intent_assets.privacy.memorization import Canary, completed, load_canaries, memorization_check
 from intent_assets.paths import SAMPLE_DIR
+from intent_assets.privacy.memorization import Canary, completed, load_canaries, memorization_check
 
 CANARIES = [Canary("EMAIL", "zq.canary7731@example.org"), Canary("PHONE", "+44 7700 900417"), Canary("PERSON", "Zebulon Quixwell")]
 

@@ -126,9 +126,9 @@ def test_serving_spec_prefers_the_models_own_info(tmp_path):
 
 def test_serving_spec_keeps_a_compact_training_prompt(tmp_path):
     """No intent_assets.json: the instruction dataset's prompt; a compact one lists no labels, the taxonomy's count."""
+    from intent_assets.data.taxonomy import load_taxonomy
     from intent_assets.model.instructions import chat_record, system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY
-    from intent_assets.data.taxonomy import load_taxonomy
 
     compact = system_prompt(load_taxonomy(DEFAULT_TAXONOMY), style="compact")
     train = tmp_path / "instruction_dataset" / "train.jsonl"
@@ -339,10 +339,10 @@ def test_classify_command_answers_every_intent_for_a_model_trained_on_label_sets
     import subprocess
     import sys
 
+    from intent_assets.data.taxonomy import load_taxonomy
     from intent_assets.model.instructions import system_prompt
     from intent_assets.paths import DEFAULT_TAXONOMY, PROJECT_DIR
     from intent_assets.serving.champion import write_serving_info
-    from intent_assets.data.taxonomy import load_taxonomy
 
     model = tmp_path / "model"
     model.mkdir()
@@ -372,9 +372,9 @@ def test_eval_report_through_the_openai_engine_reports_out_of_scope(tmp_path):
     import pandas as pd
 
     from intent_assets.assets.eval_report import FINE_TUNED, EvalReportConfig, eval_report
+    from intent_assets.data.taxonomy import Taxonomy
     from intent_assets.model.instructions import build_records
     from intent_assets.resources import ArtifactStore, InferenceEngine
-    from intent_assets.data.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.from_dict({"name": "mini", "version": "1", "intents": [
         {"name": "balance", "description": "b"}, {"name": "transfer", "description": "t"},
