@@ -603,7 +603,7 @@ def _early_stopping_callback(patience: int, threshold: float, min_epochs: float)
 
     On a large training set a 256-message validation loss is noisy, and an evaluation every 100 steps comes many
     times per epoch: with patience 1 one noisy evaluation stopped blended Banking77 (9,797 examples) after 300
-    steps, a third of one pass over the data (BENCHMARKS.md, "Multi-intent messages").
+    steps, half of one pass over the data (BENCHMARKS.md, "Multi-intent messages").
     """
     from transformers import EarlyStoppingCallback
 
