@@ -16,7 +16,7 @@ from intent_assets.assets.intent_taxonomy import intent_taxonomy
 from intent_assets.loop.corrections import BatchStore
 from intent_assets.resources import FileCorrections, PostgresCorrections, RetrainPolicy, local_resources
 from intent_assets.sensors import agent_corrections_sensor, retrain_on_corrections
-from intent_assets_tests.test_corrections import correction, insert_rows, needs_postgres, pg_dsn, write_jsonl  # noqa: F401
+from intent_assets_tests.loop.test_corrections import correction, insert_rows, needs_postgres, pg_dsn, write_jsonl  # noqa: F401
 
 BANKING = ["card_arrival", "lost_or_stolen_card", "top_up_failed"]
 
