@@ -83,7 +83,8 @@ TRAIN_SHAPES = ("smollm2_135m", "llama3_8b")
 CLASSIFY_SHAPE = "llama3_8b"
 VARIANTS = ("hf_bf16", "peft", "qlora", "unsloth")
 PHASES = ("setup", "train_smollm2_135m", "classify_llama3_8b", "gpu_tests", "train_llama3_8b")
-# Seconds per phase on CUDA (default --budget 480); the last phase gets what is left.
+# Seconds per phase on CUDA (default --budget 480), scaled to --budget; the last phase gets what is left.
+# --cpu-subset: no per-phase share, every phase may use what is left of the budget (only a hang should stop one).
 CUDA_BUDGETS = {"setup": 75, "train_smollm2_135m": 80, "classify_llama3_8b": 70, "gpu_tests": 90,
                 "train_llama3_8b": 165}
 ANCHORS = {
@@ -475,7 +476,8 @@ def phase_train(shape: str, ctx: dict, deadline: float) -> dict:
               "batch_size": spec["batch_size"], "warmup": spec["warmup"], "steps": spec["steps"]}
     if failed:
         result["status"] = "error"
-        result["error"] = f"variants without figures: {', '.join(failed)}"
+        why = "; ".join(f"{v}: {str(ordered.get(v, {}).get('error', 'no result'))[:800]}" for v in failed)
+        result["error"] = f"variants without figures: {', '.join(failed)} ({why})"
     return result
 
 
@@ -805,7 +807,8 @@ def main(argv=None) -> int:
             now = time.monotonic()
             left = args.budget - (now - started)
             last = name == [p for p in PHASES if p in phases][-1]
-            budget = left if last else min(left, budgets[name] * scale)
+            # --cpu-subset: a smoke check where only a hang should stop a phase, so each phase may use what is left
+            budget = left if (last or small) else min(left, budgets[name] * scale)
             t0 = time.perf_counter()
             if budget <= 1:
                 entry = {"status": "timeout", "error": "the total budget was spent before this phase"}

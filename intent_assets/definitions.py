@@ -52,8 +52,13 @@ PROD_EXECUTOR_CONFIG = {
 
 
 def executor_for(environment: str | None = None) -> dg.ExecutorDefinition | None:
-    """``k8s_job_executor`` in prod (one pod per step); the Dagster default elsewhere."""
-    if environment_name(environment) != "prod":
+    """``k8s_job_executor`` in prod (one pod per step); in ``tiny`` the in-process executor (its steps take seconds,
+    and a process per step would re-import PyTorch and transformers each time: the browser test's runs spent about
+    three quarters of their wall time starting step processes); the Dagster default (multiprocess) elsewhere."""
+    name = environment_name(environment)
+    if name == "tiny":
+        return dg.in_process_executor
+    if name != "prod":
         return None
     from dagster_k8s import k8s_job_executor
 

@@ -19,12 +19,42 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return path
 
 
+# where the base_model asset keeps its conversion (artifacts/base_model/<name>), to be seeded by a test
+BASE_MODEL_NAME = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from the shipped GGUF to a Hugging Face directory (bf16) once per test session
+    (~20 s each time it is done): every test that needs the base model reads this one and never writes into it."""
+    from intent_assets.model.base_model import materialize_base_model
+
+    out = tmp_path_factory.mktemp("base_model") / BASE_MODEL_NAME
+    assert materialize_base_model(out)["reused"] is False  # a real conversion
+    return out
+
+
 @pytest.fixture
 def data_root(tmp_path, tokenizer_dir) -> Path:
     """A fresh data folder for one materialization, with the converted tokenizer pre-seeded."""
     root = tmp_path / "data"
     shutil.copytree(tokenizer_dir, root / "artifacts" / "base_model" / "tokenizer")
     return root
+
+
+@pytest.fixture
+def seed_base_model(base_model_dir):
+    """``seed(root)``: the session's converted base model copied where ``base_model`` caches its conversion under a
+    data folder ``root``; the asset then reuses it (its manifest matches) instead of converting the GGUF again. One
+    whole-graph test (test_whole_graph_materializes_end_to_end) still converts inside the asset."""
+    return lambda root: Path(shutil.copytree(base_model_dir, Path(root) / "artifacts" / "base_model" / BASE_MODEL_NAME))
+
+
+@pytest.fixture
+def seeded_data_root(data_root, seed_base_model) -> Path:
+    """``data_root`` with the converted base model seeded (see ``seed_base_model``)."""
+    seed_base_model(data_root)
+    return data_root
 
 
 @pytest.fixture(scope="module")

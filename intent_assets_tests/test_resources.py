@@ -152,6 +152,9 @@ def test_prod_is_selected_by_the_environment_variable_and_local_stays_the_defaul
     assert type(resources_for()["corrections"]).__name__ == "PostgresCorrections"
     defs = build_definitions()
     assert defs.resolve_job_def("training_job").executor_def.name == "k8s_prod"
+    # tiny (the browser test, quick demos): steps in the run's own process; local keeps Dagster's multiprocess default
+    assert build_definitions("tiny").resolve_job_def("training_job").executor_def.name == "in_process"
+    assert build_definitions("local").resolve_job_def("training_job").executor_def.name == "multi_or_in_process_executor"
 
 
 def test_paraphrase_llm_without_credentials_tears_down_cleanly(monkeypatch):

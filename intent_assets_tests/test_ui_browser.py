@@ -158,14 +158,17 @@ def _check_eval_report(page, url: str, screenshots: Path) -> None:
     page.screenshot(path=str(screenshots / "eval_report_checks.png"))
 
 
-def test_an_analyst_materializes_everything_and_reads_the_eval_report(tmp_path, tokenizer_dir, screenshots):
+def test_an_analyst_materializes_everything_and_reads_the_eval_report(tmp_path, tokenizer_dir, seed_base_model,
+                                                                      screenshots):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     started = time.monotonic()
     with dagster_dev(tmp_path / "ui") as dev:
-        # the tokenizer conversion (~10 s) is not what this test is about: seed it as the other graph tests do
+        # the tokenizer and base model conversions (~10 s and ~20 s) are not what this test is about: seed them as
+        # the other graph tests do (base_model reuses a conversion whose manifest matches)
         shutil.copytree(tokenizer_dir, dev.data_dir / "artifacts" / "base_model" / "tokenizer")
+        seed_base_model(dev.data_dir)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
             try:

@@ -42,8 +42,9 @@ def meta(result, key):
 
 
 @pytest.mark.slow
-def test_sabotaged_corrections_train_a_challenger_that_is_refused(data_root, monkeypatch):
+def test_sabotaged_corrections_train_a_challenger_that_is_refused(seeded_data_root, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data_root = seeded_data_root  # the session's converted base model, reused by base_model
     # the baseline check is relaxed: the tiny challengers are below TF-IDF anyway, and what this test shows is that
     # the champion comparison alone refuses the sabotaged model (test_model_promotion covers the baseline check)
     resources = {**local_resources(data_root),

@@ -74,12 +74,9 @@ TINY_DPO = {"dpo_max_steps": 2, "dpo_effective_batch_size": 2, "dpo_per_device_b
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    from intent_assets.model.base_model import materialize_base_model
-
-    path = tmp_path_factory.mktemp("base") / "smollm2"
-    materialize_base_model(path)
-    return path
+def smollm2(base_model_dir):
+    """The session's converted base model (conftest.py)."""
+    return base_model_dir
 
 
 def _materialize(smollm2, data_root, config: dict, corrections):

@@ -122,6 +122,7 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
         "redacted_corpus_has_no_pii": True, "no_canary_completed": True, "raw_chat_logs_schema": True,
         "quarantine_share_within_limit": True, "synthetic_share_within_cap": True}
     assert model_quality <= set(checks)
+    assert output_meta(result, "base_model")["reused_cached_conversion"] is False  # converted inside the asset
     adapter = output_meta(result, "lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
@@ -174,11 +175,12 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert not any(t in markdown for t in test_texts if len(t) > 20)
 
 
-def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(data_root, monkeypatch):
+def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(seeded_data_root, monkeypatch):
     """Blended multi-intent messages (issue 15) through the whole graph: list answers in the instruction dataset and
     in training, label sets decoded inside the taxonomy, and the report's multi-intent table with the one-vs-rest
     baselines of the same run."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data_root = seeded_data_root  # the base model's conversion is the first test's: here it is reused
     config = json.loads(json.dumps(TINY))
     config["ops"]["raw_chat_logs"]["config"]["limit"] = 900
     config["ops"]["instruction_dataset"] = {"config": {"blend_share": 0.3}}
@@ -205,3 +207,4 @@ def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(data_root, m
     assert max(int(k) for k in sets[served]["gold_intent_counts"]) >= 2  # the test blends are scored as sets
     assert "## Multi-intent messages (label sets)" in Path(report["report_markdown"]).read_text()
     assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert output_meta(result, "base_model")["reused_cached_conversion"] is True

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from intent_assets.loop.preference import DpoConfig, preference_records, select_pairs, train_dpo
-from intent_assets.model import base_model as bm
 from intent_assets.model.training import LoraTrainingConfig, train_lora
 
 INTENTS = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rate"]
@@ -27,11 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
-def sft(tmp_path_factory) -> tuple[Path, Path]:
-    """(base model dir, a 2-step SFT adapter) on tiny chat records."""
+def sft(tmp_path_factory, base_model_dir) -> tuple[Path, Path]:
+    """(base model dir: the session's conversion, a 2-step SFT adapter) on tiny chat records."""
     root = tmp_path_factory.mktemp("dpo")
-    base = root / "smollm2"
-    bm.materialize_base_model(base)
+    base = base_model_dir
     train = root / "train.jsonl"
     with open(train, "w", encoding="utf-8") as fh:
         for text, intent in zip(PAIRS["text"], PAIRS["chosen"]):

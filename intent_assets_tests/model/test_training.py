@@ -57,12 +57,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once per test session (~20 s)."""
-    out = tmp_path_factory.mktemp("base") / "smollm2"
-    summary = bm.materialize_base_model(out)
-    assert summary["reused"] is False
-    return out
+def smollm2_dir(base_model_dir) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once per test session (conftest.py)."""
+    return base_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +92,7 @@ def test_materialized_base_model_is_complete_and_reused(smollm2_dir):
     again = bm.materialize_base_model(smollm2_dir, verify_hashes=True)
     assert again["reused"] is True and again["params"] == manifest["parameter_count"]
     assert again["size_bytes"] > 200e6
-    assert not list(smollm2_dir.parent.glob(".smollm2.tmp-*"))
+    assert not list(smollm2_dir.parent.glob(f".{smollm2_dir.name}.tmp-*"))
 
 
 def test_base_model_special_tokens_agree_with_chat_template(smollm2_dir):

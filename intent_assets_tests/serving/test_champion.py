@@ -237,15 +237,6 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def base_model_dir(tmp_path_factory) -> Path:
-    from intent_assets.model.base_model import materialize_base_model
-
-    out = tmp_path_factory.mktemp("serve") / "smollm2"
-    materialize_base_model(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def awq_model_dir(base_model_dir, tmp_path_factory) -> Path:
     """SmolLM2 quantized to 4-bit AWQ (compressed-tensors, int4 groups of 64) by the pipeline's own
     ``quantize_awq``, calibrated on a few served prompts: what ``awq_model`` hands to vLLM, minus the fine-tune."""
@@ -285,6 +276,10 @@ def test_vllm_server_classifies_with_structured_outputs(awq_model_dir, tmp_path)
         lists = {empty: classifier.classify_sets(adversarial, max_intents=3, batch_size=8, allow_empty=empty)
                  for empty in (False, True)}
         metrics = server.metrics()
+    except Exception as exc:  # say whether the server died, and why, instead of a bare client error
+        alive = server.proc is not None and server.proc.poll() is None
+        raise AssertionError(f"{type(exc).__name__}: {exc}; server {'alive' if alive else 'exited'} "
+                             f"(rc {server.proc.poll() if server.proc else None}); its log:\n{server.log_tail(6000)}") from exc
     finally:
         server.stop()
     assert server.proc.poll() is not None and not _port_open(server.port)
