@@ -7,6 +7,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: two pytest-xdist workers on two cores, one thread each
+    # (two workers of two spinning OpenMP threads each ran the graph tests 3-4x slower); set before torch is imported,
+    # and inherited by the processes a test starts
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test modules that hold a ``slow`` test run first, each module's tests kept together (``--dist loadfile``):
+    with two workers, the minutes-long modules start at once instead of one of them running alone at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 @pytest.fixture(scope="session")

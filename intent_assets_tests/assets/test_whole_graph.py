@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
@@ -78,6 +79,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("INTENT_ASSETS_AUDIT_SALT", raising=False)
@@ -175,6 +177,7 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert not any(t in markdown for t in test_texts if len(t) > 20)
 
 
+@pytest.mark.slow
 def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(seeded_data_root, monkeypatch):
     """Blended multi-intent messages (issue 15) through the whole graph: list answers in the instruction dataset and
     in training, label sets decoded inside the taxonomy, and the report's multi-intent table with the one-vs-rest
