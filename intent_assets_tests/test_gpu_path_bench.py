@@ -53,8 +53,7 @@ def test_cpu_subset_runs_every_phase_with_numbers(cpu_subset):
     phases = result["phases"]
     assert list(phases) == list(gp.PHASES)
     for name, phase in phases.items():  # every phase runs on CPU: an error here is a real one
-        variant_errors = {v: row.get("error") for v, row in phase.get("variants", {}).items() if row.get("error")}
-        assert phase["status"] == "ok", f"{name}: {phase.get('error')} {variant_errors}\n{phase.get('traceback', '')}"
+        assert phase["status"] == "ok", f"{name}: {phase.get('error')}\n{phase.get('traceback', '')}"
 
     setup = phases["setup"]
     assert setup["records"] >= 4 and setup["labels"] == 77 and setup["record_tokens_mean"] > 500
