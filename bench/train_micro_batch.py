@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.instructions import write_jsonl
 from intent_assets.model.training import LoraTrainingConfig, train_lora
 
@@ -28,7 +29,7 @@ def main() -> None:
 
     data = pd.read_parquet(args.root / "redacted" / "instruction_dataset.parquet")
     train = data[data["split"] == "train"].sample(n=args.steps * args.effective, random_state=0)
-    base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
+    base = args.root / "artifacts" / "base_model" / SMOLLM2_DIR_NAME
     baseline = None
     print(f"{len(train)} training examples, {args.steps} optimizer steps, effective batch {args.effective}")
     print("| micro-batch | s / step | tokens / s | speed-up |")

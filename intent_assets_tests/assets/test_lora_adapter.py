@@ -73,13 +73,7 @@ TINY_SFT = {"max_steps": 2, "max_eval_examples": 2, "effective_batch_size": 4, "
 TINY_DPO = {"dpo_max_steps": 2, "dpo_effective_batch_size": 2, "dpo_per_device_batch_size": 2, "dpo_r": 4}
 
 
-@pytest.fixture(scope="module")
-def smollm2(base_model_dir):
-    """The session's converted base model (conftest.py)."""
-    return base_model_dir
-
-
-def _materialize(smollm2, data_root, config: dict, corrections):
+def _materialize(base_model_dir, data_root, config: dict, corrections):
     import json
 
     import dagster as dg
@@ -96,7 +90,7 @@ def _materialize(smollm2, data_root, config: dict, corrections):
 
     @dg.asset(name="base_model")
     def fake_base_model() -> dict:
-        return {"path": str(smollm2)}
+        return {"path": str(base_model_dir)}
 
     @dg.asset(name="instruction_dataset")
     def fake_instruction_dataset() -> pd.DataFrame:
@@ -116,7 +110,7 @@ def _materialize(smollm2, data_root, config: dict, corrections):
 
 
 @pytest.mark.slow
-def test_lora_adapter_with_and_without_dpo_from_corrections(smollm2, tmp_path):
+def test_lora_adapter_with_and_without_dpo_from_corrections(base_model_dir, tmp_path):
     import pandas as pd
     import torch
 
@@ -129,12 +123,12 @@ def test_lora_adapter_with_and_without_dpo_from_corrections(smollm2, tmp_path):
         "corrected_intent": ["lost_or_stolen_card", "top_up_failed", "exchange_rate", "card_arrival", "card_arrival"],
     })
     # flag off: the SFT adapter on the base model, whatever the corrections hold
-    off, off_meta = _materialize(smollm2, tmp_path, TINY_SFT, corrections)
-    assert off["base_model_dir"] == str(smollm2) and off["adapter_dir"].endswith("/adapter")
+    off, off_meta = _materialize(base_model_dir, tmp_path, TINY_SFT, corrections)
+    assert off["base_model_dir"] == str(base_model_dir) and off["adapter_dir"].endswith("/adapter")
     assert not any(k.startswith("dpo_") for k in off_meta) and off_meta["optimizer_steps"] == 2
 
     # flag on: DPO over the same SFT run (reused from its checkpoints), a new run key, the merged SFT model as base
-    on, meta = _materialize(smollm2, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, corrections)
+    on, meta = _materialize(base_model_dir, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, corrections)
     assert on["run_key"] != off["run_key"] and meta["sft_run_key"] == off["run_key"]
     assert on["sft_adapter_dir"] == off["adapter_dir"]
     assert on["base_model_dir"].endswith("merged_sft") and on["adapter_dir"] != off["adapter_dir"]
@@ -152,9 +146,9 @@ def test_lora_adapter_with_and_without_dpo_from_corrections(smollm2, tmp_path):
     assert (merged / "config.json").is_file()
 
     # the same inputs again: the same run key, the DPO adapter reused; no wrong predictions: the SFT output
-    again, again_meta = _materialize(smollm2, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, corrections)
+    again, again_meta = _materialize(base_model_dir, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, corrections)
     assert again["run_key"] == on["run_key"] and again_meta["dpo_reused"] is True
     right = corrections[corrections["predicted_intent"] == corrections["corrected_intent"]]
-    none, none_meta = _materialize(smollm2, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, right)
+    none, none_meta = _materialize(base_model_dir, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, right)
     assert none_meta["dpo_applied"] is False and none_meta["dpo_pairs"]["pairs_in"] == 0
     assert [none[k] for k in ("run_key", "adapter_dir", "base_model_dir")] == [off[k] for k in ("run_key", "adapter_dir", "base_model_dir")]

@@ -20,8 +20,9 @@ import pytest
 from intent_assets.assets.base_model import base_model
 from intent_assets.assets.lora_adapter import lora_adapter
 from intent_assets.deploy.s3_artifacts import MANIFEST_KEY, list_keys
+from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
-from intent_assets_tests.assets.test_lora_adapter import EXAMPLES, SYSTEM, smollm2  # noqa: F401 (fixture)
+from intent_assets_tests.assets.test_lora_adapter import EXAMPLES, SYSTEM
 from intent_assets_tests.test_resources import REDACTED, prod_env  # noqa: F401 (fixture)
 
 TINY = {"max_steps": 4, "checkpoint_steps": 2, "max_eval_examples": 1, "effective_batch_size": 2,
@@ -69,12 +70,12 @@ def _train(resources):
 
 @pytest.mark.slow
 def test_checkpoints_reach_s3_while_training_and_fresh_pods_resume_from_the_newest_that_verifies(
-        prod_env, smollm2, s3_client, s3_endpoint, tmp_path, one_torch_thread):
+        prod_env, base_model_dir, s3_client, s3_endpoint, tmp_path, one_torch_thread):
     scratch = tmp_path / "scratch"
     # pod A: base_model (the converted model seeded where the asset caches it, so no 20 s conversion) -> S3
-    shutil.copytree(smollm2, scratch / "artifacts" / "base_model" / "smollm2-135m-instruct")
+    shutil.copytree(base_model_dir, scratch / "artifacts" / "base_model" / SMOLLM2_DIR_NAME)
     _pod(prod_env, ["base_model", "instruction_dataset", "agent_corrections"])
-    assert f"artifacts/base_model/smollm2-135m-instruct/{MANIFEST_KEY}" in list_keys(s3_client, REDACTED, "artifacts")
+    assert f"artifacts/base_model/{SMOLLM2_DIR_NAME}/{MANIFEST_KEY}" in list_keys(s3_client, REDACTED, "artifacts")
     shutil.rmtree(scratch)
 
     # pod B: lora_adapter alone; the base model must come from S3 (verified). A watcher polls S3 and the local

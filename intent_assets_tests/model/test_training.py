@@ -57,12 +57,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(base_model_dir) -> Path:
-    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once per test session (conftest.py)."""
-    return base_model_dir
-
-
-@pytest.fixture(scope="session")
 def chat_files(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("chat")
     return _write(root / "train.jsonl", 12, seed=1), _write(root / "validation.jsonl", 4, seed=2)
@@ -80,39 +74,39 @@ def tiny(**overrides) -> LoraTrainingConfig:
 # base model
 
 
-def test_materialized_base_model_is_complete_and_reused(smollm2_dir):
-    manifest = json.loads((smollm2_dir / "manifest.json").read_text())
+def test_materialized_base_model_is_complete_and_reused(base_model_dir):
+    manifest = json.loads((base_model_dir / "manifest.json").read_text())
     assert manifest["dtype"] == "bfloat16"
     assert 130e6 < manifest["parameter_count"] < 140e6
     assert len(manifest["source_sha256"]) == 64
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                  "tokenizer_config.json", "chat_template.jinja"):
         assert name in manifest["files"], name
-        assert manifest["files"][name]["size"] == (smollm2_dir / name).stat().st_size
-    again = bm.materialize_base_model(smollm2_dir, verify_hashes=True)
+        assert manifest["files"][name]["size"] == (base_model_dir / name).stat().st_size
+    again = bm.materialize_base_model(base_model_dir, verify_hashes=True)
     assert again["reused"] is True and again["params"] == manifest["parameter_count"]
     assert again["size_bytes"] > 200e6
-    assert not list(smollm2_dir.parent.glob(f".{smollm2_dir.name}.tmp-*"))
+    assert not list(base_model_dir.parent.glob(f".{base_model_dir.name}.tmp-*"))
 
 
-def test_base_model_special_tokens_agree_with_chat_template(smollm2_dir):
+def test_base_model_special_tokens_agree_with_chat_template(base_model_dir):
     from transformers import AutoTokenizer, GenerationConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     assert tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}],
                                          tokenize=False)
     assert text.endswith("ok<|im_end|>\n")
-    generation = GenerationConfig.from_pretrained(smollm2_dir)
-    config = json.loads((smollm2_dir / "config.json").read_text())
+    generation = GenerationConfig.from_pretrained(base_model_dir)
+    config = json.loads((base_model_dir / "config.json").read_text())
     assert generation.eos_token_id == tokenizer.eos_token_id == config["eos_token_id"]
     assert generation.pad_token_id == tokenizer.pad_token_id == config["pad_token_id"]
     assert "quantization_config" not in config
 
 
-def test_resolve_base_model_sources(smollm2_dir, tmp_path):
-    assert bm.resolve_base_model(str(smollm2_dir), tmp_path / "unused") == smollm2_dir.resolve()
+def test_resolve_base_model_sources(base_model_dir, tmp_path):
+    assert bm.resolve_base_model(str(base_model_dir), tmp_path / "unused") == base_model_dir.resolve()
     with pytest.raises(ValueError, match="not supported yet"):
         bm.resolve_base_model("s3://bucket/models/llama", tmp_path)
     with pytest.raises(ValueError, match="neither"):
@@ -182,8 +176,8 @@ def test_records_become_prompt_completion(chat_files):
 # training
 
 
-def test_loss_covers_the_answer_only(smollm2_dir, chat_files, tmp_path):
-    trainer, info = build_trainer(smollm2_dir, chat_files[0], chat_files[1], tmp_path, tiny(), log=lambda _: None)
+def test_loss_covers_the_answer_only(base_model_dir, chat_files, tmp_path):
+    trainer, info = build_trainer(base_model_dir, chat_files[0], chat_files[1], tmp_path, tiny(), log=lambda _: None)
     tokenizer = trainer.processing_class
     assert info["train_examples"] == 12 and info["eval_examples"] == 4
     assert 0 < info["trainable_params"] < info["total_params"]
@@ -203,17 +197,17 @@ def test_loss_covers_the_answer_only(smollm2_dir, chat_files, tmp_path):
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
 
 
-def test_shared_prefix_gives_the_same_loss_and_gradients(smollm2_dir, chat_files):
+def test_shared_prefix_gives_the_same_loss_and_gradients(base_model_dir, chat_files):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from intent_assets.model.training import _find_backbone
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
                                              init_lora_weights=False))
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     records = [json.loads(line) for line in chat_files[0].read_text().splitlines()[:3]]
     records[1]["messages"][1]["content"] += " and this row is a good deal longer than the others"
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in records]
@@ -266,13 +260,13 @@ def test_balanced_sampling_sees_every_intent_about_equally():
     assert sorted(balanced_indices(labels, 1000)) == list(range(100))  # more than there is: everything
 
 
-def test_training_step_settings(smollm2_dir, chat_files, tmp_path):
+def test_training_step_settings(base_model_dir, chat_files, tmp_path):
     """bf16 training keeps LoRA inputs in bf16 (no fp32 round trip), eager attention on CPU, the recipe's sampling."""
     from intent_assets.model.training import resolve_attention
 
     assert resolve_attention(tiny(), "cpu") == "eager" and resolve_attention(tiny(), "cuda") == "sdpa"
     assert resolve_attention(tiny(attn_implementation="sdpa"), "cpu") == "sdpa"
-    trainer, _ = build_trainer(smollm2_dir, chat_files[0], None, tmp_path, tiny(bf16=True, max_train_examples=8,
+    trainer, _ = build_trainer(base_model_dir, chat_files[0], None, tmp_path, tiny(bf16=True, max_train_examples=8,
                                                                                   train_sampling="balanced"),
                                log=lambda _: None)
     lora_layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "cast_input_dtype_enabled")]
@@ -281,7 +275,7 @@ def test_training_step_settings(smollm2_dir, chat_files, tmp_path):
     assert len(trainer.train_dataset) == 8
 
 
-def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
+def test_train_checkpoint_resume_and_adapter(base_model_dir, chat_files, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -293,7 +287,7 @@ def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
     def on_checkpoint(path):
         saved.append((path.name, sorted(p.name for p in path.iterdir()), (out / "adapter").exists()))
 
-    first = train_lora(smollm2_dir, chat_files[0], chat_files[1], out, config, log=lines.append,
+    first = train_lora(base_model_dir, chat_files[0], chat_files[1], out, config, log=lines.append,
                        on_checkpoint=on_checkpoint)
     assert first.steps == 2 and first.resumed_from is None and not first.stopped_early
     assert [name for name, _, _ in saved] == ["checkpoint-1", "checkpoint-2"]
@@ -314,7 +308,7 @@ def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
     assert summary["result"]["steps"] == 2 and summary["config"]["r"] == 8
 
     # an interrupted run is picked up where its last checkpoint left it
-    second = train_lora(smollm2_dir, chat_files[0], chat_files[1], out, config.model_copy(update={"max_steps": 3}),
+    second = train_lora(base_model_dir, chat_files[0], chat_files[1], out, config.model_copy(update={"max_steps": 3}),
                         log=lines.append)
     assert second.resumed_from is not None and Path(second.resumed_from).name == "checkpoint-2"
     assert second.steps == 3 and second.extra["steps_this_run"] == 1
@@ -325,20 +319,20 @@ def test_train_checkpoint_resume_and_adapter(smollm2_dir, chat_files, tmp_path):
     assert all(loss == loss and loss < 20 for loss in losses)  # finite
     assert losses[-1] < losses[0], losses  # the same 4 examples each step, lr 2e-3: the loss goes down
 
-    base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter)
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained, not the zero init
 
     # checkpoints of another configuration are not resumed: the run starts over
     other = config.model_copy(update={"r": 4, "max_steps": 1})
-    third = train_lora(smollm2_dir, chat_files[0], chat_files[1], out, other, log=lines.append)
+    third = train_lora(base_model_dir, chat_files[0], chat_files[1], out, other, log=lines.append)
     assert third.resumed_from is None and third.steps == 1
     assert any("starting over" in line for line in lines)
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
-def test_full_fine_tuning_trains_every_weight_and_merges_as_a_model(smollm2_dir, chat_files, tmp_path):
+def test_full_fine_tuning_trains_every_weight_and_merges_as_a_model(base_model_dir, chat_files, tmp_path):
     """method: full: no adapter, the base's own weights change; awq_model's merge and the in-process engine take it."""
     from safetensors.torch import load_file
 
@@ -347,45 +341,45 @@ def test_full_fine_tuning_trains_every_weight_and_merges_as_a_model(smollm2_dir,
 
     config = tiny(method="full", learning_rate=1e-4, max_train_examples=4, max_eval_examples=4)
     lines: list[str] = []
-    result = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "full", config, log=lines.append)
+    result = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "full", config, log=lines.append)
     assert result.steps == 2 and any("every weight (full fine-tuning)" in line for line in lines)
     assert result.trainable_params > 100_000_000  # all of SmolLM2-135M, not an adapter's few million
     model_dir = Path(result.adapter_dir)
-    assert is_full_model(model_dir) and not is_full_model(smollm2_dir / "missing")
+    assert is_full_model(model_dir) and not is_full_model(base_model_dir / "missing")
     losses = [loss for _, loss in result.train_loss_history]
     assert all(loss == loss and loss < 20 for loss in losses)
 
-    merged = merge_adapter(smollm2_dir, model_dir, tmp_path / "merged")
-    before = load_file(next(smollm2_dir.glob("*.safetensors")))
+    merged = merge_adapter(base_model_dir, model_dir, tmp_path / "merged")
+    before = load_file(next(base_model_dir.glob("*.safetensors")))
     after = load_file(next(merged.glob("*.safetensors")))
     name = next(n for n in before if n.endswith("layers.0.mlp.down_proj.weight"))
     assert not torch.equal(before[name].float(), after[name].float())  # the base's own weights moved
-    model, _ = InferenceEngine().load(str(smollm2_dir), adapter_dir=str(model_dir))
+    model, _ = InferenceEngine().load(str(base_model_dir), adapter_dir=str(model_dir))
     assert type(model).__name__ == "LlamaForCausalLM"  # loaded as the model itself, no PEFT wrapper
     with pytest.raises(ValueError, match="backend 'peft' only"):
-        train_lora(smollm2_dir, chat_files[0], None, tmp_path / "q", tiny(method="full", backend="qlora"))
+        train_lora(base_model_dir, chat_files[0], None, tmp_path / "q", tiny(method="full", backend="qlora"))
 
 
-def test_early_stopping_on_validation_loss(smollm2_dir, chat_files, tmp_path):
+def test_early_stopping_on_validation_loss(base_model_dir, chat_files, tmp_path):
     # a tiny learning rate and an improvement threshold no loss change can reach: the second evaluation does not
     # improve, so patience 1 stops the run there
     config = tiny(max_steps=5, learning_rate=1e-7, early_stopping_patience=1, early_stopping_threshold=10.0,
                   max_train_examples=4)
-    result = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "lora", config, log=lambda _: None)
+    result = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "lora", config, log=lambda _: None)
     assert result.stopped_early is True
     assert result.steps == 2 and len(result.eval_loss_history) == 2
     assert result.best_eval_loss == min(loss for _, loss in result.eval_loss_history)
 
 
-def test_early_stopping_waits_for_min_epochs(smollm2_dir, chat_files, tmp_path):
+def test_early_stopping_waits_for_min_epochs(base_model_dir, chat_files, tmp_path):
     # 8 examples in steps of 4: two steps per epoch. The same run as above stops at step 2 when every evaluation
     # counts; with a floor of two epochs the evaluations of steps 1 to 3 do not count, so it stops at step 4
     config = dict(max_steps=6, learning_rate=1e-7, early_stopping_patience=1, early_stopping_threshold=10.0,
                   max_train_examples=8)
-    every = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "every",
+    every = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "every",
                        tiny(**config, early_stopping_min_epochs=0), log=lambda _: None)
     assert every.stopped_early is True and every.steps == 2
-    floor = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / "floor",
+    floor = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "floor",
                        tiny(**config, early_stopping_min_epochs=2.0), log=lambda _: None)
     assert floor.stopped_early is True and floor.steps == 4 and len(floor.eval_loss_history) == 4
     assert floor.best_eval_loss == min(loss for _, loss in floor.eval_loss_history)
@@ -402,38 +396,38 @@ def _has(module: str) -> bool:
 
 
 @pytest.mark.skipif(_has("unsloth"), reason="unsloth is installed")
-def test_unsloth_missing_is_a_clear_error(smollm2_dir, chat_files, tmp_path):
+def test_unsloth_missing_is_a_clear_error(base_model_dir, chat_files, tmp_path):
     with pytest.raises(TrainingBackendUnavailable, match="unsloth.*pip install"):
-        build_trainer(smollm2_dir, chat_files[0], None, tmp_path, tiny(backend="unsloth"), log=lambda _: None)
+        build_trainer(base_model_dir, chat_files[0], None, tmp_path, tiny(backend="unsloth"), log=lambda _: None)
 
 
 @pytest.mark.skipif(_has("bitsandbytes"), reason="bitsandbytes is installed")
-def test_qlora_without_bitsandbytes_is_a_clear_error(smollm2_dir, chat_files, tmp_path):
+def test_qlora_without_bitsandbytes_is_a_clear_error(base_model_dir, chat_files, tmp_path):
     with pytest.raises(TrainingBackendUnavailable, match="qlora.*bitsandbytes"):
-        build_trainer(smollm2_dir, chat_files[0], None, tmp_path, tiny(backend="qlora"), log=lambda _: None)
+        build_trainer(base_model_dir, chat_files[0], None, tmp_path, tiny(backend="qlora"), log=lambda _: None)
 
 
 @pytest.mark.skipif(not _has("bitsandbytes"), reason="bitsandbytes not installed (pip install bitsandbytes==0.50.2)")
-def test_qlora_backend_trains_on_cpu(smollm2_dir, chat_files, tmp_path):
+def test_qlora_backend_trains_on_cpu(base_model_dir, chat_files, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    result = train_lora(smollm2_dir, chat_files[0], None, tmp_path / "qlora",
+    result = train_lora(base_model_dir, chat_files[0], None, tmp_path / "qlora",
                         tiny(backend="qlora", device="cpu", max_steps=1, max_train_examples=4), log=lambda _: None)
     assert result.dtype.startswith("nf4") and result.steps == 1 and result.backend == "qlora"
-    base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     PeftModel.from_pretrained(base, result.adapter_dir)
 
 
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("backend", ["peft", "qlora", "unsloth"])
-def test_gpu_backends_train(backend, smollm2_dir, chat_files, tmp_path):
+def test_gpu_backends_train(backend, base_model_dir, chat_files, tmp_path):
     if backend == "qlora" and not _has("bitsandbytes"):
         pytest.skip("bitsandbytes not installed")
     if backend == "unsloth" and not _has("unsloth"):
         pytest.skip("unsloth not installed")
-    result = train_lora(smollm2_dir, chat_files[0], chat_files[1], tmp_path / backend,
+    result = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / backend,
                         tiny(backend=backend, device="cuda", max_train_examples=4), log=lambda _: None)
     assert result.device.startswith("cuda") and result.steps == 2
     assert (Path(result.adapter_dir) / "adapter_config.json").is_file()
