@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="lora_adapter.num_epochs.")
     parser.add_argument("--blend-share", type=float, help="instruction_dataset.blend_share: blended multi-intent "
                         "messages per split, from that split's own messages.")
+    parser.add_argument("--answer-format", choices=["auto", "intent", "intents"], help="instruction_dataset."
+                        "answer_format: intents trains list answers also without blends or label sets.")
     parser.add_argument("--list-order", choices=["auto", "stated", "taxonomy"], help="instruction_dataset.list_order: "
                         "the order of the labels in a list answer.")
     parser.add_argument("--lora", nargs="+", default=[], metavar="KEY=VALUE",
@@ -63,7 +65,7 @@ def main() -> None:
     report = {"max_test_examples": args.max_test_examples, "include_zero_shot": False if args.no_zero_shot else None}
     if any(v is not None for v in report.values()):
         ops["eval_report"] = {"config": {k: v for k, v in report.items() if v is not None}}
-    instructions = {"blend_share": args.blend_share, "list_order": args.list_order}
+    instructions = {"blend_share": args.blend_share, "list_order": args.list_order, "answer_format": args.answer_format}
     if any(v is not None for v in instructions.values()):
         ops["instruction_dataset"] = {"config": {k: v for k, v in instructions.items() if v is not None}}
     lora = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.lora)}
