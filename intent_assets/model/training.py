@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 import time
@@ -54,10 +55,11 @@ ADAPTER_DIR = "adapter"
 # equally often when the environment caps the examples, and no backward pass through the shared prompt prefix.
 SEED_RECIPE = {"method": "lora", "r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
-               "prefix_gradients": True, "group_by_length": False}
+               "prefix_gradients": True, "group_by_length": False, "anneal_on_plateau": 0.0}
 TUNED_RECIPE = {"method": "lora", "r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
                 "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
-                "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True}
+                "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True,
+                "anneal_on_plateau": 0.25}
 RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
 
 
@@ -121,6 +123,12 @@ class LoraTrainingConfig(BaseModel):
     early_stopping_min_epochs: float = Field(
         1.0, ge=0, description="Evaluations before this many epochs never count toward the patience: early stopping "
         "ends no run before it has seen every training example this often (0: every evaluation counts).")
+    anneal_on_plateau: float = Field(
+        0.0, ge=0, le=1, description="When early stopping would stop the run, first decay the learning rate "
+        "linearly to 0 over this share of the steps done so far (whole evaluation intervals, at least one), then "
+        "stop; the best adapter by validation loss is kept as always. 0: stop at once. A run ended by its patience "
+        "long before its schedule (at most 8 epochs in the full-data switch) otherwise stops at its peak learning "
+        "rate, never annealed.")
     bf16: bool | Literal["auto"] = Field(
         "auto", description="bf16 autocast over bf16 base weights; auto: on when the CPU has AMX or AVX512-BF16, "
         "or the GPU supports bf16.")
@@ -597,9 +605,12 @@ def load_model_for_training(backend: str, base_model_dir: Path, config: LoraTrai
 # trainer
 
 
-def _early_stopping_callback(patience: int, threshold: float, min_epochs: float):
+def _early_stopping_callback(patience: int, threshold: float, min_epochs: float, anneal_share: float = 0.0,
+                             log: Callable[[str], None] = print):
     """transformers' ``EarlyStoppingCallback``, except that an evaluation before ``min_epochs`` never counts toward
-    the patience (the best validation loss so far is still tracked, and the best adapter kept).
+    the patience (the best validation loss so far is still tracked, and the best adapter kept), and that, with
+    ``anneal_share``, a run whose patience runs out first anneals: the learning rate (the trainer's schedule times
+    ``anneal_factor``) decays linearly to 0 over that share of the steps done, and the run stops at the end of it.
 
     On a large training set a 256-message validation loss is noisy, and an evaluation every 100 steps comes many
     times per epoch: with patience 1 one noisy evaluation stopped blended Banking77 (9,797 examples) after 300
@@ -609,21 +620,46 @@ def _early_stopping_callback(patience: int, threshold: float, min_epochs: float)
 
     class EpochFloorEarlyStopping(EarlyStoppingCallback):
         def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0,
-                     min_epochs: float = 0.0):
+                     min_epochs: float = 0.0, anneal_share: float = 0.0):
             super().__init__(early_stopping_patience, early_stopping_threshold)
             self.min_epochs = min_epochs
+            self.anneal_share = anneal_share
+            self.anneal_start: int | None = None  # optimizer steps where the decay began and where it ends
+            self.anneal_end: int | None = None
 
         def check_metric_value(self, args, state, control, metric_value):
             super().check_metric_value(args, state, control, metric_value)
             if (state.epoch or 0.0) < self.min_epochs - 1e-6:
                 self.early_stopping_patience_counter = 0
 
+        def anneal_factor(self, step: int) -> float:
+            """What the learning rate of optimizer step ``step`` is multiplied by: 1 until the decay begins."""
+            if self.anneal_start is None or self.anneal_end is None:
+                return 1.0
+            return max(0.0, (self.anneal_end - step) / (self.anneal_end - self.anneal_start))
+
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            if self.anneal_start is not None:  # annealing: every evaluation still picks the best adapter
+                if state.global_step >= self.anneal_end:
+                    control.should_training_stop = True
+                return
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+            if control.should_training_stop and self.anneal_share > 0 and state.global_step < state.max_steps:
+                interval = int(args.eval_steps) if args.eval_strategy == "steps" and args.eval_steps else \
+                    max(1, round(state.global_step / max(state.epoch or 1.0, 1e-6)))  # epoch: steps per epoch
+                length = interval * max(1, math.ceil(self.anneal_share * state.global_step / interval))
+                self.anneal_start, self.anneal_end = state.global_step, state.global_step + length
+                control.should_training_stop = False
+                log(f"validation loss stopped improving at step {state.global_step}: the learning rate decays to 0 "
+                    f"over {length} steps, then training stops")
+
         def state(self) -> dict:  # a resumed run rebuilds the callback from these (Trainer._load_callback_state)
             saved = super().state()
-            saved["args"]["min_epochs"] = self.min_epochs
+            saved["args"].update(min_epochs=self.min_epochs, anneal_share=self.anneal_share)
+            saved["attributes"].update(anneal_start=self.anneal_start, anneal_end=self.anneal_end)
             return saved
 
-    return EpochFloorEarlyStopping(patience, threshold, min_epochs)
+    return EpochFloorEarlyStopping(patience, threshold, min_epochs, anneal_share)
 
 
 def _make_trainer_class():
@@ -648,6 +684,22 @@ def _make_trainer_class():
                     self.computed_tokens += seen
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            """The configured schedule, times the early-stopping callback's ``anneal_factor`` (1 until it anneals).
+            The factor is looked up on every step, so a callback restored from a checkpoint takes over."""
+            scheduler = super().create_scheduler(num_training_steps, optimizer)
+            lambdas = getattr(scheduler, "lr_lambdas", None)
+            if lambdas is not None and not getattr(scheduler, "_annealed", False):
+                scheduler.lr_lambdas = [lambda step, f=f: f(step) * self._anneal_factor(step) for f in lambdas]
+                scheduler._annealed = True
+            return scheduler
+
+        def _anneal_factor(self, step: int) -> float:
+            for callback in self.callback_handler.callbacks:
+                if hasattr(callback, "anneal_factor"):
+                    return callback.anneal_factor(step)
+            return 1.0
 
     return IntentSFTTrainer
 
@@ -740,7 +792,7 @@ def _last_checkpoint(checkpoints_dir: Path) -> str | None:
 _RESUME_FIELDS = ("backend", "method", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
                   "warmup_ratio", "weight_decay", "effective_batch_size", "per_device_batch_size",
                   "max_train_examples", "max_seq_length", "seed", "bf16", "train_sampling", "prefix_gradients",
-                  "use_rslora", "group_by_length")
+                  "use_rslora", "group_by_length", "anneal_on_plateau")
 RUN_FILE = "run.json"
 
 
@@ -867,7 +919,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
     early_callback = None
     if early:
         early_callback = _early_stopping_callback(config.early_stopping_patience, config.early_stopping_threshold,
-                                                  config.early_stopping_min_epochs)
+                                                  config.early_stopping_min_epochs, config.anneal_on_plateau, log)
         callbacks.append(early_callback)
     if on_checkpoint is not None:
         callbacks.append(_checkpoint_callback(on_checkpoint, output_dir / CHECKPOINTS_DIR / RUN_FILE))
@@ -988,8 +1040,10 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
     progress = info["progress"]
     step_seconds = progress.step_seconds
     early = info["early_stopping"]
+    annealed_from = getattr(early, "anneal_start", None)
     stopped_early = bool(early is not None and config.early_stopping_patience
-                         and early.early_stopping_patience_counter >= config.early_stopping_patience
+                         and (early.early_stopping_patience_counter >= config.early_stopping_patience
+                              or annealed_from is not None)
                          and state.global_step < state.max_steps)
     result = TrainingResult(
         adapter_dir=str(adapter_dir),
@@ -1017,6 +1071,7 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
                "steps_this_run": progress.steps_timed, "step_seconds": progress.durations,
                "best_checkpoint": state.best_model_checkpoint,
                "max_steps": int(state.max_steps),
+               "annealed_from_step": annealed_from,
                "gradient_accumulation_steps": config.gradient_accumulation_steps},
     )
     summary = {"result": result.to_dict(), "config": config.model_dump(mode="json"),

@@ -385,6 +385,26 @@ def test_early_stopping_waits_for_min_epochs(base_model_dir, chat_files, tmp_pat
     assert floor.best_eval_loss == min(loss for _, loss in floor.eval_loss_history)
 
 
+def test_anneal_on_plateau_decays_the_learning_rate_to_zero_then_stops(base_model_dir, chat_files, tmp_path):
+    # one step per epoch, no evaluation improves: the patience runs out at step 2. Instead of stopping there, the
+    # learning rate decays to 0 over the steps done (share 1.0: 2 steps), and the run stops at step 4
+    config = tiny(max_steps=12, learning_rate=1e-4, early_stopping_patience=1, early_stopping_threshold=10.0,
+                  early_stopping_min_epochs=0, max_train_examples=4, anneal_on_plateau=1.0)
+    lines: list[str] = []
+    result = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "lora", config, log=lines.append)
+    assert result.stopped_early is True and result.steps == 4 and len(result.eval_loss_history) == 4
+    assert result.extra["annealed_from_step"] == 2
+    assert any("stopped improving at step 2: the learning rate decays to 0 over 2 steps" in line for line in lines)
+    state = json.loads((tmp_path / "lora" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    rates = [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e]  # the rate each step used
+    assert rates == pytest.approx([1e-4, 1e-4, 1e-4, 5e-5])  # steps 3 and 4: factors 2/2 and 1/2, then 0
+    assert result.best_eval_loss == min(loss for _, loss in result.eval_loss_history)
+    # without it the same run stops at step 2, at its full learning rate
+    plain = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "plain",
+                       config.model_copy(update={"anneal_on_plateau": 0.0}), log=lambda _: None)
+    assert plain.stopped_early is True and plain.steps == 2 and plain.extra["annealed_from_step"] is None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # other backends
 
