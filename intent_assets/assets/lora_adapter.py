@@ -197,6 +197,8 @@ def lora_adapter(
             "final_train_loss": result.train_loss_history[-1][1] if result.train_loss_history else None,
             "best_validation_loss": result.best_eval_loss,
             "stopped_early": result.stopped_early,
+            # the step where the patience ran out and the learning rate began its decay (anneal_on_plateau)
+            "annealed_from_step": result.extra.get("annealed_from_step") or "no",
             "resumed_from_checkpoint": result.resumed_from or "no",
             "checkpoint_fetched_from_store": fetched or "no",
             "checkpoints_rejected": dg.MetadataValue.json(rejected),

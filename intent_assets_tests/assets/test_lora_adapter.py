@@ -9,6 +9,7 @@ def test_seed_recipe_is_one_config_away():
     assert (recipe.r, recipe.alpha, recipe.dropout, recipe.learning_rate) == (64, 16, 0.1, 2e-4)
     assert (recipe.effective_batch_size, recipe.per_device_batch_size, recipe.num_epochs) == (128, 8, 3)
     assert (recipe.train_sampling, recipe.prefix_gradients) == ("random", True)
+    assert recipe.anneal_on_plateau == 0.0  # stops at once when the patience runs out
 
 
 def test_tuned_recipe_is_the_default():
@@ -126,6 +127,7 @@ def test_lora_adapter_with_and_without_dpo_from_corrections(base_model_dir, tmp_
     off, off_meta = _materialize(base_model_dir, tmp_path, TINY_SFT, corrections)
     assert off["base_model_dir"] == str(base_model_dir) and off["adapter_dir"].endswith("/adapter")
     assert not any(k.startswith("dpo_") for k in off_meta) and off_meta["optimizer_steps"] == 2
+    assert off_meta["annealed_from_step"] == "no"  # two steps: the patience never runs out, nothing anneals
 
     # flag on: DPO over the same SFT run (reused from its checkpoints), a new run key, the merged SFT model as base
     on, meta = _materialize(base_model_dir, tmp_path, {**TINY_SFT, "dpo_from_corrections": True, **TINY_DPO}, corrections)
