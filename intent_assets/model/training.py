@@ -127,8 +127,8 @@ class LoraTrainingConfig(BaseModel):
         0.0, ge=0, le=1, description="When early stopping would stop the run, first decay the learning rate "
         "linearly to 0 over this share of the steps done so far (whole evaluation intervals, at least one), then "
         "stop; the best adapter by validation loss is kept as always. 0: stop at once. A run ended by its patience "
-        "long before its schedule (at most 8 epochs in the full-data switch) otherwise stops at its peak learning "
-        "rate, never annealed.")
+        "long before its schedule (at most 8 epochs in the full-data switch) otherwise stops near its peak "
+        "learning rate, never annealed.")
     bf16: bool | Literal["auto"] = Field(
         "auto", description="bf16 autocast over bf16 base weights; auto: on when the CPU has AMX or AVX512-BF16, "
         "or the GPU supports bf16.")
@@ -911,6 +911,8 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         packing=False,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         save_only_model=False,
+        # a resumed run gets the early-stopping state back (patience counter, an anneal under way)
+        restore_callback_states_from_checkpoint=True,
         **save_kwargs,
         **eval_kwargs,
     )
@@ -1039,7 +1041,8 @@ def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path |
     best = min((loss for _, loss in eval_history), default=None)
     progress = info["progress"]
     step_seconds = progress.step_seconds
-    early = info["early_stopping"]
+    # a resumed run replaced the early-stopping callback with one rebuilt from the checkpoint: read that one
+    early = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "anneal_factor")), info["early_stopping"])
     annealed_from = getattr(early, "anneal_start", None)
     stopped_early = bool(early is not None and config.early_stopping_patience
                          and (early.early_stopping_patience_counter >= config.early_stopping_patience

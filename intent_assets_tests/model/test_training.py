@@ -405,6 +405,22 @@ def test_anneal_on_plateau_decays_the_learning_rate_to_zero_then_stops(base_mode
     assert plain.stopped_early is True and plain.steps == 2 and plain.extra["annealed_from_step"] is None
 
 
+def test_an_interrupted_anneal_resumes_where_it_was(base_model_dir, chat_files, tmp_path):
+    # the patience runs out at step 2 (decay over steps 3-4); the run is cut at step 3, and its resumption goes on
+    # with the decay from the checkpoint's early-stopping state instead of starting the patience over
+    config = tiny(max_steps=3, learning_rate=1e-4, early_stopping_patience=1, early_stopping_threshold=10.0,
+                  early_stopping_min_epochs=0, max_train_examples=4, anneal_on_plateau=1.0)
+    out = tmp_path / "lora"
+    cut = train_lora(base_model_dir, chat_files[0], chat_files[1], out, config, log=lambda _: None)
+    assert cut.steps == 3 and cut.extra["annealed_from_step"] == 2 and not cut.stopped_early
+    resumed = train_lora(base_model_dir, chat_files[0], chat_files[1], out,
+                         config.model_copy(update={"max_steps": 12}), log=lambda _: None)
+    assert Path(resumed.resumed_from).name == "checkpoint-3"
+    assert resumed.steps == 4 and resumed.stopped_early and resumed.extra["annealed_from_step"] == 2
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e][-1] == pytest.approx(5e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # other backends
 
