@@ -84,10 +84,13 @@ def normalized(scores: np.ndarray) -> np.ndarray:
     return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
 
 
-def metrics(gold, labels, scores) -> dict:
-    predictions = [labels[i] for i in scores.argmax(axis=1)]
+def metrics(gold, labels, predictions) -> dict:
     report = classification_report(gold, predictions, labels)
     return {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4)}
+
+
+def best(labels, scores: np.ndarray) -> list[str]:
+    return [labels[i] for i in scores.argmax(axis=1)]
 
 
 def main() -> None:
@@ -98,7 +101,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    data, labels, prompt, real, test = instruction_data(args.root, args.test_examples)
+    _, labels, prompt, real, test = instruction_data(args.root, args.test_examples)
     val = real[real["split"] == "validation"]
     val = val.sample(n=min(args.val_examples, len(val)), random_state=0)
     train = real[real["split"] == "train"]
@@ -120,19 +123,19 @@ def main() -> None:
         exact_val = exact_label_scores(clf, val["text"].tolist())
         figures["exact_s"] = round(time.perf_counter() - started, 1)
     baseline = minilm_baseline(train["text"], train["intent"])
-    lr_test, lr_val = lr_log_probs(baseline, test["text"].tolist(), labels), lr_log_probs(baseline, val["text"].tolist(), labels)
+    lr_test = lr_log_probs(baseline, test["text"].tolist(), labels)
+    lr_val = lr_log_probs(baseline, val["text"].tolist(), labels)
     gold, gold_val = test["intent"].tolist(), val["intent"].tolist()
     llm_test, llm_val = normalized(exact_test), normalized(exact_val)
-    on_val = {w: metrics(gold_val, labels, llm_val + w * lr_val)["accuracy"] for w in WEIGHTS}
+    on_val = {w: metrics(gold_val, labels, best(labels, llm_val + w * lr_val))["accuracy"] for w in WEIGHTS}
     best_w = max(WEIGHTS, key=lambda w: (on_val[w], -abs(w - 1.0)))
-    report = classification_report(gold, greedy, labels)
     rows = {
-        "MiniLM-L6 + logistic regression": metrics(gold, labels, lr_test),
-        "fine-tuned 16-bit, greedy over the label tree (as served)": {
-            "accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4)},
-        "fine-tuned 16-bit, exact label scores": metrics(gold, labels, llm_test),
-        "fusion, w = 1 (product of the two)": metrics(gold, labels, llm_test + lr_test),
-        f"fusion, w = {best_w} (chosen on validation)": metrics(gold, labels, llm_test + best_w * lr_test),
+        "MiniLM-L6 + logistic regression": metrics(gold, labels, best(labels, lr_test)),
+        "fine-tuned 16-bit, greedy over the label tree (as served)": metrics(gold, labels, greedy),
+        "fine-tuned 16-bit, exact label scores": metrics(gold, labels, best(labels, llm_test)),
+        "fusion, w = 1 (product of the two)": metrics(gold, labels, best(labels, llm_test + lr_test)),
+        f"fusion, w = {best_w} (chosen on validation)": metrics(gold, labels,
+                                                               best(labels, llm_test + best_w * lr_test)),
     }
     figures.update(rows=rows, validation_accuracy_per_w=on_val, chosen_w=best_w)
     first = rows["MiniLM-L6 + logistic regression"]["accuracy"]
