@@ -50,7 +50,7 @@ class LoraAdapterConfig(dg.Config):
     group_by_length: Optional[bool] = Field(default=None, description="Micro-batches of messages of about the same length (less padding; 1.3x faster steps on CPU). Unset: the recipe's (tuned on, seed off).")
     early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
     early_stopping_min_epochs: float = Field(default=1.0, ge=0, description="Evaluations before this many epochs never count toward the patience: no run stops early before it has seen every training example once (0: every evaluation counts).")
-    anneal_on_plateau: Optional[float] = Field(default=None, ge=0, le=1, description="When the patience runs out, decay the learning rate linearly to 0 over this share of the steps done, then stop (0: stop at once, at the schedule's learning rate). Unset: the recipe's (tuned 0.25, seed 0).")
+    anneal_on_plateau: Optional[float] = Field(default=None, ge=0, le=1, description="When the patience runs out, decay the learning rate linearly to 0 over this share of the steps done, then stop (0: stop at once, at the schedule's learning rate). Unset: the recipe's (tuned 1.0: as many steps as were done, seed 0).")
     checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one. Unset: the trainer resource's, else 20.")
     max_steps: Optional[int] = Field(default=None, ge=1, description="Stop after N optimizer steps.")
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="Train on a seeded subset of this size (the data set size, subset).")

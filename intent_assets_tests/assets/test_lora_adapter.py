@@ -18,6 +18,7 @@ def test_tuned_recipe_is_the_default():
     recipe = LoraAdapterConfig().training_config()
     assert {k: getattr(recipe, k) for k in TUNED_RECIPE} == TUNED_RECIPE
     assert recipe.alpha / recipe.r >= 1 and recipe.dropout == 0.0  # not the seed's 0.25 update scale
+    assert recipe.anneal_on_plateau == 1.0  # the anneal as long as the run so far; 0.25 scored lower on both full sets
     # a field set in the run config wins over the recipe, under either recipe
     assert LoraAdapterConfig(alpha=32, train_sampling="random").training_config().alpha == 32
     assert LoraAdapterConfig(recipe="seed", dropout=0.0).training_config().dropout == 0.0
