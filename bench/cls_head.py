@@ -17,14 +17,14 @@ Nothing here is served: this is a measurement that decides whether a classificat
 import argparse
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from bench._data import taxonomy
+from bench._data import instruction_data
 from bench._output import emit
 from intent_assets.model.base_model import SMOLLM2_DIR_NAME
 from intent_assets.model.baselines import minilm_baseline
@@ -37,31 +37,23 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(prompts, add_special_tokens=False)["input_ids"]
 
 
-def batches(ids: list[list[int]], size: int, pad: int):
-    for start in range(0, len(ids), size):
-        chunk = ids[start:start + size]
-        width = -(-max(len(x) for x in chunk) // 16) * 16  # few distinct shapes: oneDNN reuses its kernels
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, x in enumerate(chunk):
-            input_ids[row, :len(x)] = torch.tensor(x)
-            mask[row, :len(x)] = 1
-        yield input_ids, mask
+def collate(tokenizer, chunk: list[list[int]]) -> dict:
+    """Right-padded to a multiple of 16 (few distinct shapes: oneDNN reuses its kernels); the head reads the last
+    non-pad token."""
+    return tokenizer.pad({"input_ids": chunk}, padding=True, pad_to_multiple_of=16, padding_side="right",
+                         return_tensors="pt")
 
 
 @torch.no_grad()
-def predict(model, ids, pad, bf16, batch_size=64) -> np.ndarray:
+def predict(model, tokenizer, ids, bf16, batch_size=64) -> np.ndarray:
     model.eval()
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.empty(len(ids), dtype=np.int64)
-    sorted_ids = [ids[i] for i in order]
-    done = 0
-    for input_ids, mask in batches(sorted_ids, batch_size, pad):
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-        for k, value in enumerate(logits.float().argmax(-1).tolist()):
-            out[order[done + k]] = value
-        done += len(input_ids)
+            logits = model(**collate(tokenizer, [ids[i] for i in rows])).logits
+        out[rows] = logits.float().argmax(-1).numpy()
     model.train()
     return out
 
@@ -85,14 +77,12 @@ def main() -> None:
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    data = pd.read_parquet(args.root / "redacted" / "instruction_dataset.parquet")
-    data = data[~data["synthetic"]]
-    labels = taxonomy(args.root).names
+    _, labels, _, data, test = instruction_data(args.root, test_examples=sys.maxsize)  # real records, every test one
     index = {name: i for i, name in enumerate(labels)}
     train = data[data["split"] == "train"]
     if args.max_train:
         train = train.sample(n=min(args.max_train, len(train)), random_state=args.seed)
-    validation, test = data[data["split"] == "validation"], data[data["split"] == "test"]
+    validation = data[data["split"] == "validation"]
     print(f"{len(train)} training, {len(validation)} validation, {len(test)} test messages, {len(labels)} intents")
 
     started = time.perf_counter()
@@ -103,20 +93,20 @@ def main() -> None:
 
     base = args.root / "artifacts" / "base_model" / SMOLLM2_DIR_NAME
     tokenizer = AutoTokenizer.from_pretrained(base)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     bf16 = resolve_bf16("auto", "cpu")
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(labels), torch_dtype=torch.bfloat16 if bf16 else torch.float32)
-    model.config.pad_token_id = pad
+    model.config.pad_token_id = tokenizer.pad_token_id
     if args.method == "lora":
         config = LoraConfig(task_type="SEQ_CLS", r=args.r, lora_alpha=args.alpha, lora_dropout=0.0,
                             target_modules="all-linear")
         model = get_peft_model(model, config)
-    for parameter in model.parameters():  # trainable weights in fp32 (as lora_adapter trains), frozen ones bf16
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"method {args.method}, trainable parameters {trainable:,}, bf16 {bf16}", flush=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:  # trainable weights in fp32 (as lora_adapter trains), frozen ones bf16
+        parameter.data = parameter.data.float()
+    print(f"method {args.method}, trainable parameters {sum(p.numel() for p in trainable):,}, bf16 {bf16}", flush=True)
 
     train_ids = encode(tokenizer, train["text"].tolist())
     train_y = [index[x] for x in train["intent"]]
@@ -124,8 +114,7 @@ def main() -> None:
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total = steps_per_epoch * args.epochs
     warmup = max(1, int(0.03 * total))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
-                                  weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
                                                                                      max(1, total - warmup))))
@@ -137,13 +126,12 @@ def main() -> None:
         losses = []
         for start in range(0, len(order), args.batch_size):
             chunk = order[start:start + args.batch_size]
-            input_ids, mask = next(batches([train_ids[i] for i in chunk], len(chunk), pad))
             target = torch.tensor([train_y[i] for i in chunk])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids=input_ids, attention_mask=mask).logits
+                logits = model(**collate(tokenizer, [train_ids[i] for i in chunk])).logits
             loss = torch.nn.functional.cross_entropy(logits.float(), target)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -153,8 +141,8 @@ def main() -> None:
                 print(f"step {step}/{total} loss {np.mean(losses[-100:]):.4f} "
                       f"{(time.perf_counter() - train_started) / step:.2f} s/step", flush=True)
         seconds = time.perf_counter() - train_started
-        val_acc = float(np.mean(predict(model, val_ids, pad, bf16) == np.array([index[x] for x in validation["intent"]])))
-        test_pred = [labels[i] for i in predict(model, test_ids, pad, bf16)]
+        val_acc = float(np.mean(predict(model, tokenizer, val_ids, bf16) == np.array([index[x] for x in validation["intent"]])))
+        test_pred = [labels[i] for i in predict(model, tokenizer, test_ids, bf16)]
         report = classification_report(test["intent"].tolist(), test_pred, labels)
         row = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4),
                "validation_accuracy": round(val_acc, 4), "accuracy": round(report["accuracy"], 4),
