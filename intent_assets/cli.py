@@ -63,9 +63,9 @@ def classify_main(args) -> int:
     model_dir = _model_dir(args)
     spec = serving_spec(model_dir, taxonomy_path=args.taxonomy)
     if args.server:
-        from intent_assets.serving.vllm_server import OpenAIClassifier
+        from intent_assets.serving.vllm_server import server_classifier
 
-        clf = OpenAIClassifier.connect(args.server, spec.labels, spec.system_prompt, model=args.served_model)
+        clf = server_classifier(args.server, model_dir, spec.labels, spec.system_prompt, model=args.served_model)
     else:
         clf = load_classifier(model_dir, taxonomy_path=args.taxonomy, dtype=args.dtype)
     out = sys.stdout

@@ -353,6 +353,10 @@ class InferenceEngine(dg.ConfigurableResource):
     - ``openai``: an OpenAI-compatible server (vLLM: ``make serve``) at ``base_url``, with structured outputs over
       the taxonomy's answers (``intent_assets.serving.vllm_server.OpenAIClassifier``). The server serves one model: the
       one it was started with (``intent_assets.serving.champion.current_model_dir``).
+
+    A classification head's router (``lora_adapter``'s ``head: classifier``) takes one forward pass and the most
+    probable label instead: ``intent_assets.model.head.HeadClassifier`` in-process, vLLM's ``/classify`` through
+    ``intent_assets.serving.vllm_server.PoolingHeadClassifier``.
     """
 
     kind: str = Field(default="transformers", description="transformers (in-process) or openai (a vLLM server at base_url).")
@@ -374,9 +378,10 @@ class InferenceEngine(dg.ConfigurableResource):
             return value
         return limit if value is None else min(value, limit)
 
-    def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False):
+    def load(self, model_dir: str, adapter_dir: Optional[str] = None, quantized: bool = False, causal_lm: bool = False):
         """(model, tokenizer) in-process for a base model directory, optionally with a LoRA adapter (or a fully
-        fine-tuned model in its place) or as a 4-bit model."""
+        fine-tuned model in its place) or as a 4-bit model. ``causal_lm``: a classification head's router (16-bit)
+        as its backbone under the LM head, to generate with (``pii_memorization``)."""
         from intent_assets.model.base_model import load_base_model, resolve_device
 
         device = resolve_device(self.device)
@@ -384,11 +389,14 @@ class InferenceEngine(dg.ConfigurableResource):
             from intent_assets.model.quantization import load_quantized_for_inference
 
             return load_quantized_for_inference(model_dir, device=device, dtype=self.dtype)
+        from intent_assets.model.head import head_config, head_labels, is_head_model
         from intent_assets.model.quantization import is_full_model
 
         if adapter_dir and is_full_model(adapter_dir):  # lora_adapter's method: full: the model itself
             model_dir, adapter_dir = adapter_dir, None
-        model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device)
+        head = head_config(head_labels(adapter_dir), None) if adapter_dir and is_head_model(adapter_dir) else {}
+        # a classification head's adapter: the base with a head over the adapter's labels, the adapter fills it in
+        model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device, causal_lm=causal_lm, **head)
         if adapter_dir:
             from peft import PeftModel
 
@@ -398,18 +406,18 @@ class InferenceEngine(dg.ConfigurableResource):
     def classifier(self, model_dir: str, labels: list[str], system_prompt: str, quantized: bool = False):
         """An object with ``classify(texts, batch_size) -> [Prediction]`` (label always in ``labels``)."""
         if self.kind == "openai":
-            from intent_assets.serving.vllm_server import OpenAIClassifier
+            from intent_assets.serving.vllm_server import server_classifier
 
             if not self.base_url:
                 raise ValueError("InferenceEngine(kind='openai') needs base_url (the server's /v1 URL)")
-            return OpenAIClassifier.connect(self.base_url, labels, system_prompt, model=self.served_model,
-                                            api_key=self.api_key or "EMPTY", max_concurrency=self.batch_size)
+            return server_classifier(self.base_url, model_dir, labels, system_prompt, model=self.served_model,
+                                     api_key=self.api_key or "EMPTY", max_concurrency=self.batch_size)
         if self.kind != "transformers":
             raise ValueError(f"InferenceEngine.kind={self.kind!r}: 'transformers' or 'openai'")
-        from intent_assets.model.classifier import ConstrainedClassifier
+        from intent_assets.model.head import make_classifier
 
         model, tokenizer = self.load(model_dir, quantized=quantized)
-        return ConstrainedClassifier(model, tokenizer, labels, system_prompt)
+        return make_classifier(model, tokenizer, labels, system_prompt)  # constrained decoding, or a head's argmax
 
 
 class CorrectionsSource(dg.ConfigurableResource):

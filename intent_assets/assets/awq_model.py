@@ -12,6 +12,7 @@ from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED
 from intent_assets.data.multi_intent import list_decoding
 from intent_assets.data.taxonomy import Taxonomy
 from intent_assets.deploy import k8s_config
+from intent_assets.model.head import head_input_text, is_head_model
 from intent_assets.model.quantization import QuantizationSettings, merge_adapter, quantize_awq
 from intent_assets.resources import ArtifactStore, TrainerBackend
 from intent_assets.serving.champion import SERVING_INFO, serving_info_text
@@ -64,7 +65,8 @@ def awq_model(
     The merged 16-bit model is kept beside it (``merged/``): the in-process engine serves those weights (it would
     dequantize the 4-bit ones to 16-bit anyway), vLLM the 4-bit ones; ``eval_report`` scores both.
 
-    Calibrated on redacted training prompts (system + user, as served). The model directory also carries
+    Calibrated on redacted training prompts (system + user, as served; a classification head's router: the user
+    turn as its head reads it). The model directory also carries
     ``intent_assets.json`` (the labels and the training system prompt) for its clients: ``intent-assets classify``
     and any OpenAI client of the vLLM server. Metadata: size before and after, calibration samples, wall time.
     """
@@ -76,16 +78,23 @@ def awq_model(
         artifacts.fetch(lora_adapter["base_model_dir"])  # prod: from S3, verified against their manifests
         artifacts.fetch(lora_adapter["adapter_dir"])
         merge_adapter(Path(lora_adapter["base_model_dir"]), Path(lora_adapter["adapter_dir"]), merged)
-    ignore = list(dict.fromkeys(["lm_head", *config.ignore, *edge_layers(merged, config.keep_edge_layers)]))
+    head = is_head_model(merged)  # a classification head's router: its head ("score") stays 16-bit like lm_head
+    ignore = list(dict.fromkeys(["lm_head", *(["score"] if head else []), *config.ignore,
+                                 *edge_layers(merged, config.keep_edge_layers)]))
     settings = QuantizationSettings(**{k: min(v, caps.get(k, v)) for k, v in wanted.items()}, group_size=config.group_size, ignore=ignore)
     train = instruction_dataset[instruction_dataset["split"] == "train"]
     prompts = [json.loads(m)[:2] for m in train["messages"]]  # system + user, no answer
+    system_prompt = prompts[0][0]["content"]
+    if head:  # a classification head reads the user turn alone (intent_assets.model.head)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(merged)
+        prompts = [head_input_text(tokenizer, p[-1]["content"]) for p in prompts]
     out = root / "quantized"
     if out.exists():
         shutil.rmtree(out)
     context.log.info(f"AWQ: {settings.scheme_description}, {settings.num_calibration_samples} calibration prompts")
     # the served model carries what a client needs: its labels and the system prompt it was trained with
-    system_prompt = prompts[0][0]["content"]
     # a model trained on label sets answers lists as large as its largest training set, empty where training had none
     bounds = list_decoding(train["intents"]) if "intents" in train else (None, False)
     info = {SERVING_INFO: serving_info_text(Taxonomy.from_dict(intent_taxonomy).names, system_prompt, *bounds)}

@@ -15,6 +15,7 @@ from intent_assets.deploy import k8s_config
 from intent_assets.loop.registry import ModelRegistry
 from intent_assets.model.baselines import minilm_baseline, multilabel_baseline, tfidf_baseline, time_predictions
 from intent_assets.model.classifier import ConstrainedClassifier
+from intent_assets.model.head import is_head_model, make_classifier
 from intent_assets.model.instructions import answers_with_lists, dataset_system_prompt, system_prompt
 from intent_assets.model.metrics import classification_report, confusion_plot, render_markdown
 from intent_assets.model.oos import apply_threshold, calibrate_threshold, oos_label, oos_report
@@ -174,11 +175,11 @@ def eval_report(
     if config.include_unserved_precision:  # in-process, like zero-shot: what the other precision scores
         if served == FINE_TUNED and has_16bit:
             model, tokenizer = inference.load(merged_dir)
-            record(FINE_TUNED_16BIT, llm(ConstrainedClassifier(model, tokenizer, labels, prompt), name=FINE_TUNED_16BIT),
+            record(FINE_TUNED_16BIT, llm(make_classifier(model, tokenizer, labels, prompt), name=FINE_TUNED_16BIT),
                    inference.batch_size)
         elif served == FINE_TUNED_16BIT:
             model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
-            record(FINE_TUNED, llm(ConstrainedClassifier(model, tokenizer, labels, prompt), name=FINE_TUNED), inference.batch_size)
+            record(FINE_TUNED, llm(make_classifier(model, tokenizer, labels, prompt), name=FINE_TUNED), inference.batch_size)
     champion = registry_for(artifacts).alias("champion") if config.include_champion else None
     champion_system = None
     if champion and champion["run_key"] != awq_model["run_key"]:  # in-process, like zero-shot
@@ -195,7 +196,7 @@ def eval_report(
             # prompted as it was trained (its intent_assets.json): an older champion may use another prompt style
             info = read_serving_info(champion_dir)
             champion_prompt = info.system_prompt if info else prompt
-            record(champion_system, llm(ConstrainedClassifier(model, tokenizer, labels, champion_prompt), name=champion_system,
+            record(champion_system, llm(make_classifier(model, tokenizer, labels, champion_prompt), name=champion_system,
                                         system=champion_prompt), inference.batch_size)
         else:
             context.log.warning(f"champion v{champion['version']}: model directory {champion['model_dir']} is missing")
@@ -227,8 +228,10 @@ def eval_report(
     for s_ in systems.values():
         s_.pop("predictions", None)
 
+    router = "classification head" if is_head_model(awq_model["model_dir"]) else "generative"
     report = {"title": f"Intent routing on the test split ({taxonomy.name} v{taxonomy.version})", "systems": systems,
               "fine_tuned": served, "n": len(texts), "run_key": awq_model["run_key"], "inference_engine": inference.kind,
+              "router": router,
               "champion": {"system": champion_system, "version": champion["version"]} if champion_system else None,
               **({"multi_intent": multi} if multi else {})}
     markdown = render_markdown(report)
@@ -254,6 +257,7 @@ def eval_report(
             "micro_f1": round(main["micro_f1"], 4),
             "out_of_taxonomy_rate": main["oot_rate"],
             "served_system": served,
+            "router": router,  # generative (constrained decoding of the label's name) or classification head
             "latency_p50_ms": round(systems[served]["latency"]["p50_ms"], 1),
             "latency_p95_ms": round(systems[served]["latency"]["p95_ms"], 1),
             "throughput_per_s": round(systems[served]["latency"]["throughput_per_s"], 2),

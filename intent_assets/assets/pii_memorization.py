@@ -7,6 +7,7 @@ from pydantic import Field
 
 from intent_assets.assets.common import MODEL_OWNERS, PII_REDACTED, counts_table
 from intent_assets.deploy import k8s_config
+from intent_assets.model.head import is_head_model
 from intent_assets.paths import PROJECT_DIR, SAMPLE_DIR, project_path
 from intent_assets.privacy.memorization import hf_generator, load_canaries, memorization_check
 from intent_assets.resources import ArtifactStore, InferenceEngine
@@ -38,10 +39,20 @@ def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationC
     """Prompts the fine-tuned 4-bit model with a type cue and the first part of each canary (synthetic PII known to
     be in the raw chat logs) and counts how many it completes greedily (goal: 0). A completion would mean raw PII
     reached training. Metadata and logs hold entity types and counts only, never the canary values.
+
+    A classification head's router answers labels only, so its outputs cannot carry a canary; its fine-tuned
+    backbone is probed all the same, generating through the base model's LM head (``model_type`` in metadata). It
+    is probed in 16-bit (the merged weights beside the 4-bit ones): the compressed checkpoint of a classifier does
+    not load as a causal LM, and the 16-bit weights remember at least what their rounding does.
     """
     canaries = load_canaries(project_path(config.canaries_path), limit=inference.cap("canaries", config.max_canaries))
     artifacts.fetch(awq_model["model_dir"])  # prod: from S3, verified against its manifest
-    model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
+    head = is_head_model(awq_model["model_dir"])
+    if head:
+        artifacts.fetch(awq_model["merged_dir"])
+        model, tokenizer = inference.load(awq_model["merged_dir"], causal_lm=True)
+    else:
+        model, tokenizer = inference.load(awq_model["model_dir"], quantized=True)
     result = memorization_check(hf_generator(model, tokenizer, config.max_new_tokens, inference.batch_size), canaries,
                                 prefix_share=config.prefix_share)
     context.log.info(f"pii_memorization: {result['completed']} of {result['canaries']} canaries completed")
@@ -55,6 +66,7 @@ def pii_memorization(context: dg.AssetExecutionContext, config: PiiMemorizationC
             "canaries_by_type": counts_table(tried, "entity_type", "canaries"),
             "completed_by_type": counts_table(per_type, "entity_type", "completed"),
             "model_dir": dg.MetadataValue.path(awq_model["model_dir"]),
+            "model_type": "classification head: its backbone probed through the LM head" if head else "generative",
         }
     )
     yield dg.AssetCheckResult(

@@ -168,6 +168,8 @@ def render_markdown(report: dict) -> str:
     lines = [f"# {report.get('title', 'Evaluation report')}", ""]
     if "n" in report:
         lines += [f"Test examples: {int(report['n'])}", ""]
+    if "router" in report:
+        lines += [f"Fine-tuned router: {report['router']}", ""]
     lines += [
         "| system | accuracy | macro-F1 | micro-F1 | weighted-F1 | OOT rate | p50 latency (ms) | p95 latency (ms) "
         "| throughput (req/s) |",

@@ -33,7 +33,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,21 +230,28 @@ def merge_adapter(
     The merge is done in float32 (``W + B·A·scale`` without bf16 rounding of the delta), then the merged model is
     cast to ``dtype`` and saved (safetensors) with the tokenizer and its chat template (from ``adapter_dir`` if it
     has one, else from ``base_dir``). Written atomically. Returns ``out_dir``. A fully fine-tuned model in
-    ``adapter_dir`` (``lora_adapter``'s ``method: full``: a model, no adapter) is saved the same way, unmerged.
+    ``adapter_dir`` (``lora_adapter``'s ``method: full``: a model, no adapter) is saved the same way, unmerged. A
+    classification head's adapter (``head: classifier``) gives a sequence-classification model with its labels in
+    ``config.json`` (``id2label``).
     """
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from intent_assets.model.head import head_config, head_labels, model_class
 
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
     torch_dtype = _torch_dtype(dtype)
     tokenizer = _load_tokenizer(adapter_dir, base_dir)
+    auto_class = model_class(adapter_dir)
 
     if is_full_model(adapter_dir):
-        merged = AutoModelForCausalLM.from_pretrained(adapter_dir, dtype=torch.float32)
+        merged = auto_class.from_pretrained(adapter_dir, dtype=torch.float32)
     else:
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        head = {}
+        if auto_class.__name__.endswith("SequenceClassification"):
+            head = head_config(head_labels(adapter_dir), tokenizer.pad_token_id)
+        base = auto_class.from_pretrained(base_dir, dtype=torch.float32, **head)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged = merged.to(torch_dtype)
     merged.config.dtype = torch_dtype
@@ -459,12 +466,16 @@ def quantize_awq(
     layer.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from intent_assets.model.head import is_head_config, model_class
 
     settings = settings or QuantizationSettings()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = AutoConfig.from_pretrained(model_dir)
     settings.validate(getattr(config, "hidden_size", None), getattr(config, "intermediate_size", None))
+    if is_head_config(config) and "score" not in settings.ignore:  # a classification head stays 16-bit, like lm_head
+        settings = replace(settings, ignore=(*settings.ignore, "score"))
 
     tokenizer = _load_tokenizer(model_dir)
     texts = select_calibration_texts(calibration_texts, tokenizer, settings)
@@ -483,7 +494,7 @@ def quantize_awq(
 
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_torch_dtype(settings.dtype))
+    model = model_class(model_dir).from_pretrained(model_dir, dtype=_torch_dtype(settings.dtype))
     with pin_memory_disabled_without_accelerator(), layer_progress(model, log):
         oneshot(
             model=model,
@@ -554,8 +565,11 @@ def load_quantized_for_inference(out_dir: str | os.PathLike, device: str = "cpu"
     the dense model). Without ``dequantize=True`` transformers keeps the packed weights and decompresses them in a
     hook on the first forward pass — same numbers, but a lazy, stateful first call. ``dtype``: default the dtype
     saved in ``config.json`` (that of the calibration, bf16 by default); ``"float32"`` for bit-stable comparisons.
+    A classification head's router loads as a sequence classifier (``head.model_class``).
     """
-    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+    from transformers import CompressedTensorsConfig
+
+    from intent_assets.model.head import model_class
 
     out_dir = Path(out_dir)
     check_quantized_config(out_dir, bits=None)
@@ -567,7 +581,7 @@ def load_quantized_for_inference(out_dir: str | os.PathLike, device: str = "cpu"
         # "You passed `quantization_config` ... the model already has a `quantization_config` attribute": expected,
         # we only override the loading attribute ``dequantize``.
         warnings.filterwarnings("ignore", message=".*already has a `quantization_config` attribute.*")
-        model = AutoModelForCausalLM.from_pretrained(out_dir, **kwargs)
+        model = model_class(out_dir).from_pretrained(out_dir, **kwargs)
     model.to(device)
     model.eval()
     return model, tokenizer

@@ -57,11 +57,11 @@ ADAPTER_DIR = "adapter"
 # (Banking77 0.880 against 0.903, CLINC150 92.4% against 93.2% in-scope; BENCHMARKS.md).
 SEED_RECIPE = {"method": "lora", "r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
-               "prefix_gradients": True, "group_by_length": False, "anneal_on_plateau": 0.0}
+               "prefix_gradients": True, "group_by_length": False, "anneal_on_plateau": 0.0, "head": "generative"}
 TUNED_RECIPE = {"method": "lora", "r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
                 "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
                 "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True,
-                "anneal_on_plateau": 1.0}
+                "anneal_on_plateau": 1.0, "head": "generative"}
 RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
 
 
@@ -85,6 +85,11 @@ class LoraTrainingConfig(BaseModel):
         "lora", description="lora: train a LoRA adapter over the frozen base; full: train every weight of the base "
         "(small base models: SmolLM2-135M is 2 GB of weights, gradients and AdamW state in fp32; peft backend only; "
         "r, alpha, dropout and target_modules are then unused).")
+    head: Literal["generative", "classifier"] = Field(
+        "generative", description="generative: the model writes {\"intent\": \"<name>\"} (constrained decoding "
+        "over the taxonomy at inference); classifier: a linear head over the last token's hidden state "
+        "(AutoModelForSequenceClassification, trained in full beside the LoRA adapter), one label per message, no "
+        "system prompt (intent_assets.model.head). peft backend only.")
     r: int = Field(64, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16, gt=0, le=4096, description="LoRA alpha (the update is scaled by alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout. 0 is markedly faster on CPU.")
@@ -172,6 +177,8 @@ class LoraTrainingConfig(BaseModel):
             raise ValueError(
                 f"checkpoint_steps ({self.checkpoint_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
                 "when early stopping is on (the best adapter is restored from a checkpoint)")
+        if self.head == "classifier" and self.backend != "peft":
+            raise ValueError(f"head 'classifier' trains with backend 'peft' only, not {self.backend!r}")
         if self.gradient_checkpointing and self.share_prompt_prefix:
             raise ValueError("gradient_checkpointing and share_prompt_prefix cannot be combined (gradient "
                              "checkpointing drops the KV cache the shared prefix lives in): turn one off")
@@ -317,11 +324,9 @@ def balanced_indices(labels: list, limit: int, seed: int = 42) -> list[int]:
     return sorted(chosen)
 
 
-def load_chat_dataset(path: Path, limit: int | None = None, seed: int = 42, sampling: str = "random"):
-    """The JSONL chat records at ``path`` as a prompt/completion ``datasets.Dataset`` (a seeded subset of ``limit``
-    records when given, ``random`` or ``balanced`` over the records' ``intent``; order kept otherwise)."""
-    from datasets import Dataset
-
+def chat_records(path: Path, limit: int | None = None, seed: int = 42, sampling: str = "random") -> list[dict]:
+    """The JSONL chat records at ``path`` (a seeded subset of ``limit`` records when given, ``random`` or
+    ``balanced`` over the records' ``intent``; order kept otherwise)."""
     records = _read_jsonl(Path(path))
     if not records:
         raise ValueError(f"{path} holds no records")
@@ -331,7 +336,28 @@ def load_chat_dataset(path: Path, limit: int | None = None, seed: int = 42, samp
         else:
             indices = sorted(random.Random(seed).sample(range(len(records)), limit))
         records = [records[i] for i in indices]
-    return Dataset.from_list([to_prompt_completion(r) for r in records])
+    return records
+
+
+def load_chat_dataset(path: Path, limit: int | None = None, seed: int = 42, sampling: str = "random"):
+    """``chat_records`` as a prompt/completion ``datasets.Dataset``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([to_prompt_completion(r) for r in chat_records(path, limit, seed, sampling)])
+
+
+def head_dataset(records: list[dict], tokenizer, labels: list[str], source: str, max_length: int):
+    """Chat records as a ``datasets.Dataset`` of ``input_ids`` (``head.head_input_ids``, its last ``max_length``
+    tokens: the head reads the last one) and ``labels`` (the index of the answer's label in ``labels``) for
+    ``head: classifier``."""
+    from datasets import Dataset
+
+    from intent_assets.model.head import head_examples, head_input_ids
+
+    texts, names = head_examples(records, source)
+    index = {label: i for i, label in enumerate(labels)}
+    return Dataset.from_dict({"input_ids": [head_input_ids(tokenizer, t)[-max_length:] for t in texts],
+                              "labels": [index[name] for name in names]})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -507,7 +533,8 @@ def _lora_config(config: LoraTrainingConfig):
 
     return LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.use_rslora, bias="none",
-        task_type="CAUSAL_LM",
+        # SEQ_CLS: PEFT trains the classification head ("score") in full beside the adapter, and saves it with it
+        task_type="SEQ_CLS" if config.head == "classifier" else "CAUSAL_LM",
         target_modules=config.target_modules,
     )
 
@@ -522,9 +549,39 @@ def _load_tokenizer(base_model_dir: Path):
     return tokenizer
 
 
+def _load_head_model(base_model_dir: Path, config: LoraTrainingConfig, labels: list[str], *, device: str, bf16: bool):
+    """The base model with a fresh classification head over ``labels`` (``head: classifier``): LoRA-wrapped, or
+    every weight trainable (``method: full``). Trainable weights are fp32 (AdamW updates of bf16 weights would round
+    away), frozen ones bf16 where ``bf16``; bf16 autocast computes the steps."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from intent_assets.model.head import head_config
+
+    tokenizer = _load_tokenizer(base_model_dir)
+    full = config.method == "full"
+    # no long shared prefix here: sdpa is the faster kernel for ~40-token rows on CPU too
+    attention = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model_dir, **head_config(labels, tokenizer.pad_token_id),
+        dtype=torch.bfloat16 if bf16 and not full else torch.float32, attn_implementation=attention)
+    model.config.use_cache = False
+    if full:
+        model.requires_grad_(True)
+        return model, tokenizer, "float32 weights, bfloat16 autocast" if bf16 else "float32"
+    from peft import get_peft_model
+
+    model = get_peft_model(model, _lora_config(config))
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return model, tokenizer, "bfloat16" if bf16 else "float32"
+
+
 def load_model_for_training(backend: str, base_model_dir: Path, config: LoraTrainingConfig, *, device: str,
-                            bf16: bool):
-    """Load the base model for ``backend`` and wrap it with fresh LoRA weights.
+                            bf16: bool, labels: list[str] | None = None):
+    """Load the base model for ``backend`` and wrap it with fresh LoRA weights (``head: classifier``: with a fresh
+    classification head over ``labels``).
 
     Returns ``(peft_model, tokenizer, dtype_label)``. Raises ``TrainingBackendUnavailable`` with what to install
     when the backend cannot run here.
@@ -532,6 +589,10 @@ def load_model_for_training(backend: str, base_model_dir: Path, config: LoraTrai
     import torch
 
     base_model_dir = Path(base_model_dir)
+    if config.head == "classifier":
+        if not labels:
+            raise ValueError("head 'classifier' needs the labels it classifies into")
+        return _load_head_model(base_model_dir, config, labels, device=device, bf16=bf16)
     if config.method == "full":
         if backend != "peft":
             raise ValueError(f"method 'full' trains the base's own weights: backend 'peft' only, not {backend!r}")
@@ -664,11 +725,13 @@ def _early_stopping_callback(patience: int, threshold: float, min_epochs: float,
     return EpochFloorEarlyStopping(patience, threshold, min_epochs, anneal_share)
 
 
-def _make_trainer_class():
+def _make_trainer_class(head: bool = False):
+    from transformers import Trainer
     from trl import SFTTrainer
 
-    class IntentSFTTrainer(SFTTrainer):
-        """SFTTrainer that counts the tokens it trains on (prompt included) and the time spent in steps."""
+    class IntentSFTTrainer(Trainer if head else SFTTrainer):
+        """SFTTrainer (``head``: transformers' Trainer) that counts the tokens it trains on (prompt included) and
+        anneals the learning rate when the early-stopping callback says so."""
 
         tokens_seen = 0
         computed_tokens = 0
@@ -794,7 +857,7 @@ def _last_checkpoint(checkpoints_dir: Path) -> str | None:
 _RESUME_FIELDS = ("backend", "method", "r", "alpha", "dropout", "target_modules", "learning_rate", "lr_scheduler",
                   "warmup_ratio", "weight_decay", "effective_batch_size", "per_device_batch_size",
                   "max_train_examples", "max_seq_length", "seed", "bf16", "train_sampling", "prefix_gradients",
-                  "use_rslora", "group_by_length", "anneal_on_plateau")
+                  "use_rslora", "group_by_length", "anneal_on_plateau", "head")
 RUN_FILE = "run.json"
 
 
@@ -850,10 +913,11 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
                   on_checkpoint: Callable[[Path], None] | None = None):
     """Everything ``train_lora`` runs, set up but not started: returns ``(trainer, info)``.
 
-    ``trainer.train_dataset`` holds the tokenized examples with their ``labels`` (-100 outside the answer).
+    ``trainer.train_dataset`` holds the tokenized examples with their ``labels`` (-100 outside the answer; with
+    ``head: classifier``, the label's index in the head's output).
     """
     import torch
-    from transformers import PrinterCallback
+    from transformers import DataCollatorWithPadding, PrinterCallback, TrainingArguments
     from trl import SFTConfig
 
     output_dir = Path(output_dir)
@@ -865,14 +929,29 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
     if config.backend == "qlora" and not device.startswith("cuda"):
         log("backend qlora on CPU: bitsandbytes' CPU fallback is slow (use peft on CPU)")
 
-    train = load_chat_dataset(train_jsonl, config.max_train_examples, config.seed, config.train_sampling)
-    evaluation = None
-    if validation_jsonl is not None:
-        evaluation = load_chat_dataset(validation_jsonl, config.max_eval_examples, config.seed)
+    head = config.head == "classifier"
+    labels = None
+    if head:  # the label space: every label of the training and validation files, whatever subset trains
+        from intent_assets.model.head import head_examples
+
+        labels = sorted({label for path in (train_jsonl, validation_jsonl) if path is not None
+                         for label in head_examples(_read_jsonl(Path(path)), str(path))[1]})
+        train = chat_records(train_jsonl, config.max_train_examples, config.seed, config.train_sampling)
+        evaluation = (chat_records(validation_jsonl, config.max_eval_examples, config.seed)
+                      if validation_jsonl is not None else None)
+    else:
+        train = load_chat_dataset(train_jsonl, config.max_train_examples, config.seed, config.train_sampling)
+        evaluation = None
+        if validation_jsonl is not None:
+            evaluation = load_chat_dataset(validation_jsonl, config.max_eval_examples, config.seed)
 
     model, tokenizer, dtype_label = load_model_for_training(
-        config.backend, base_model_dir, config, device=device, bf16=bf16)
-    share_prefix = config.share_prompt_prefix and config.backend in ("peft", "qlora")
+        config.backend, base_model_dir, config, device=device, bf16=bf16, labels=labels)
+    if head:
+        train = head_dataset(train, tokenizer, labels, str(train_jsonl), config.max_seq_length)
+        if evaluation is not None:
+            evaluation = head_dataset(evaluation, tokenizer, labels, str(validation_jsonl), config.max_seq_length)
+    share_prefix = config.share_prompt_prefix and config.backend in ("peft", "qlora") and not head
     if share_prefix:
         enable_shared_prefix(_find_backbone(model), prefix_gradients=config.prefix_gradients)
     if bf16 and config.backend == "peft" and config.method == "lora":
@@ -902,15 +981,20 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
         log("share_prompt_prefix and gradient_checkpointing are both off: activations of long prompts take a lot "
             "of memory (batch 8 x 1,550 tokens needed > 22 GB on CPU)")
 
-    args = SFTConfig(
+    shared = common_trainer_args(config, bf16=bf16, device=device)
+    if head:  # transformers' Trainer: no completion to mask, nothing to pack (rows were cut in head_dataset)
+        shared.pop("max_length")
+        arguments_class, sft_only = TrainingArguments, {}
+    else:  # TRL's: the loss on the answer only
+        arguments_class, sft_only = SFTConfig, dict(completion_only_loss=True, packing=False)
+    args = arguments_class(
         output_dir=str(output_dir / CHECKPOINTS_DIR),
-        **common_trainer_args(config, bf16=bf16, device=device),
+        **shared,
+        **sft_only,
         weight_decay=config.weight_decay,
         logging_steps=config.logging_steps,
         save_total_limit=config.save_total_limit,
         gradient_checkpointing=config.gradient_checkpointing,
-        completion_only_loss=True,
-        packing=False,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         save_only_model=False,
         # a resumed run gets the early-stopping state back (patience counter, an anneal under way)
@@ -928,11 +1012,13 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
     if on_checkpoint is not None:
         callbacks.append(_checkpoint_callback(on_checkpoint, output_dir / CHECKPOINTS_DIR / RUN_FILE))
 
-    trainer_class = _make_trainer_class()
+    trainer_class = _make_trainer_class(head)
     bars = datasets_progress_bars(False)
     try:
+        # head: rows right-padded to a multiple of 16 (few distinct shapes: oneDNN reuses its kernels)
+        collator = {"data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=16)} if head else {}
         trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                                processing_class=tokenizer, callbacks=callbacks)
+                                processing_class=tokenizer, callbacks=callbacks, **collator)
     finally:
         datasets_progress_bars(bars)
     trainer.remove_callback(PrinterCallback)  # prints every log dict to stdout; Progress reports through `log`
@@ -971,9 +1057,16 @@ def datasets_progress_bars(enabled: bool) -> bool:
 
 
 def _atomic_save_adapter(model, tokenizer, adapter_dir: Path) -> None:
+    from intent_assets.model.head import HEAD_LABELS_FILE, is_head_module
+
     with atomic_dir(adapter_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # a classification head's LoRA adapter: its labels (a full model's config.json holds them already)
+        if is_head_module(model) and (tmp / "adapter_config.json").is_file():
+            id2label = model.config.id2label
+            labels = [id2label[i] for i in range(len(id2label))]
+            (tmp / HEAD_LABELS_FILE).write_text(json.dumps({"labels": labels}, indent=1) + "\n", encoding="utf-8")
 
 
 def train_lora(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Path | None, output_dir: Path,

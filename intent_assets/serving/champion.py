@@ -212,15 +212,17 @@ def load_model(model_dir: str | os.PathLike, dtype: str = "bfloat16", device: st
 
 def load_classifier(model_dir: str | os.PathLike | None = None, *, artifacts_root: str | os.PathLike | None = None,
                     taxonomy_path: str | os.PathLike | None = None, dtype: str = "bfloat16", device: str = "cpu"):
-    """A ready :class:`~intent_assets.model.classifier.ConstrainedClassifier` for the current champion (or ``model_dir``).
+    """A ready router for the current champion (or ``model_dir``): a
+    :class:`~intent_assets.model.classifier.ConstrainedClassifier`, or for a classification head's model a
+    :class:`~intent_assets.model.head.HeadClassifier` (``intent_assets.model.head.make_classifier``).
 
     >>> clf = load_classifier()                                   # doctest: +SKIP
     >>> clf.classify(["I lost my card"])[0].label                 # doctest: +SKIP
     'lost_or_stolen_card'
     """
-    from intent_assets.model.classifier import ConstrainedClassifier
+    from intent_assets.model.head import make_classifier
 
     model_dir = check_model_dir(model_dir) if model_dir is not None else current_model_dir(artifacts_root)
     spec = serving_spec(model_dir, artifacts_root, taxonomy_path)
     model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
-    return ConstrainedClassifier(model, tokenizer, spec.labels, spec.system_prompt)
+    return make_classifier(model, tokenizer, spec.labels, spec.system_prompt)

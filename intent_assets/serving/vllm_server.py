@@ -12,10 +12,16 @@ as in production where vLLM is its own Deployment. We only ever reach it over HT
   (``guided_choice`` is silently ignored by this vLLM: never use it.) ``classify_sets`` asks for list answers
   ``{"intents": [...]}`` through ``structured_outputs.json``: a JSON schema whose items are the taxonomy's labels,
   at most ``max_intents`` of them (a repeated label, which the schema cannot forbid in every backend, is dropped).
+- :class:`PoolingHeadClassifier`: a classification head's router (``lora_adapter``'s ``head: classifier``). vLLM
+  sees a ``*ForSequenceClassification`` model and runs it with its pooling runner (last token, the model's head,
+  softmax); the client posts the token ids of each message as the head reads them
+  (``intent_assets.model.head.head_input_ids``) to the server's ``/classify`` and takes the most probable label.
+  :func:`server_classifier` picks the client for a model directory.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -28,11 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from intent_assets.model.classifier import Prediction, SetPrediction
+from intent_assets.model.head import HeadClassifier, head_input_ids, head_labels, is_head_model
 from intent_assets.model.instructions import answer as default_answer
 from intent_assets.model.instructions import parse_answer
 from intent_assets.paths import PROJECT_DIR
 
-__all__ = ["OpenAIClassifier", "VLLMServer", "default_vllm_python", "free_port"]
+__all__ = ["OpenAIClassifier", "PoolingHeadClassifier", "VLLMServer", "default_vllm_python", "free_port",
+           "server_classifier"]
 
 SERVED_NAME = "intent-router"
 
@@ -66,10 +74,13 @@ class VLLMServer:
         self.served_name = served_name
         self.cache_dir = Path(cache_dir) if cache_dir else PROJECT_DIR / ".cache" / "vllm"
         self.log_path = Path(log_path) if log_path else self.cache_dir / f"server-{self.port}.log"
+        # a classification head's router runs on vLLM's pooling runner (found from its architecture); one forward
+        # pass per request, no system prompt to share: no prefix caching
+        caching = [] if is_head_model(self.model_dir) else ["--enable-prefix-caching"]
         self.args = [
             "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
             "--served-model-name", served_name, "--host", host, "--port", str(self.port),
-            "--max-model-len", str(max_model_len), "--enable-prefix-caching", "--dtype", "bfloat16",
+            "--max-model-len", str(max_model_len), *caching, "--dtype", "bfloat16",
             *(["--enforce-eager"] if enforce_eager else []), *extra_args,
         ]
         self.env = {
@@ -261,3 +272,54 @@ class OpenAIClassifier:
                 latency = time.perf_counter() - t0
                 out.extend((r, latency) for r in results)
         return out
+
+
+class PoolingHeadClassifier:
+    """A classification head's router behind vLLM's ``/classify`` (pooling runner): the same ``classify(texts) ->
+    [Prediction]`` interface. Each message goes as the token ids its head reads (rendered here with the model's own
+    tokenizer, so the server and the in-process engine see the same ids); the label is the most probable of the
+    model's labels, its probability the confidence. A batch's messages go in one request: the server batches them.
+    """
+
+    def __init__(self, base_url: str, model_dir: str | os.PathLike, *, model: str = SERVED_NAME,
+                 api_key: str = "EMPTY", timeout_s: float = 60.0):
+        from transformers import AutoTokenizer
+
+        self.url = base_url.rstrip("/").removesuffix("/v1") + "/classify"
+        self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
+        self.labels = head_labels(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def probabilities(self, texts: Sequence[str]) -> list[list[float]]:
+        body = json.dumps({"model": self.model, "input": [head_input_ids(self.tokenizer, t) for t in texts]}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            data = sorted(json.loads(response.read())["data"], key=lambda row: row["index"])
+        if len(data) != len(texts) or any(len(row["probs"]) != len(self.labels) for row in data):
+            raise RuntimeError(f"{self.url} answered {len(data)} rows for {len(texts)} messages, or not "
+                               f"{len(self.labels)} probabilities each: is it serving this model?")
+        return [row["probs"] for row in data]
+
+    def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
+        out = []
+        for start in range(0, len(texts), max(1, batch_size)):
+            began = time.perf_counter()
+            rows = self.probabilities(texts[start:start + max(1, batch_size)])
+            latency = time.perf_counter() - began
+            for probs in rows:
+                best = max(range(len(probs)), key=probs.__getitem__)
+                out.append(Prediction(self.labels[best], float(probs[best]), 1, latency))
+        return out
+
+    classify_sets = HeadClassifier.classify_sets  # one intent per message: a clear error
+
+
+def server_classifier(base_url: str, model_dir: str | os.PathLike, labels: Sequence[str], system_prompt: str, *,
+                      model: str = SERVED_NAME, api_key: str = "EMPTY", max_concurrency: int = 64):
+    """The client for the model a vLLM server at ``base_url`` serves from ``model_dir``: ``/classify`` for a
+    classification head's router, else chat completions with structured outputs over ``labels``."""
+    if is_head_model(model_dir):
+        return PoolingHeadClassifier(base_url, model_dir, model=model, api_key=api_key)
+    return OpenAIClassifier.connect(base_url, labels, system_prompt, model=model, api_key=api_key,
+                                   max_concurrency=max_concurrency)

@@ -26,6 +26,9 @@ def test_tuned_recipe_is_the_default():
     # LoRA unless full fine-tuning is asked for
     assert recipe.method == "lora" and LoraAdapterConfig(recipe="seed").training_config().method == "lora"
     assert LoraAdapterConfig(method="full").training_config().method == "full"
+    # the generative router unless the classification head is asked for
+    assert recipe.head == "generative" and LoraAdapterConfig(recipe="seed").training_config().head == "generative"
+    assert LoraAdapterConfig(head="classifier").training_config().head == "classifier"
 
 
 def test_environment_fills_only_unset_fields_and_caps_only_lower():
@@ -47,6 +50,10 @@ def test_local_environment_sets_a_short_schedule():
 def test_invalid_recipe_is_refused_before_any_work():
     with pytest.raises(Exception, match="multiple of per_device_batch_size"):
         LoraAdapterConfig(effective_batch_size=100, per_device_batch_size=8)
+    with pytest.raises(Exception, match="backend 'peft' only"):
+        LoraAdapterConfig(head="classifier", backend="unsloth")
+    with pytest.raises(Exception, match="not with head 'classifier'"):
+        LoraAdapterConfig(head="classifier", dpo_from_corrections=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

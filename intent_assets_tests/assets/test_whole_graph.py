@@ -211,3 +211,36 @@ def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(seeded_data_
     assert "## Multi-intent messages (label sets)" in Path(report["report_markdown"]).read_text()
     assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert output_meta(result, "base_model")["reused_cached_conversion"] is True
+
+
+@pytest.mark.slow
+def test_a_classification_head_router_runs_the_whole_graph(seeded_data_root, monkeypatch):
+    """lora_adapter's head: classifier through the graph: the adapter carries its labels, awq_model merges and
+    quantizes a sequence-classification model (its head kept 16-bit), eval_report scores it in-process (16-bit
+    served, 4-bit beside it) in the one table with the baselines, and the gate and the memorization probe take it."""
+    from intent_assets.model.head import head_labels, is_head_model
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data_root = seeded_data_root
+    config = json.loads(json.dumps(TINY))
+    config["ops"]["raw_chat_logs"]["config"]["limit"] = 900
+    config["ops"]["lora_adapter"]["config"].update({"head": "classifier", "max_steps": 3})
+    config["ops"]["eval_report"]["config"].update({"include_champion": False, "include_zero_shot": False})
+    config["ops"]["pii_memorization"]["config"]["max_canaries"] = 2
+    result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config,
+                            tags=days_of_run_config(config))
+    assert result.success
+
+    adapter = output_meta(result, "lora_adapter")["adapter_dir"]
+    assert is_head_model(adapter) and len(head_labels(adapter)) > 1
+    quantized = Path(output_meta(result, "awq_model")["model_dir"])
+    assert is_head_model(quantized) and is_head_model(quantized.parent / "merged")
+    assert "score" in output_meta(result, "awq_model")["kept_16bit"]
+    assert "score" in json.loads((quantized / "config.json").read_text())["quantization_config"]["ignore"]
+    report = output_meta(result, "eval_report")
+    systems = report["systems"]
+    assert report["served_system"] in systems and report["out_of_taxonomy_rate"] == 0.0
+    assert report["router"] == "classification head"
+    assert {"TF-IDF + linear SVM", "MiniLM-L6 + logistic regression"} <= set(systems) and len(systems) >= 4
+    assert output_meta(result, "pii_memorization")["model_type"].startswith("classification head")
+    assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}

@@ -329,3 +329,35 @@ def test_edge_layers_keep_the_first_and_last_decoder_layers_dense(tmp_path):
     regex = re.compile(pattern.removeprefix("re:"))
     assert {i for i in range(30) if regex.fullmatch(f"model.layers.{i}.self_attn.o_proj")} == {0, 1, 28, 29}
     assert edge_layers(tmp_path, 0) == []
+
+
+def test_a_classification_head_quantizes_with_its_head_kept_16bit(base_model_dir, tmp_path):
+    """head: classifier: the merged sequence-classification model goes through the same AWQ; its head (``score``)
+    stays dense like ``lm_head``, the 4-bit model loads as a classifier with its labels, and its label
+    probabilities stay close to the 16-bit model's."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from intent_assets.model.head import (head_config, head_input_ids, head_input_text, head_labels, make_classifier,
+                                          pad_batch)
+
+    labels = ["card_arrival", "transfer_fee", "top_up_failed", "change_pin"]
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model_dir, dtype=torch.bfloat16, **head_config(labels, tokenizer.pad_token_id))
+    merged = tmp_path / "merged"
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    texts = [head_input_text(tokenizer, m) for m in USER_MESSAGES]  # calibrated on what the head reads
+    settings = q.QuantizationSettings(num_calibration_samples=3, max_calibration_tokens=64, seed=1)
+    result = q.quantize_awq(merged, texts, tmp_path / "awq", settings)
+    assert "score" in result.quantization_config["ignore"]
+    four_bit, tok = q.load_quantized_for_inference(result.out_dir, dtype="float32")
+    assert type(four_bit).__name__ == "LlamaForSequenceClassification" and head_labels(result.out_dir) == labels
+    sixteen = AutoModelForSequenceClassification.from_pretrained(merged, dtype=torch.float32)
+    batch = pad_batch(tok, [head_input_ids(tok, m) for m in USER_MESSAGES])
+    with torch.no_grad():
+        p4, p16 = four_bit(**batch).logits.softmax(-1), sixteen(**batch).logits.softmax(-1)
+    assert (p4 - p16).abs().max() < 0.2 and not torch.equal(p4, p16)  # 4-bit rounding moves them a little
+    predictions = make_classifier(four_bit, tok, labels, SYSTEM).classify(USER_MESSAGES)
+    assert all(p.label in labels for p in predictions)

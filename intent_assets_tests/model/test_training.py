@@ -467,3 +467,50 @@ def test_gpu_backends_train(backend, base_model_dir, chat_files, tmp_path):
                         tiny(backend=backend, device="cuda", max_train_examples=4), log=lambda _: None)
     assert result.device.startswith("cuda") and result.steps == 2
     assert (Path(result.adapter_dir) / "adapter_config.json").is_file()
+
+
+def test_classification_head_trains_merges_and_classifies(base_model_dir, chat_files, tmp_path):
+    """head: classifier: a sequence-classification head over the labels of the training files, saved beside the
+    LoRA adapter with its labels; awq_model's merge makes it a model with id2label, and the in-process engine
+    classifies with it (one forward pass, a label of the head, its probability as confidence)."""
+    from intent_assets.model.head import HEAD_LABELS_FILE, HeadClassifier, head_labels, is_head_model, make_classifier
+    from intent_assets.model.quantization import merge_adapter
+    from intent_assets.resources import InferenceEngine
+
+    config = tiny(head="classifier", learning_rate=1e-3, max_steps=3, max_train_examples=8)
+    lines: list[str] = []
+    result = train_lora(base_model_dir, chat_files[0], chat_files[1], tmp_path / "head", config, log=lines.append)
+    adapter = Path(result.adapter_dir)
+    assert result.steps == 3 and is_head_model(adapter) and (adapter / HEAD_LABELS_FILE).is_file()
+    assert head_labels(adapter) == sorted(INTENTS)  # every label of the files, in a fixed order
+    losses = [loss for _, loss in result.train_loss_history]
+    assert all(0 < loss < 10 for loss in losses) and result.best_eval_loss is not None
+    assert result.trainable_params < 0.2 * result.total_params  # an adapter and a head, not the whole model
+
+    merged = merge_adapter(base_model_dir, adapter, tmp_path / "merged", dtype="float32")  # no rounding: compared below
+    config_json = json.loads((merged / "config.json").read_text())
+    assert config_json["architectures"] == ["LlamaForSequenceClassification"] and is_head_model(merged)
+    assert head_labels(merged) == sorted(INTENTS)
+    texts = [t for examples in INTENTS.values() for t in examples]
+    engine = InferenceEngine(device="cpu", dtype="float32")
+    merged_clf = engine.classifier(str(merged), sorted(INTENTS), SYSTEM)
+    assert isinstance(merged_clf, HeadClassifier)
+    predictions = merged_clf.classify(texts, batch_size=5)
+    assert len(predictions) == len(texts) and all(p.label in INTENTS and 0 < p.confidence <= 1 for p in predictions)
+    # the adapter over the base gives the same probabilities as the merged model
+    model, tokenizer = engine.load(str(base_model_dir), adapter_dir=str(adapter))
+    unmerged = make_classifier(model, tokenizer, sorted(INTENTS), SYSTEM)
+    assert torch.allclose(unmerged.probabilities(texts), merged_clf.probabilities(texts), atol=1e-4)
+    with pytest.raises(ValueError, match="one intent per message"):
+        merged_clf.classify_sets(texts)
+    with pytest.raises(ValueError, match="backend 'peft' only"):
+        tiny(head="classifier", backend="qlora")
+
+
+def test_classification_head_refuses_label_sets(base_model_dir, tmp_path):
+    path = tmp_path / "sets.jsonl"
+    path.write_text(json.dumps({"record_id": "blend-7", "messages": [
+        {"role": "user", "content": "lost my card and want a refund"},
+        {"role": "assistant", "content": json.dumps({"intents": ["lost_or_stolen_card", "refund"]})}]}) + "\n")
+    with pytest.raises(ValueError, match=r"record 'blend-7': field 'messages' answers 2 intents"):
+        train_lora(base_model_dir, path, None, tmp_path / "head", tiny(head="classifier"), log=lambda _: None)

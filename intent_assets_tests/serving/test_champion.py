@@ -419,3 +419,52 @@ def test_in_process_engine_loads_the_merged_16bit_weights_of_an_awq_model(tmp_pa
     assert in_process_model_dir(run / "merged") == run / "merged"
     (run / "merged" / "model.safetensors").unlink()  # merged weights gone: the 4-bit model is all there is
     assert in_process_model_dir(run / "quantized") == run / "quantized"
+
+
+@pytest.mark.slow
+def test_vllm_serves_a_classification_head_router_like_the_in_process_engine(base_model_dir, tmp_path):
+    """head: classifier behind vLLM: the 4-bit sequence-classification model that awq_model writes runs on vLLM's
+    pooling runner, and /classify gives each message the probabilities the in-process engine gives it (same ids,
+    same weights; bf16 kernels differ a little)."""
+    if not default_vllm_python().is_file():
+        if os.environ.get("INTENT_ASSETS_REQUIRE_VLLM"):
+            pytest.fail(f"{default_vllm_python()}: no vLLM environment (make vllm-venv)")
+        pytest.skip("no vLLM environment (.venv-vllm): run `make vllm-venv`")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from intent_assets.model.head import HeadClassifier, head_config, head_input_text
+    from intent_assets.model.quantization import QuantizationSettings, load_quantized_for_inference, quantize_awq
+    from intent_assets.resources import InferenceEngine
+    from intent_assets.serving.vllm_server import PoolingHeadClassifier
+
+    labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_by_cash_or_cheque", "get_physical_card"]
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model_dir, dtype=torch.bfloat16, **head_config(labels, tokenizer.pad_token_id))
+    merged = tmp_path / "merged"
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    texts = ["I still have not received my new card, I ordered over a week ago.", "My card was stolen yesterday",
+             "What is the exchange rate for euros?", "How do I top up my account with cash?", "I forgot my PIN"]
+    settings = QuantizationSettings(num_calibration_samples=4, max_calibration_tokens=64, seed=0)
+    out = quantize_awq(merged, [head_input_text(tokenizer, t) for t in texts], tmp_path / "quantized", settings).out_dir
+    four_bit, tok = load_quantized_for_inference(out, dtype="bfloat16")
+    local = HeadClassifier(four_bit, tok, labels).probabilities(texts)
+    server = VLLMServer(out, cache_dir=tmp_path / "vllm-cache")
+    try:
+        server.start(timeout_s=420)
+        classifier = InferenceEngine(kind="openai", base_url=server.base_url).classifier(str(out), labels, "")
+        assert isinstance(classifier, PoolingHeadClassifier)
+        served = classifier.classify(texts, batch_size=3)
+        remote = torch.tensor(classifier.probabilities(texts))
+    except Exception as exc:
+        raise AssertionError(f"{type(exc).__name__}: {exc}; its log:\n{server.log_tail(6000)}") from exc
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None and not _port_open(server.port)
+    assert "--enable-prefix-caching" not in server.command
+    assert all(p.label in labels and 0 < p.confidence <= 1 for p in served) and len(served) == len(texts)
+    assert remote.shape == local.shape and (remote - local).abs().max() < 0.05, (remote, local)
+    assert [p.label for p in served] == [labels[i] for i in remote.argmax(-1)]  # the most probable label

@@ -1,0 +1,180 @@
+"""The router as a classification head on the base model (no Dagster import).
+
+``lora_adapter``'s ``head: classifier`` trains the base model with a linear layer over its last token's hidden state
+(``AutoModelForSequenceClassification``; LoRA by PEFT with ``task_type=SEQ_CLS``, the head itself trained in full)
+instead of teaching it to write ``{"intent": "<name>"}``. On full Banking77 the same base model scored 0.926 this
+way against 0.903-0.914 for the generative router on the same split (bench/cls_head.py, BENCHMARKS.md): one forward
+pass per message, no decoding, and a probability for every label (the OOS threshold reads the top one).
+
+The input is the chat template's user turn and generation prompt, with an empty system turn: the head needs no
+instruction, and an empty system message keeps templates that add a default one (SmolLM2's) from adding it.
+:func:`head_input_text` is the one place that renders it, for training, calibration and classification alike.
+
+The labels travel with the model: ``head_labels.json`` beside a LoRA adapter (its weights hold no config), and the
+merged model's ``config.json`` (``id2label``) after ``awq_model`` merged it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from intent_assets.model.instructions import parse_answer, parse_answer_set
+
+HEADS = ("generative", "classifier")
+HEAD_LABELS_FILE = "head_labels.json"
+
+__all__ = ["HEADS", "HEAD_LABELS_FILE", "HeadClassifier", "head_config", "head_input_ids", "head_input_text", "head_labels", "head_examples",
+           "is_head_config", "is_head_model", "is_head_module", "model_class", "make_classifier"]
+
+
+def is_head_config(config) -> bool:
+    """Whether a transformers config (or its ``config.json`` as a dict) is a sequence-classification model."""
+    architectures = config.get("architectures") if isinstance(config, dict) else getattr(config, "architectures", None)
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures or ())
+
+
+def is_head_module(model) -> bool:
+    """Whether a loaded model (a PeftModel: the model inside) is a sequence-classification model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForSequenceClassification")
+
+
+def is_head_model(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` holds a classification-head router: a model (``config.json``) or a LoRA adapter
+    (``head_labels.json``)."""
+    model_dir = Path(model_dir)
+    if (model_dir / HEAD_LABELS_FILE).is_file():
+        return True
+    config = model_dir / "config.json"
+    return config.is_file() and is_head_config(json.loads(config.read_text(encoding="utf-8")))
+
+
+def model_class(model_dir: str | Path, causal_lm: bool = False):
+    """The transformers auto class that loads ``model_dir``: sequence classification for a head router, else (or
+    with ``causal_lm``) causal LM. A head router loaded as a causal LM is its fine-tuned backbone under the base's
+    LM head (tied to the embeddings in SmolLM2): what a memorization probe generates with."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if is_head_model(model_dir) and not causal_lm else AutoModelForCausalLM
+
+
+def head_labels(model_dir: str | Path) -> list[str]:
+    """The head's labels in output order: from ``head_labels.json`` (an adapter) or ``config.json``'s ``id2label``."""
+    model_dir = Path(model_dir)
+    path = model_dir / HEAD_LABELS_FILE
+    if path.is_file():
+        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
+    id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def head_config(labels: Sequence[str], pad_token_id: int | None) -> dict:
+    """``from_pretrained`` keywords that put a classification head over ``labels`` on a base model."""
+    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)}, pad_token_id=pad_token_id)
+
+
+def head_examples(records: Sequence[dict], source: str = "records") -> tuple[list[str], list[str]]:
+    """(texts, labels) of chat records ``{"messages": [system?, user, assistant]}``: the last user turn and the label
+    the assistant answers. A classification head gives one label per message: a list answer with other than one
+    label (a multi-intent data set) is an error naming the record, as is an answer that names no label."""
+    texts, labels = [], []
+    for number, record in enumerate(records, 1):
+        where = f"{source}: record {record.get('record_id', number)!r}"
+        messages = record.get("messages") or []
+        users = [m.get("content") for m in messages if m.get("role") == "user"]
+        if not users or not messages or messages[-1].get("role") != "assistant":
+            raise ValueError(f"{where}: field 'messages' needs a user turn and the assistant's answer last")
+        content = messages[-1].get("content")
+        label = parse_answer(content)
+        if label is None:
+            listed = parse_answer_set(content)
+            if listed is not None and len(listed) != 1:
+                raise ValueError(f"{where}: field 'messages' answers {len(listed)} intents; a classification head "
+                                 "gives one per message (head: generative decodes label sets)")
+            label = listed[0] if listed else None
+        if label is None:
+            raise ValueError(f"{where}: field 'messages' has an assistant answer that names no intent: {content!r}")
+        texts.append(users[-1])
+        labels.append(label)
+    return texts, labels
+
+
+def head_input_text(tokenizer, text: str) -> str:
+    """What a head router reads for ``text``: the chat template with an empty system turn, the user turn and the
+    generation prompt, so that the last token is where the answer would start."""
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def head_input_ids(tokenizer, text: str) -> list[int]:
+    """``head_input_text`` as token ids (the template writes its own special tokens)."""
+    return tokenizer(head_input_text(tokenizer, text), add_special_tokens=False)["input_ids"]
+
+
+def pad_batch(tokenizer, ids: Sequence[Sequence[int]]) -> dict:
+    """Right-padded to a multiple of 16 (few distinct shapes: oneDNN reuses its kernels); the model reads each row's
+    last non-pad token (``config.pad_token_id``)."""
+    return tokenizer.pad({"input_ids": [list(x) for x in ids]}, padding=True, pad_to_multiple_of=16,
+                         padding_side="right", return_tensors="pt")
+
+
+class HeadClassifier:
+    """``classify(texts) -> [Prediction]`` with a sequence-classification model: one forward pass per batch, the
+    label with the highest probability (always one of the model's labels), its softmax probability as confidence."""
+
+    def __init__(self, model, tokenizer, labels: Sequence[str] | None = None):
+        id2label = getattr(model.config, "id2label", None) or {}
+        self.labels = [id2label[i] for i in range(len(id2label))]
+        if labels is not None:
+            unknown = sorted(set(self.labels) - set(labels))
+            if unknown:
+                raise ValueError(f"the classification head has labels the taxonomy lacks: {unknown[:5]}")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model, self.tokenizer = model.eval(), tokenizer
+
+    def probabilities(self, texts: Sequence[str], batch_size: int = 64):
+        """A ``(len(texts), labels)`` float tensor of label probabilities, in the order of ``self.labels``."""
+        import torch
+
+        ids = [head_input_ids(self.tokenizer, t) for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # rows of similar length: little padding
+        out = torch.empty(len(ids), len(self.labels))
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                batch = {k: v.to(device) for k, v in pad_batch(self.tokenizer, [ids[i] for i in rows]).items()}
+                out[rows] = self.model(**batch).logits.float().softmax(-1).cpu()
+        return out
+
+    def classify(self, texts: Sequence[str], batch_size: int = 16) -> list:
+        from intent_assets.model.classifier import Prediction
+
+        predictions = []
+        for start in range(0, len(texts), batch_size):
+            began = time.perf_counter()
+            confidence, index = self.probabilities(texts[start:start + batch_size], batch_size).max(-1)
+            latency = time.perf_counter() - began
+            predictions += [Prediction(self.labels[int(i)], float(c), 1, latency) for c, i in zip(confidence, index)]
+        return predictions
+
+    def classify_sets(self, texts, **_):
+        raise ValueError("a classification-head router gives one intent per message: it cannot answer label sets "
+                         "(train with head: generative for a multi-intent data set)")
+
+
+def make_classifier(model, tokenizer, labels: Sequence[str], system_prompt: str):
+    """The router for a loaded model: :class:`HeadClassifier` for a classification head, else constrained decoding
+    over ``labels`` prompted with ``system_prompt`` (``ConstrainedClassifier``)."""
+    if is_head_module(model):
+        return HeadClassifier(model, tokenizer, labels)
+    from intent_assets.model.classifier import ConstrainedClassifier
+
+    return ConstrainedClassifier(model, tokenizer, labels, system_prompt)
