@@ -5,6 +5,7 @@
     python bench/model_half.py --root /tmp/bench_b77 --data ../shared/data/banking77 --no-budget \
         --lora num_epochs=1 learning_rate=3e-3 effective_batch_size=32 per_device_batch_size=32 \
         checkpoint_steps=40 max_eval_examples=256               # full Banking77, one pass (CPU: about an hour)
+    python bench/model_half.py --root /tmp/bench_head --lora head=classifier     # the classification head
     python bench/model_half.py --root /tmp/bench_nlupp --data ../shared/data/nlupp/data/banking \
         --taxonomy ../shared/data/nlupp/data/ontology.json --no-budget     # NLU++ banking: folds 0-13 / 14-15, label sets
     python bench/model_half.py --root /tmp/bench_blend --data ../shared/data/banking77 --no-budget \
@@ -27,6 +28,14 @@ import dagster as dg
 from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
 from intent_assets.resources import full_resources, local_resources
+
+
+def _value(text: str):
+    """A ``--lora`` value: JSON (numbers, true, lists), else the word itself (``head=classifier``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def main() -> None:
@@ -68,7 +77,7 @@ def main() -> None:
     instructions = {"blend_share": args.blend_share, "list_order": args.list_order, "answer_format": args.answer_format}
     if any(v is not None for v in instructions.values()):
         ops["instruction_dataset"] = {"config": {k: v for k, v in instructions.items() if v is not None}}
-    lora = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.lora)}
+    lora = {k: _value(v) for k, v in (item.split("=", 1) for item in args.lora)}
     if args.epochs:
         lora["num_epochs"] = args.epochs
     if lora:
