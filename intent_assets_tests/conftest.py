@@ -46,6 +46,27 @@ def base_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def head_router_dir(base_model_dir, tmp_path):
+    """``make(labels)``: the base model with a fresh (seeded) classification head over ``labels``, saved (bf16, with
+    its tokenizer) as the model directory a head router's merge gives, before any training. Returns its path."""
+    def make(labels: list[str]) -> Path:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from intent_assets.model.head import head_config
+
+        tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_model_dir, dtype=torch.bfloat16, **head_config(labels, tokenizer.pad_token_id))
+        out = tmp_path / "head_router"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return out
+    return make
+
+
+@pytest.fixture
 def data_root(tmp_path, tokenizer_dir) -> Path:
     """A fresh data folder for one materialization, with the converted tokenizer pre-seeded."""
     root = tmp_path / "data"

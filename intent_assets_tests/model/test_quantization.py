@@ -331,23 +331,17 @@ def test_edge_layers_keep_the_first_and_last_decoder_layers_dense(tmp_path):
     assert edge_layers(tmp_path, 0) == []
 
 
-def test_a_classification_head_quantizes_with_its_head_kept_16bit(base_model_dir, tmp_path):
+def test_a_classification_head_quantizes_with_its_head_kept_16bit(head_router_dir, tmp_path):
     """head: classifier: the merged sequence-classification model goes through the same AWQ; its head (``score``)
     stays dense like ``lm_head``, the 4-bit model loads as a classifier with its labels, and its label
     probabilities stay close to the 16-bit model's."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from intent_assets.model.head import (head_config, head_input_ids, head_input_text, head_labels, make_classifier,
-                                          pad_batch)
+    from intent_assets.model.head import head_input_ids, head_input_text, head_labels, make_classifier, pad_batch
 
     labels = ["card_arrival", "transfer_fee", "top_up_failed", "change_pin"]
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_dir, dtype=torch.bfloat16, **head_config(labels, tokenizer.pad_token_id))
-    merged = tmp_path / "merged"
-    model.save_pretrained(merged)
-    tokenizer.save_pretrained(merged)
+    merged = head_router_dir(labels)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
     texts = [head_input_text(tokenizer, m) for m in USER_MESSAGES]  # calibrated on what the head reads
     settings = q.QuantizationSettings(num_calibration_samples=3, max_calibration_tokens=64, seed=1)
     result = q.quantize_awq(merged, texts, tmp_path / "awq", settings)

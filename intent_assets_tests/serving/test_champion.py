@@ -422,7 +422,7 @@ def test_in_process_engine_loads_the_merged_16bit_weights_of_an_awq_model(tmp_pa
 
 
 @pytest.mark.slow
-def test_vllm_serves_a_classification_head_router_like_the_in_process_engine(base_model_dir, tmp_path):
+def test_vllm_serves_a_classification_head_router_like_the_in_process_engine(head_router_dir, tmp_path):
     """head: classifier behind vLLM: the 4-bit sequence-classification model that awq_model writes runs on vLLM's
     pooling runner, and /classify gives each message the probabilities the in-process engine gives it (same ids,
     same weights; bf16 kernels differ a little)."""
@@ -431,21 +431,16 @@ def test_vllm_serves_a_classification_head_router_like_the_in_process_engine(bas
             pytest.fail(f"{default_vllm_python()}: no vLLM environment (make vllm-venv)")
         pytest.skip("no vLLM environment (.venv-vllm): run `make vllm-venv`")
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from intent_assets.model.head import HeadClassifier, head_config, head_input_text
+    from intent_assets.model.head import HeadClassifier, head_input_text
     from intent_assets.model.quantization import QuantizationSettings, load_quantized_for_inference, quantize_awq
     from intent_assets.resources import InferenceEngine
     from intent_assets.serving.vllm_server import PoolingHeadClassifier
 
     labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_by_cash_or_cheque", "get_physical_card"]
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_dir, dtype=torch.bfloat16, **head_config(labels, tokenizer.pad_token_id))
-    merged = tmp_path / "merged"
-    model.save_pretrained(merged)
-    tokenizer.save_pretrained(merged)
+    merged = head_router_dir(labels)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
     texts = ["I still have not received my new card, I ordered over a week ago.", "My card was stolen yesterday",
              "What is the exchange rate for euros?", "How do I top up my account with cash?", "I forgot my PIN"]
     settings = QuantizationSettings(num_calibration_samples=4, max_calibration_tokens=64, seed=0)
