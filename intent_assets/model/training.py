@@ -977,7 +977,7 @@ def build_trainer(base_model_dir: Path, train_jsonl: Path, validation_jsonl: Pat
             log(f"evaluating every {config.checkpoint_steps} steps (at the checkpoints) instead of every "
                 f"{eval_kwargs['eval_steps']}: the best adapter is restored from a checkpoint")
             eval_kwargs["eval_steps"] = config.checkpoint_steps
-    if not share_prefix and not config.gradient_checkpointing and not device.startswith("cuda"):
+    if not share_prefix and not head and not config.gradient_checkpointing and not device.startswith("cuda"):
         log("share_prompt_prefix and gradient_checkpointing are both off: activations of long prompts take a lot "
             "of memory (batch 8 x 1,550 tokens needed > 22 GB on CPU)")
 
