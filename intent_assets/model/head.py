@@ -2,9 +2,9 @@
 
 ``lora_adapter``'s ``head: classifier`` trains the base model with a linear layer over its last token's hidden state
 (``AutoModelForSequenceClassification``; LoRA by PEFT with ``task_type=SEQ_CLS``, the head itself trained in full)
-instead of teaching it to write ``{"intent": "<name>"}``. On full Banking77 the same base model scored 0.926 this
-way against 0.903-0.914 for the generative router on the same split (bench/cls_head.py, BENCHMARKS.md): one forward
-pass per message, no decoding, and a probability for every label (the OOS threshold reads the top one).
+instead of teaching it to write ``{"intent": "<name>"}``: one forward pass per message, no decoding, and a
+probability for every label (the OOS threshold reads the top one). It scored above the generative router wherever
+both ran (full Banking77 through the graph: 0.919 against 0.903; BENCHMARKS.md).
 
 The input is the chat template's user turn and generation prompt, with an empty system turn: the head needs no
 instruction, and an empty system message keeps templates that add a default one (SmolLM2's) from adding it.
@@ -23,11 +23,11 @@ from pathlib import Path
 
 from intent_assets.model.instructions import parse_answer, parse_answer_set
 
-HEADS = ("generative", "classifier")
 HEAD_LABELS_FILE = "head_labels.json"
 
-__all__ = ["HEADS", "HEAD_LABELS_FILE", "HeadClassifier", "head_config", "head_input_ids", "head_input_text", "head_labels", "head_examples",
-           "is_head_config", "is_head_model", "is_head_module", "model_class", "make_classifier"]
+__all__ = ["HEAD_LABELS_FILE", "HeadClassifier", "head_config", "head_examples", "head_input_ids", "head_input_text",
+           "head_labels", "is_head_config", "is_head_model", "is_head_module", "make_classifier", "model_class",
+           "pad_batch"]
 
 
 def is_head_config(config) -> bool:
