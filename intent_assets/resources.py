@@ -389,14 +389,15 @@ class InferenceEngine(dg.ConfigurableResource):
             from intent_assets.model.quantization import load_quantized_for_inference
 
             return load_quantized_for_inference(model_dir, device=device, dtype=self.dtype)
-        from intent_assets.model.head import head_config, head_labels, is_head_model
+        from intent_assets.model.head import head_labels, is_head_model
         from intent_assets.model.quantization import is_full_model
 
         if adapter_dir and is_full_model(adapter_dir):  # lora_adapter's method: full: the model itself
             model_dir, adapter_dir = adapter_dir, None
-        head = head_config(head_labels(adapter_dir), None) if adapter_dir and is_head_model(adapter_dir) else {}
         # a classification head's adapter: the base with a head over the adapter's labels, the adapter fills it in
-        model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device, causal_lm=causal_lm, **head)
+        labels = head_labels(adapter_dir) if adapter_dir and is_head_model(adapter_dir) else None
+        model, tokenizer = load_base_model(Path(model_dir), dtype=self.dtype, device=device, causal_lm=causal_lm,
+                                           head_labels=labels)
         if adapter_dir:
             from peft import PeftModel
 

@@ -311,11 +311,12 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def load_base_model(path: Path, dtype: str = "bfloat16", device: str = "auto", causal_lm: bool = False, **head):
+def load_base_model(path: Path, dtype: str = "bfloat16", device: str = "auto", causal_lm: bool = False,
+                    head_labels: list[str] | None = None):
     """Load a Hugging Face causal LM directory (e.g. from ``resolve_base_model``; or a classification-head router,
-    ``intent_assets.model.head``): returns ``(model, tokenizer)``. ``head``: ``head.head_config`` keywords, to put a
-    fresh classification head on a base model (for a head router's LoRA adapter to load into). ``causal_lm``: a
-    head router as its backbone under the LM head (``head.model_class``).
+    ``intent_assets.model.head``): returns ``(model, tokenizer)``. ``head_labels``: put a fresh classification head
+    over these labels on a base model (for a head router's LoRA adapter to load into). ``causal_lm``: a head router
+    as its backbone under the LM head (``head.model_class``).
 
     ``dtype`` is one of bfloat16 / float16 / float32 (or ``"auto"``: the dtype saved in the directory); ``device``
     is ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. The tokenizer gets a pad token (eos) when
@@ -323,7 +324,7 @@ def load_base_model(path: Path, dtype: str = "bfloat16", device: str = "auto", c
     """
     from transformers import AutoTokenizer
 
-    from intent_assets.model.head import model_class
+    from intent_assets.model.head import head_config, model_class
 
     path = Path(path)
     device = resolve_device(device)
@@ -331,11 +332,11 @@ def load_base_model(path: Path, dtype: str = "bfloat16", device: str = "auto", c
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if head:
+    if head_labels:
         from transformers import AutoModelForSequenceClassification
 
-        head["pad_token_id"] = tokenizer.pad_token_id
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype, **head)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch_dtype, **head_config(head_labels, tokenizer.pad_token_id))
     else:
         model = model_class(path, causal_lm).from_pretrained(path, dtype=torch_dtype)  # a head's router too
     model.to(device)

@@ -236,7 +236,7 @@ def merge_adapter(
     """
     import torch
 
-    from intent_assets.model.head import head_config, head_labels, model_class
+    from intent_assets.model.head import head_config, head_labels, is_head_model, model_class
 
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
     torch_dtype = _torch_dtype(dtype)
@@ -248,9 +248,7 @@ def merge_adapter(
     else:
         from peft import PeftModel
 
-        head = {}
-        if auto_class.__name__.endswith("SequenceClassification"):
-            head = head_config(head_labels(adapter_dir), tokenizer.pad_token_id)
+        head = head_config(head_labels(adapter_dir), tokenizer.pad_token_id) if is_head_model(adapter_dir) else {}
         base = auto_class.from_pretrained(base_dir, dtype=torch.float32, **head)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged = merged.to(torch_dtype)
