@@ -169,7 +169,8 @@ def test_paraphrase_llm_without_credentials_tears_down_cleanly(monkeypatch):
 
 
 def test_full_data_switch_lifts_the_cpu_caps_and_keeps_the_tuned_recipe(monkeypatch, tmp_path):
-    """INTENT_ASSETS_ENV=full: every training message, epochs until early stopping, the whole test split."""
+    """INTENT_ASSETS_ENV=full: every training message, the whole test split; the generative router trains epochs
+    until early stopping, the classification head its own 3-epoch schedule."""
     from intent_assets.assets.lora_adapter import LoraAdapterConfig
 
     monkeypatch.setenv("INTENT_ASSETS_ENV", "full")
@@ -177,9 +178,11 @@ def test_full_data_switch_lifts_the_cpu_caps_and_keeps_the_tuned_recipe(monkeypa
     full = resources_for()
     assert type(full["io_manager"]).__name__ == "LocalTableIOManager"
     trainer, inference = full["trainer"], full["inference"]
-    recipe = LoraAdapterConfig().training_config(trainer.budget(), trainer.defaults())
+    recipe = LoraAdapterConfig(head="generative").training_config(trainer.budget(), trainer.defaults())
     assert recipe.max_train_examples is None and recipe.max_steps is None and recipe.early_stopping_patience >= 1
     assert recipe.num_epochs == 8 and recipe.checkpoint_steps == 100 and recipe.max_eval_examples == 256
+    head = LoraAdapterConfig().training_config(trainer.budget(), trainer.defaults())
+    assert (head.head, head.num_epochs, head.early_stopping_patience, head.max_train_examples) == ("classifier", 3, 0, None)
     assert LoraAdapterConfig(num_epochs=2).training_config(trainer.budget(), trainer.defaults()).num_epochs == 2
     assert inference.cap("test_examples", None) is None and full["chat_log_source"].cap(None) is None
     monkeypatch.setenv("INTENT_ASSETS_ENV", "local")

@@ -14,6 +14,7 @@ from intent_assets.deploy import k8s_config
 from intent_assets.loop.corrections import preference_pairs
 from intent_assets.loop.preference import DpoConfig, pairs_digest, select_pairs, train_dpo
 from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
+from intent_assets.model.head import HEAD_SCHEDULE, resolve_head
 from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.model.training import CHECKPOINTS_DIR, RECIPES, LoraTrainingConfig, train_lora
 from intent_assets.plots import line_chart
@@ -35,7 +36,7 @@ class LoraAdapterConfig(dg.Config):
     machine affords (a cap only lowers a value)."""
 
     recipe: Literal["tuned", "seed"] = Field(default="tuned", description="Starting point for every field left unset: tuned (what bench/recipe_sweep.py measured best) or seed (the seed design: r=64, alpha=16, dropout 0.1, lr 2e-4, effective batch 128, 3 epochs).")
-    head: Literal["recipe", "generative", "classifier"] = Field(default="recipe", description="generative: the model writes the intent's name (constrained decoding over the taxonomy; label sets too); classifier: a linear head over the last token (one intent per message, one forward pass, no system prompt; peft backend; 0.926 against 0.903 on full Banking77 in bench/cls_head.py); recipe: the recipe's (generative).")
+    head: Literal["recipe", "auto", "generative", "classifier"] = Field(default="recipe", description="classifier: a linear head over the last token (one intent per message, one forward pass, no system prompt; peft backend; trained on its own schedule where unset: 3 epochs of cosine, no early stopping); generative: the model writes the intent's name (constrained decoding over the taxonomy; label sets and DPO too); auto: classifier where it can be (every training and validation message has one intent, backend peft, no dpo_from_corrections), else generative; recipe: the recipe's (tuned auto, seed generative).")
     backend: Literal["peft", "qlora", "unsloth"] = Field(default="peft", description="peft (CPU or GPU), qlora (4-bit NF4 base via bitsandbytes, GPU), unsloth (GPU).")
     method: Literal["recipe", "lora", "full"] = Field(default="recipe", description="lora: a LoRA adapter over the frozen base; full: every weight of the (small) base model trained (peft backend; r, alpha and dropout unused); recipe: the recipe's (lora).")
     r: Optional[int] = Field(default=None, ge=1, le=1024, description="LoRA rank (1-1024). Unset: the recipe's (64).")
@@ -49,7 +50,7 @@ class LoraAdapterConfig(dg.Config):
     train_sampling: Literal["recipe", "random", "balanced"] = Field(default="recipe", description="How a capped training subset is picked: random, or balanced (every intent about equally often); recipe: the recipe's (tuned balanced, seed random).")
     prefix_gradients: Optional[bool] = Field(default=None, description="Backpropagate through the system prompt shared by a micro-batch (exact gradients, slower) or not (same loss; the adapter learns from each message's own tokens). Unset: the recipe's (tuned off, seed on).")
     group_by_length: Optional[bool] = Field(default=None, description="Micro-batches of messages of about the same length (less padding; 1.3x faster steps on CPU). Unset: the recipe's (tuned on, seed off).")
-    early_stopping_patience: int = Field(default=1, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early).")
+    early_stopping_patience: Optional[int] = Field(default=None, ge=0, description="Evaluations without a better validation loss before stopping (0: never stop early; the adapter with the lowest validation loss is kept either way). Unset: 1, or 0 for a classification head (its schedule).")
     early_stopping_min_epochs: float = Field(default=1.0, ge=0, description="Evaluations before this many epochs never count toward the patience: no run stops early before it has seen every training example once (0: every evaluation counts).")
     anneal_on_plateau: Optional[float] = Field(default=None, ge=0, le=1, description="When the patience runs out, decay the learning rate linearly to 0 over this share of the steps done, then stop (0: stop at once, at the schedule's learning rate). Unset: the recipe's (tuned 1.0: as many steps as were done, seed 0).")
     checkpoint_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint (and evaluate) every N optimizer steps; a re-run resumes from the last one. Unset: the trainer resource's, else 20.")
@@ -84,16 +85,24 @@ class LoraAdapterConfig(dg.Config):
         return DpoConfig(**{target: getattr(self, name) for name, target in DPO_FIELDS.items()}, bf16=bf16,
                          seed=self.seed)
 
-    def training_config(self, budget: Optional[dict] = None, defaults: Optional[dict] = None) -> LoraTrainingConfig:
-        """The recipe: this config, then the environment's ``defaults`` for fields left unset here, then the chosen
-        ``recipe`` (``training.RECIPES``); finally the environment's ``budget`` caps."""
+    def training_config(self, budget: Optional[dict] = None, defaults: Optional[dict] = None,
+                        single_label: Optional[bool] = None) -> LoraTrainingConfig:
+        """The recipe: this config, then, for a classification head, its schedule (``head.HEAD_SCHEDULE``), then the
+        environment's ``defaults`` for fields left unset here, then the chosen ``recipe`` (``training.RECIPES``);
+        finally the environment's ``budget`` caps. ``single_label``: whether every training and validation message
+        has one intent (``head: auto``; None: not known yet)."""
         values = {k: v for k, v in self.model_dump().items() if k not in DPO_FIELDS and k not in ("dpo_from_corrections", "recipe")}
         preset = RECIPES[self.recipe]
         for key in ("train_sampling", "method", "head"):
             if values[key] == "recipe":
                 values[key] = None
+        values["head"] = resolve_head(values["head"] or preset["head"], self.backend, self.dpo_from_corrections,
+                                      single_label)
+        schedule = HEAD_SCHEDULE if values["head"] == "classifier" else {}
         for key, value in values.items():
-            if value is None and key in TRAINER_DEFAULTED and (defaults or {}).get(key) is not None:
+            if value is None and key in schedule:
+                values[key] = schedule[key]
+            elif value is None and key in TRAINER_DEFAULTED and (defaults or {}).get(key) is not None:
                 values[key] = defaults[key]
             elif value is None and key in preset:
                 values[key] = preset[key]
@@ -117,6 +126,21 @@ class LoraAdapterConfig(dg.Config):
 
 
 CAPPED_FIELDS = {"max_lora_r": "r", "max_checkpoint_steps": "checkpoint_steps"}  # trainer cap -> recipe field
+
+
+def _why_head(config: LoraAdapterConfig, head: str, single_label: bool) -> str:
+    """Why ``lora_adapter`` trains this router (``head: auto`` resolved, or set in the run config)."""
+    if config.head in ("generative", "classifier"):
+        return "set in the run config"
+    if config.head == "recipe" and RECIPES[config.recipe]["head"] != "auto":
+        return f"the {config.recipe} recipe's"
+    if head == "classifier":
+        return "head auto: one intent per message"
+    if config.dpo_from_corrections:
+        return "head auto: dpo_from_corrections prefers one written answer over another"
+    if config.backend != "peft":
+        return f"head auto: a classification head trains with backend peft, not {config.backend}"
+    return "head auto: some training or validation messages carry other than one intent"
 
 
 def _fingerprint(*parts: str) -> str:
@@ -144,7 +168,9 @@ def lora_adapter(
     instruction_dataset: pd.DataFrame,
     agent_corrections: pd.DataFrame,
 ) -> dict:
-    """A LoRA adapter fine-tuned on the redacted instruction records (loss on the assistant answer only).
+    """A LoRA adapter fine-tuned on the redacted instruction records: by default (``head: auto``) a classification
+    head over the base model wherever every message has one intent (cross-entropy over the labels), else the
+    generative router (loss on the assistant answer only). Metadata ``router_head`` says which.
 
     TRL's SFTTrainer with early stopping on validation loss; checkpoints every ``checkpoint_steps``: a run with
     the same recipe, data and base model (the same ``run_key``, hence the same work directory) resumes from the
@@ -163,8 +189,12 @@ def lora_adapter(
     ``base_model_dir`` and the DPO adapter as ``adapter_dir``, so the 4-bit model, the evaluation and the promotion
     gate judge it like any other. Without usable pairs the SFT adapter is the output.
     """
-    training = config.training_config(trainer.budget(), trainer.defaults()).model_copy(update={"device": trainer.device})
     records = instruction_dataset[instruction_dataset["split"].isin(["train", "validation"])]
+    # a label-set column (multi-intent data): one intent in every set still lets a classification head route it
+    single_label = "intents" not in records or bool(records["intents"].map(len).eq(1).all())
+    training = config.training_config(trainer.budget(), trainer.defaults(), single_label).model_copy(
+        update={"device": trainer.device})
+    context.log.info(f"router: {training.head} ({_why_head(config, training.head, single_label)})")
     data_key = _fingerprint(*records["messages"].tolist())
     run_key = _fingerprint(json.dumps(training.model_dump(mode="json"), sort_keys=True), data_key, str(base_model.get("path")))
     workdir = artifacts.path("lora_adapter", run_key)
@@ -214,6 +244,7 @@ def lora_adapter(
             "trainable_share": round(result.trainable_params / max(result.total_params, 1), 4),
             "wall_seconds": result.wall_seconds,
             "loss_curve": curve,
+            "router_head": training.head,
             "recipe": dg.MetadataValue.json(training.model_dump(mode="json")),
             "budget_caps": dg.MetadataValue.json(trainer.budget()),
             "environment_defaults": dg.MetadataValue.json(trainer.defaults()),

@@ -54,14 +54,17 @@ ADAPTER_DIR = "adapter"
 # no LoRA dropout (a short schedule does not overfit, and dropout was a quarter of a CPU step), every intent seen
 # equally often when the environment caps the examples, and no backward pass through the shared prompt prefix.
 # When the patience runs out, an anneal as long as the run so far: 0.25 of it scored lower on both full sets
-# (Banking77 0.880 against 0.903, CLINC150 92.4% against 93.2% in-scope; BENCHMARKS.md).
+# (Banking77 0.880 against 0.903, CLINC150 92.4% against 93.2% in-scope; BENCHMARKS.md). The router is a
+# classification head wherever one can be (``head: auto``, ``intent_assets.model.head.resolve_head``: one intent per
+# message, the peft backend, no DPO), on its own schedule (``head.HEAD_SCHEDULE``): it scored above the generative
+# router on every single-label set where both ran (BENCHMARKS.md), and the generative router stays one field away.
 SEED_RECIPE = {"method": "lora", "r": 64, "alpha": 16, "dropout": 0.1, "use_rslora": False, "learning_rate": 2e-4,
                "effective_batch_size": 128, "per_device_batch_size": 8, "num_epochs": 3, "train_sampling": "random",
                "prefix_gradients": True, "group_by_length": False, "anneal_on_plateau": 0.0, "head": "generative"}
 TUNED_RECIPE = {"method": "lora", "r": 64, "alpha": 128, "dropout": 0.0, "use_rslora": False, "learning_rate": 1e-3,
                 "effective_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
                 "train_sampling": "balanced", "prefix_gradients": False, "group_by_length": True,
-                "anneal_on_plateau": 1.0, "head": "generative"}
+                "anneal_on_plateau": 1.0, "head": "auto"}
 RECIPES = {"seed": SEED_RECIPE, "tuned": TUNED_RECIPE}
 
 

@@ -16,7 +16,7 @@ def test_tuned_recipe_is_the_default():
     from intent_assets.model.training import TUNED_RECIPE
 
     recipe = LoraAdapterConfig().training_config()
-    assert {k: getattr(recipe, k) for k in TUNED_RECIPE} == TUNED_RECIPE
+    assert {k: getattr(recipe, k) for k in TUNED_RECIPE if k != "head"} == {k: v for k, v in TUNED_RECIPE.items() if k != "head"}
     assert recipe.alpha / recipe.r >= 1 and recipe.dropout == 0.0  # not the seed's 0.25 update scale
     assert recipe.anneal_on_plateau == 1.0  # the anneal as long as the run so far; 0.25 scored lower on both full sets
     # a field set in the run config wins over the recipe, under either recipe
@@ -26,9 +26,27 @@ def test_tuned_recipe_is_the_default():
     # LoRA unless full fine-tuning is asked for
     assert recipe.method == "lora" and LoraAdapterConfig(recipe="seed").training_config().method == "lora"
     assert LoraAdapterConfig(method="full").training_config().method == "full"
-    # the generative router unless the classification head is asked for
-    assert recipe.head == "generative" and LoraAdapterConfig(recipe="seed").training_config().head == "generative"
-    assert LoraAdapterConfig(head="classifier").training_config().head == "classifier"
+    # the classification head wherever it can route the data (head: auto), the generative router one field away
+    assert TUNED_RECIPE["head"] == "auto" and recipe.head == "classifier"
+    assert LoraAdapterConfig(head="generative").training_config().head == "generative"
+    assert LoraAdapterConfig(recipe="seed").training_config().head == "generative"
+
+
+def test_head_auto_falls_back_to_the_generative_router_where_a_head_cannot_route():
+    from intent_assets.resources import FULL_TRAINING_BUDGET
+
+    full = TrainerBackend(**FULL_TRAINING_BUDGET)
+    single = LoraAdapterConfig().training_config(full.budget(), full.defaults(), single_label=True)
+    # the head's own schedule wins over the full environment's "8 epochs until early stopping"
+    assert (single.head, single.num_epochs, single.early_stopping_patience) == ("classifier", 3, 0)
+    label_sets = LoraAdapterConfig().training_config(full.budget(), full.defaults(), single_label=False)
+    assert (label_sets.head, label_sets.num_epochs, label_sets.early_stopping_patience) == ("generative", 8, 1)
+    assert LoraAdapterConfig(dpo_from_corrections=True).training_config(single_label=True).head == "generative"
+    assert LoraAdapterConfig(backend="unsloth").training_config(single_label=True).head == "generative"
+    # a schedule field set in the run config wins over the head's
+    chosen = LoraAdapterConfig(head="classifier", num_epochs=5, early_stopping_patience=2).training_config(
+        full.budget(), full.defaults())
+    assert (chosen.num_epochs, chosen.early_stopping_patience) == (5, 2)
 
 
 def test_environment_fills_only_unset_fields_and_caps_only_lower():
@@ -61,7 +79,7 @@ def test_invalid_recipe_is_refused_before_any_work():
 
 
 def test_dpo_settings_leave_the_sft_recipe_alone_and_are_validated():
-    plain = LoraAdapterConfig().training_config()
+    plain = LoraAdapterConfig(head="generative").training_config()  # DPO turns head auto generative, nothing else
     assert LoraAdapterConfig(dpo_from_corrections=True, dpo_beta=0.5, dpo_r=4).training_config() == plain
     settings = LoraAdapterConfig(dpo_beta=0.5, dpo_max_pairs=10, seed=7).dpo_config()
     assert (settings.beta, settings.max_pairs, settings.seed) == (0.5, 10, 7)
@@ -77,8 +95,9 @@ EXAMPLES = [("when will my card arrive", "card_arrival"), ("i lost my card", "lo
             ("my top up failed", "top_up_failed"), ("what exchange rate do you use", "exchange_rate"),
             ("my new card has not come yet", "card_arrival"), ("someone stole my card", "lost_or_stolen_card"),
             ("the top-up did not work", "top_up_failed"), ("is the rate fair", "exchange_rate")]
-TINY_SFT = {"max_steps": 2, "max_eval_examples": 2, "effective_batch_size": 4, "per_device_batch_size": 4,
-            "checkpoint_steps": 2, "r": 8, "dropout": 0.0}
+# DPO trains over a generative router: the SFT run it reuses is one
+TINY_SFT = {"head": "generative", "max_steps": 2, "max_eval_examples": 2, "effective_batch_size": 4,
+            "per_device_batch_size": 4, "checkpoint_steps": 2, "r": 8, "dropout": 0.0}
 TINY_DPO = {"dpo_max_steps": 2, "dpo_effective_batch_size": 2, "dpo_per_device_batch_size": 2, "dpo_r": 4}
 
 

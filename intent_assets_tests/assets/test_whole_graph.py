@@ -9,6 +9,7 @@ import pytest
 
 from intent_assets.assets.common import days_of_run_config
 from intent_assets.definitions import ASSETS, CHECKS
+from intent_assets.model.head import head_labels, is_head_config, is_head_model
 from intent_assets.paths import DEFAULT_CHAT_LOGS
 from intent_assets.resources import LocalTableIOManager, local_resources
 from intent_assets_tests.assets.materializations import output_meta
@@ -127,12 +128,18 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
     assert output_meta(result, "base_model")["reused_cached_conversion"] is False  # converted inside the asset
     adapter = output_meta(result, "lora_adapter")
     assert adapter["optimizer_steps"] == 2 and adapter["trainable_parameters"] > 0
+    # the default router: a classification head (every message here has one intent)
+    assert adapter["router_head"] == "classifier" and output_meta(result, "eval_report")["router"] == "classification head"
+    assert is_head_model(adapter["adapter_dir"]) and len(head_labels(adapter["adapter_dir"])) > 1  # labels travel
+    assert memo["model_type"].startswith("classification head")
     assert adapter["train_examples"] + adapter["train_examples_dropped_too_long"] == 16
     assert "data:image/png;base64," in adapter["loss_curve"]
     awq = output_meta(result, "awq_model")
     assert awq["size_mb_after"] < 0.6 * awq["size_mb_before"]
     config = json.loads((data_root / "artifacts" / "awq_model").glob("*/quantized/config.json").__next__().read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    # a sequence-classification model, merged and quantized with its head kept 16-bit
+    assert is_head_config(config) and "score" in config["quantization_config"]["ignore"] and "score" in awq["kept_16bit"]
     # the served model carries its labels and the exact system prompt it was trained with (for any client)
     quantized = next((data_root / "artifacts" / "awq_model").glob("*/quantized"))
     info = json.loads((quantized / "intent_assets.json").read_text())
@@ -163,7 +170,7 @@ def test_whole_graph_materializes_end_to_end(data_root, tmp_path, monkeypatch):
         accuracy["TF-IDF + linear SVM"], accuracy["MiniLM-L6 + logistic regression"])
     assert checks["fine_tuned_beats_classical_baselines"] == above_baselines  # accuracy and macro-F1
     assert report["test_examples"] == 12
-    assert report["out_of_taxonomy_rate"] == 0.0  # constrained decoding can only emit taxonomy labels
+    assert report["out_of_taxonomy_rate"] == 0.0  # a head (and constrained decoding) can only give taxonomy labels
     assert 0.0 <= report["accuracy"] <= 1.0
     for name in ("TF-IDF + linear SVM", "MiniLM-L6 + logistic regression", "base model zero-shot", "fine-tuned 4-bit (AWQ)",
                  "fine-tuned 16-bit (merged)"):
@@ -211,36 +218,33 @@ def test_a_multi_intent_run_trains_and_scores_label_sets_end_to_end(seeded_data_
     assert "## Multi-intent messages (label sets)" in Path(report["report_markdown"]).read_text()
     assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert output_meta(result, "base_model")["reused_cached_conversion"] is True
+    assert output_meta(result, "lora_adapter")["router_head"] == "generative"  # head auto: label sets need it
 
 
 @pytest.mark.slow
-def test_a_classification_head_router_runs_the_whole_graph(seeded_data_root, monkeypatch):
-    """lora_adapter's head: classifier through the graph: the adapter carries its labels, awq_model merges and
-    quantizes a sequence-classification model (its head kept 16-bit), eval_report scores it in-process (16-bit
-    served, 4-bit beside it) in the one table with the baselines, and the gate and the memorization probe take it."""
-    from intent_assets.model.head import head_labels, is_head_model
-
+def test_the_generative_router_runs_the_whole_graph(seeded_data_root, monkeypatch):
+    """lora_adapter's head: generative (one field away from the default head) through the graph: the model writes
+    the intent's name, awq_model quantizes a causal LM, eval_report scores it by constrained decoding (16-bit served,
+    4-bit beside it) in the one table with the baselines, and the gate and the memorization probe take it."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     data_root = seeded_data_root
     config = json.loads(json.dumps(TINY))
     config["ops"]["raw_chat_logs"]["config"]["limit"] = 900
-    config["ops"]["lora_adapter"]["config"].update({"head": "classifier", "max_steps": 3})
+    config["ops"]["lora_adapter"]["config"].update({"head": "generative", "max_steps": 3})
     config["ops"]["eval_report"]["config"].update({"include_champion": False, "include_zero_shot": False})
     config["ops"]["pii_memorization"]["config"]["max_canaries"] = 2
     result = dg.materialize([*ASSETS, *CHECKS], resources=local_resources(data_root), run_config=config,
                             tags=days_of_run_config(config))
     assert result.success
 
-    adapter = output_meta(result, "lora_adapter")["adapter_dir"]
-    assert is_head_model(adapter) and len(head_labels(adapter)) > 1
+    adapter = output_meta(result, "lora_adapter")
+    assert adapter["router_head"] == "generative" and not is_head_model(adapter["adapter_dir"])
     quantized = Path(output_meta(result, "awq_model")["model_dir"])
-    assert is_head_model(quantized) and is_head_model(quantized.parent / "merged")
-    assert "score" in output_meta(result, "awq_model")["kept_16bit"]
-    assert "score" in json.loads((quantized / "config.json").read_text())["quantization_config"]["ignore"]
+    assert not is_head_model(quantized) and not is_head_model(quantized.parent / "merged")
     report = output_meta(result, "eval_report")
     systems = report["systems"]
     assert report["served_system"] in systems and report["out_of_taxonomy_rate"] == 0.0
-    assert report["router"] == "classification head"
+    assert report["router"] == "generative"
     assert {"TF-IDF + linear SVM", "MiniLM-L6 + logistic regression"} <= set(systems) and len(systems) >= 4
-    assert output_meta(result, "pii_memorization")["model_type"].startswith("classification head")
+    assert output_meta(result, "pii_memorization")["model_type"] == "generative"
     assert "model_promotion" in {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
