@@ -172,9 +172,9 @@ def lora_adapter(
     head over the base model wherever every message has one intent (cross-entropy over the labels), else the
     generative router (loss on the assistant answer only). Metadata ``router_head`` says which.
 
-    TRL's SFTTrainer with early stopping on validation loss; checkpoints every ``checkpoint_steps``: a run with
-    the same recipe, data and base model (the same ``run_key``, hence the same work directory) resumes from the
-    last checkpoint after an interruption. Progress (step, loss, ETA) is logged while it trains.
+    Validation loss picks the adapter kept (and, for the generative router, stops the run early); checkpoints every
+    ``checkpoint_steps``: a run with the same recipe, data and base model (the same ``run_key``, hence the same work
+    directory) resumes from the last checkpoint after an interruption. Progress (step, loss, ETA) is logged while it trains.
 
     Checkpoints survive the pod (``prod``, spot GPU nodes): each one is published to the artifact store as soon as
     the trainer has written it, as its own prefix ``lora_adapter/<run_key>/checkpoints/checkpoint-N/`` with its

@@ -33,9 +33,9 @@ HEAD_LABELS_FILE = "head_labels.json"
 # the start (0.926 in bench/cls_head.py; BENCHMARKS.md).
 HEAD_SCHEDULE = {"num_epochs": 3, "early_stopping_patience": 0}
 
-__all__ = ["HEAD_LABELS_FILE", "HEAD_SCHEDULE", "HeadClassifier", "head_config", "head_examples", "head_input_ids", "head_input_text",
-           "head_labels", "is_head_config", "is_head_model", "is_head_module", "make_classifier", "model_class",
-           "pad_batch", "resolve_head"]
+__all__ = ["HEAD_LABELS_FILE", "HEAD_SCHEDULE", "HeadClassifier", "head_config", "head_examples", "head_input_ids",
+           "head_input_text", "head_labels", "is_head_config", "is_head_model", "is_head_module", "make_classifier",
+           "model_class", "pad_batch", "resolve_head"]
 
 
 def resolve_head(head: str, backend: str = "peft", dpo_from_corrections: bool = False,
