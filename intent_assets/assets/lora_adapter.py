@@ -14,7 +14,7 @@ from intent_assets.deploy import k8s_config
 from intent_assets.loop.corrections import preference_pairs
 from intent_assets.loop.preference import DpoConfig, pairs_digest, select_pairs, train_dpo
 from intent_assets.model.checkpoints import CheckpointPublisher, restore_checkpoint
-from intent_assets.model.head import HEAD_SCHEDULE, resolve_head
+from intent_assets.model.head import HEAD_SCHEDULE, resolve_head, why_not_head
 from intent_assets.model.instructions import dataset_system_prompt, write_jsonl
 from intent_assets.model.training import CHECKPOINTS_DIR, RECIPES, LoraTrainingConfig, train_lora
 from intent_assets.plots import line_chart
@@ -128,19 +128,14 @@ class LoraAdapterConfig(dg.Config):
 CAPPED_FIELDS = {"max_lora_r": "r", "max_checkpoint_steps": "checkpoint_steps"}  # trainer cap -> recipe field
 
 
-def _why_head(config: LoraAdapterConfig, head: str, single_label: bool) -> str:
+def _why_head(config: LoraAdapterConfig, single_label: bool) -> str:
     """Why ``lora_adapter`` trains this router (``head: auto`` resolved, or set in the run config)."""
     if config.head in ("generative", "classifier"):
         return "set in the run config"
     if config.head == "recipe" and RECIPES[config.recipe]["head"] != "auto":
         return f"the {config.recipe} recipe's"
-    if head == "classifier":
-        return "head auto: one intent per message"
-    if config.dpo_from_corrections:
-        return "head auto: dpo_from_corrections prefers one written answer over another"
-    if config.backend != "peft":
-        return f"head auto: a classification head trains with backend peft, not {config.backend}"
-    return "head auto: some training or validation messages carry other than one intent"
+    reason = why_not_head(config.backend, config.dpo_from_corrections, single_label)
+    return f"head auto: {reason or 'one intent per message'}"
 
 
 def _fingerprint(*parts: str) -> str:
@@ -174,7 +169,8 @@ def lora_adapter(
 
     Validation loss picks the adapter kept (and, for the generative router, stops the run early); checkpoints every
     ``checkpoint_steps``: a run with the same recipe, data and base model (the same ``run_key``, hence the same work
-    directory) resumes from the last checkpoint after an interruption. Progress (step, loss, ETA) is logged while it trains.
+    directory) resumes from the last checkpoint after an interruption. Progress (step, loss, ETA) is logged while it
+    trains.
 
     Checkpoints survive the pod (``prod``, spot GPU nodes): each one is published to the artifact store as soon as
     the trainer has written it, as its own prefix ``lora_adapter/<run_key>/checkpoints/checkpoint-N/`` with its
@@ -194,7 +190,7 @@ def lora_adapter(
     single_label = "intents" not in records or bool(records["intents"].map(len).eq(1).all())
     training = config.training_config(trainer.budget(), trainer.defaults(), single_label).model_copy(
         update={"device": trainer.device})
-    context.log.info(f"router: {training.head} ({_why_head(config, training.head, single_label)})")
+    context.log.info(f"router: {training.head} ({_why_head(config, single_label)})")
     data_key = _fingerprint(*records["messages"].tolist())
     run_key = _fingerprint(json.dumps(training.model_dump(mode="json"), sort_keys=True), data_key, str(base_model.get("path")))
     workdir = artifacts.path("lora_adapter", run_key)

@@ -35,21 +35,33 @@ HEAD_SCHEDULE = {"num_epochs": 3, "early_stopping_patience": 0}
 
 __all__ = ["HEAD_LABELS_FILE", "HEAD_SCHEDULE", "HeadClassifier", "head_config", "head_examples", "head_input_ids",
            "head_input_text", "head_labels", "is_head_config", "is_head_model", "is_head_module", "make_classifier",
-           "model_class", "pad_batch", "resolve_head"]
+           "model_class", "pad_batch", "resolve_head", "why_not_head"]
 
 
-def resolve_head(head: str, backend: str = "peft", dpo_from_corrections: bool = False,
-                 single_label: bool | None = None) -> str:
-    """``head`` with ``auto`` resolved: ``classifier`` wherever a head can be the router, else ``generative``.
+def why_not_head(backend: str = "peft", dpo_from_corrections: bool = False,
+                 single_label: bool | None = None) -> str | None:
+    """Why a classification head cannot be the router here, or None when it can.
 
     A head cannot answer a label set (``single_label`` False: some training or validation message has other than
     one intent), trains with the ``peft`` backend only, and has no answer for DPO to prefer
     (``dpo_from_corrections``). ``single_label`` None (data not seen yet, as when a run config is validated) counts
     as single-label."""
+    if dpo_from_corrections:
+        return "dpo_from_corrections prefers one written answer over another"
+    if backend != "peft":
+        return f"a classification head trains with backend peft, not {backend}"
+    if single_label is False:
+        return "some training or validation messages carry other than one intent"
+    return None
+
+
+def resolve_head(head: str, backend: str = "peft", dpo_from_corrections: bool = False,
+                 single_label: bool | None = None) -> str:
+    """``head`` with ``auto`` resolved: ``classifier`` wherever a head can be the router (:func:`why_not_head`),
+    else ``generative``."""
     if head != "auto":
         return head
-    able = backend == "peft" and not dpo_from_corrections and single_label is not False
-    return "classifier" if able else "generative"
+    return "generative" if why_not_head(backend, dpo_from_corrections, single_label) else "classifier"
 
 
 def is_head_config(config) -> bool:
